@@ -1,0 +1,210 @@
+"""Render presets: one TOML file per tier (``presets/draft.toml`` ...), validated on load.
+
+A preset says how big and smooth the video is (resolution per aspect ratio, fps), how it is encoded (a table per
+encoder: ``[encoder.libx264]``, ``[encoder.h264_nvenc]``, ``[encoder.hevc_nvenc]``, tried in the order of
+``video.encoders``; the first that really works on this machine is used), the audio, the motion and which providers
+each step prefers. Copy a file, change it and pass its path: ``--preset ./my.toml``.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import StudioError
+from .project import ASPECTS
+
+PRESETS_DIR = Path(__file__).resolve().parent.parent / "presets"
+TIERS = ("draft", "standard", "premium", "maximum")
+
+X264_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow")
+NVENC_PRESETS = tuple(f"p{i}" for i in range(1, 8))
+# The options each encoder accepts, and a check for each; options of one encoder are never passed to another.
+ENCODER_OPTIONS: dict[str, dict[str, Any]] = {
+    "libx264": {
+        "preset": X264_PRESETS,
+        "crf": (0, 51),
+        "tune": ("film", "animation", "grain", "stillimage", "fastdecode", "zerolatency"),
+        "profile": ("baseline", "main", "high"),
+        "threads": (0, 64),
+    },
+    "h264_nvenc": {"preset": NVENC_PRESETS, "cq": (0, 51), "tune": ("hq", "ll", "ull"), "multipass": ("disabled", "qres", "fullres"),
+                   "bf": (0, 4), "spatial_aq": (0, 1)},
+    "hevc_nvenc": {"preset": NVENC_PRESETS, "cq": (0, 51), "tune": ("hq", "ll", "ull"), "multipass": ("disabled", "qres", "fullres"),
+                   "bf": (0, 4), "spatial_aq": (0, 1)},
+}
+REQUIRED_ENCODER_OPTIONS = {"libx264": ("preset", "crf"), "h264_nvenc": ("preset", "cq"), "hevc_nvenc": ("preset", "cq")}
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A render tier, as read from its TOML file (see ``presets/standard.toml`` for every field, commented)."""
+
+    name: str
+    label: str
+    summary: str
+    fps: int
+    resolution: dict[str, tuple[int, int]]
+    encoders: tuple[str, ...]
+    encoder: dict[str, dict[str, Any]]
+    audio_bitrate_kbps: int
+    sample_rate: int
+    loudness_lufs: float
+    ken_burns: float
+    transition_s: float
+    lead_s: float
+    tail_s: float
+    providers: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    models: dict[str, Any] = field(default_factory=dict)
+    source: Path | None = None
+
+    def size(self, aspect: str) -> tuple[int, int]:
+        """(width, height) for an aspect ratio."""
+        if aspect not in self.resolution:
+            raise StudioError(f"`aspect` must be one of {', '.join(self.resolution)}, got {aspect!r}")
+        return self.resolution[aspect]
+
+    def encoder_args(self, encoder: str) -> list[str]:
+        """ffmpeg output arguments for `encoder` with this preset's options for it (video only)."""
+        if encoder not in self.encoder:
+            raise StudioError(f"preset {self.name!r} has no [encoder.{encoder}] table")
+        opts = self.encoder[encoder]
+        args = ["-c:v", encoder, "-preset", str(opts["preset"])]
+        if encoder == "libx264":
+            args += ["-crf", str(opts["crf"])]
+            for key in ("tune", "profile", "threads"):
+                if key in opts:
+                    args += [f"-{key}" if key != "profile" else "-profile:v", str(opts[key])]
+        else:  # NVENC: constant-quality VBR; `-cq` needs `-rc vbr` and a zero bitrate target
+            args += ["-rc", "vbr", "-cq", str(opts["cq"]), "-b:v", "0"]
+            for key in ("tune", "multipass", "bf", "spatial_aq"):
+                if key in opts:
+                    args += [f"-{key}" if key != "bf" else "-bf", str(opts[key])]
+            if encoder == "hevc_nvenc":
+                args += ["-tag:v", "hvc1"]  # so QuickTime and browsers recognise HEVC in MP4
+        args += ["-pix_fmt", "yuv420p"]
+        return args
+
+
+def available_presets() -> list[str]:
+    """Names of the presets shipped in ``presets/``."""
+    return sorted(p.stem for p in PRESETS_DIR.glob("*.toml"))
+
+
+def load_preset(name_or_path: str | Path) -> Preset:
+    """Load a preset by tier name (``draft``, ``standard``, ``premium``, ``maximum``) or from a TOML file's path.
+
+    Raises:
+        StudioError: unknown name, missing file, or a field that is missing or out of range (named in the message).
+    """
+    text = str(name_or_path)
+    if text.endswith(".toml") or "/" in text or "\\" in text:
+        path = Path(text)
+        if not path.is_file():
+            raise StudioError(f"preset file {path} does not exist")
+    else:
+        path = PRESETS_DIR / f"{text.lower()}.toml"
+        if not path.is_file():
+            raise StudioError(f"unknown preset {text!r}; choose one of {', '.join(available_presets())}, or pass a .toml file's path")
+    try:
+        data = tomllib.loads(path.read_text("utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise StudioError(f"preset {path} is not valid TOML: {exc}") from exc
+    return _parse(data, path)
+
+
+def _parse(data: dict, path: Path) -> Preset:
+    where = f"preset {path.name}"
+
+    def get(table: dict, key: str, kind: type | tuple, context: str) -> Any:
+        if key not in table:
+            raise StudioError(f"{where}: `{context}{key}` is missing")
+        value = table[key]
+        if not isinstance(value, kind) or isinstance(value, bool):
+            raise StudioError(f"{where}: `{context}{key}` must be {getattr(kind, '__name__', kind)}, got {value!r}")
+        return value
+
+    def number(table: dict, key: str, lo: float, hi: float, context: str, default: float | None = None) -> float:
+        if key not in table and default is not None:
+            return default
+        value = get(table, key, (int, float), context)
+        if not lo <= value <= hi:
+            raise StudioError(f"{where}: `{context}{key}` must be between {lo} and {hi}, got {value}")
+        return float(value)
+
+    name = get(data, "name", str, "")
+    fps = int(number(data, "fps", 1, 120, ""))
+    if fps != data["fps"]:
+        raise StudioError(f"{where}: `fps` must be a whole number, got {data['fps']}")
+
+    res_table = get(data, "resolution", dict, "")
+    resolution = {}
+    for aspect in ASPECTS:
+        size = res_table.get(aspect)
+        if not (isinstance(size, list) and len(size) == 2 and all(isinstance(v, int) and not isinstance(v, bool) for v in size)):
+            raise StudioError(f"{where}: `resolution.\"{aspect}\"` must be [width, height], got {size!r}")
+        w, h = size
+        if not (64 <= w <= 7680 and 64 <= h <= 7680) or w % 2 or h % 2:
+            raise StudioError(f"{where}: `resolution.\"{aspect}\"` must be even numbers between 64 and 7680, got {w}x{h}")
+        resolution[aspect] = (w, h)
+
+    video = get(data, "video", dict, "")
+    encoders = tuple(get(video, "encoders", list, "video."))
+    enc_tables = get(data, "encoder", dict, "")
+    if not encoders or "libx264" not in encoders:
+        raise StudioError(f"{where}: `video.encoders` must list encoders to try in order and include libx264 (works everywhere)")
+    encoder_opts: dict[str, dict[str, Any]] = {}
+    for enc in encoders:
+        if enc not in ENCODER_OPTIONS:
+            raise StudioError(f"{where}: encoder {enc!r} is not supported; supported: {', '.join(ENCODER_OPTIONS)}")
+        if not isinstance(enc_tables.get(enc), dict):
+            raise StudioError(f"{where}: `video.encoders` lists {enc} but there is no [encoder.{enc}] table")
+    for enc, opts in enc_tables.items():
+        if enc not in ENCODER_OPTIONS or not isinstance(opts, dict):
+            raise StudioError(f"{where}: [encoder.{enc}] is not a supported encoder table; supported: {', '.join(ENCODER_OPTIONS)}")
+        for key, value in opts.items():
+            rule = ENCODER_OPTIONS[enc].get(key)
+            if rule is None:
+                raise StudioError(f"{where}: [encoder.{enc}] does not accept `{key}`; it accepts {', '.join(ENCODER_OPTIONS[enc])}")
+            if isinstance(rule, tuple) and len(rule) == 2 and all(isinstance(r, int) for r in rule):
+                if not isinstance(value, int) or isinstance(value, bool) or not rule[0] <= value <= rule[1]:
+                    raise StudioError(f"{where}: [encoder.{enc}] `{key}` must be a whole number from {rule[0]} to {rule[1]}, got {value!r}")
+            elif value not in rule:
+                raise StudioError(f"{where}: [encoder.{enc}] `{key}` must be one of {', '.join(rule)}, got {value!r}")
+        for key in REQUIRED_ENCODER_OPTIONS[enc]:
+            if key not in opts:
+                raise StudioError(f"{where}: [encoder.{enc}] needs `{key}`")
+        encoder_opts[enc] = dict(opts)
+
+    audio = get(data, "audio", dict, "")
+    motion = data.get("motion", {})
+    timing = data.get("timing", {})
+    providers = data.get("providers", {})
+    if not isinstance(providers, dict) or not all(isinstance(v, list) and all(isinstance(x, str) for x in v) for v in providers.values()):
+        raise StudioError(f"{where}: [providers] must map a step to a list of provider names, e.g. narrator = [\"piper\", \"espeak\"]")
+    transition_s = number(motion, "transition_s", 0.0, 3.0, "motion.", 0.5)
+    tail_s = number(timing, "tail_s", 0.0, 5.0, "timing.", 0.6)
+    if transition_s > tail_s:
+        raise StudioError(f"{where}: `motion.transition_s` ({transition_s}) must not exceed `timing.tail_s` ({tail_s}), "
+                          "or the next scene would talk over the end of this one")
+    return Preset(
+        name=name,
+        label=str(data.get("label", name.title())),
+        summary=str(data.get("summary", "")),
+        fps=fps,
+        resolution=resolution,
+        encoders=encoders,
+        encoder=encoder_opts,
+        audio_bitrate_kbps=int(number(audio, "bitrate_kbps", 32, 512, "audio.")),
+        sample_rate=int(number(audio, "sample_rate", 8000, 96000, "audio.", 48000)),
+        loudness_lufs=number(audio, "loudness_lufs", -40, -5, "audio.", -16),
+        ken_burns=number(motion, "ken_burns", 0.0, 0.5, "motion.", 0.08),
+        transition_s=transition_s,
+        lead_s=number(timing, "lead_s", 0.0, 5.0, "timing.", 0.25),
+        tail_s=tail_s,
+        providers={k: tuple(v) for k, v in providers.items()},
+        models=dict(data.get("models", {})),
+        source=path,
+    )
