@@ -1,0 +1,169 @@
+"""Step 2: narration. `narrate` gives every scene a WAV of its narration and word-level timings for captions.
+
+    project = studio.narrate(project)                      # auto: Piper if installed, else espeak-ng
+    project = studio.narrate(project, narrator="espeak")   # or force one
+    project = studio.narrate(project, only=["s1a2b3c4"])    # re-narrate one scene
+
+Providers (one file each): ``piper`` (neural, offline, optional GPL-3.0 extra), ``espeak`` (espeak-ng, offline, many
+languages). A provider is a `Narrator`: ``speak(text, voice=, seed=, language=, out=) -> Speech``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Collection, Optional, Protocol, runtime_checkable
+
+from ..assets import AssetStore, asset_key
+from ..errors import Cancelled, StudioError
+from ..presets import Preset
+from ..progress import CancelToken, ProgressFn, check
+from ..project import Project, Scene, WordTiming
+
+__all__ = ["Speech", "Narrator", "narrate"]
+
+
+@dataclass(frozen=True)
+class Speech:
+    """What a narrator said into its WAV.
+
+    Attributes:
+        duration_s: Length of the WAV in seconds.
+        words: One timing per caption word (seconds from the start of the WAV).
+        sample_rate: The WAV's sample rate (Hz).
+        timing_source: ``"engine"`` (from the TTS engine's own alignments) or ``"estimated"`` (from the audio).
+    """
+
+    duration_s: float
+    words: tuple[WordTiming, ...]
+    sample_rate: int
+    timing_source: str
+
+
+@runtime_checkable
+class Narrator(Protocol):
+    """A text-to-speech provider."""
+
+    name: str  # registry name
+    model: str  # identity of the voice/model: part of the asset cache key
+
+    def speak(self, text: str, *, voice: str | None, seed: int, language: str, out: Path,
+              cancel: CancelToken | None = None) -> Speech:
+        """Say `text` into a WAV written exactly at `out`; returns its length and word timings."""
+        ...
+
+
+def narrate(project: Project, *, narrator: str = "auto", preset: Preset | None = None,
+            only: Collection[str] | None = None, store: AssetStore | None = None,
+            on_progress: Optional[ProgressFn] = None, cancel: CancelToken | None = None) -> Project:
+    """Give each scene its narration audio and word timings.
+
+    Audio is cached in the project's asset store by everything that made it (provider, voice model, `voice`, language,
+    text, seed), so running again re-makes only scenes whose narration changed.
+
+    Args:
+        project: A saved project (it needs a folder for its assets).
+        narrator: A provider name (``piper``, ``espeak``) or ``auto`` (the preset's preference order, else the
+            registration order; the choice and its reason are added to the project's notes).
+        preset: Supplies the ``auto`` preference order (``[providers] narrator = [...]``).
+        only: Narrate just these scene ids (others keep what they have).
+        store: Where assets go; default ``AssetStore(project.assets_dir)``.
+        on_progress: ``on_progress(fraction, message)`` after each scene.
+        cancel: Checked between scenes (and inside the narrator).
+
+    Returns:
+        A new project; the input is not changed.
+
+    Raises:
+        StudioError: no project folder, an unknown scene id or narrator, a scene with neither narration nor
+            `duration_s`, or a failed scene (named; scenes made before it stay in the asset store).
+        Cancelled: `cancel` was cancelled.
+    """
+    from .. import providers
+
+    # 1. Check inputs
+    if project.folder is None:
+        raise StudioError("narrate needs a saved project (its audio goes in the project's assets folder): "
+                          "call `project.save(folder)` first")
+    ids = [scene.id for scene in project.scenes]
+    if only is not None:
+        if isinstance(only, str):
+            only = [only]
+        unknown = [scene_id for scene_id in only if scene_id not in ids]
+        if unknown:
+            raise StudioError(f"`only` names unknown scene id(s) {unknown}; this project's scenes are {ids}")
+    todo = [(i, scene) for i, scene in enumerate(project.scenes) if only is None or scene.id in only]
+    for i, scene in todo:
+        if not scene.narration.strip() and scene.duration_s is None:
+            raise StudioError(f"scene {i + 1} has no narration and no duration_s: write narration for scene "
+                              f"{scene.id!r} or give it a duration_s (seconds) to stay silent")
+    check(cancel)
+
+    # 2. Choose the narrator
+    prefer = preset.providers.get("narrator") if preset is not None else None
+    speaker, choice = providers.create("narrator", narrator, prefer=prefer)
+    note = "narrator: " + choice.reason
+    notes = tuple(n for n in project.notes if not n.startswith("narrator: ")) + (note,)
+    store = store if store is not None else AssetStore(project.assets_dir)
+    report = on_progress or (lambda fraction, message: None)
+
+    # 3. Speak each scene, or find it in the store
+    scenes = {scene.id: scene for scene in project.scenes}
+    total = len(todo)
+    for done, (i, scene) in enumerate(todo, start=1):
+        check(cancel)
+        scenes[scene.id] = _narrate_scene(scene, i, project, speaker, choice.name, store, cancel)
+        report(done / total, f"narrating scene {done}/{total}")
+    if not total:
+        report(1.0, "nothing to narrate")
+    return replace(project, scenes=tuple(scenes[scene_id] for scene_id in ids), notes=notes)
+
+
+def _narrate_scene(scene: Scene, index: int, project: Project, speaker: Narrator, provider: str, store: AssetStore,
+                   cancel: CancelToken | None) -> Scene:
+    """One scene's audio: reused from the store when everything that made it is unchanged, else spoken."""
+    text = scene.narration
+    if not text.strip():  # a silent scene with a fixed length
+        return replace(scene, audio=None, audio_duration_s=None, words=())
+    key = asset_key(step="narrate", provider=provider, model=speaker.model, voice=project.voice,
+                    language=project.language, text=text, seed=scene.seed)
+    # The timings are written after the audio: audio without them (a crash between the two) is spoken again.
+    cached = _cached_speech(store.read_meta(key))
+    if cached is not None:
+        found = store.find(key, ".wav")
+        if found is not None:
+            return scene.with_audio(found, cached[0], cached[1])
+    try:
+        with store.making(key, ".wav") as tmp:
+            speech = speaker.speak(text, voice=project.voice, seed=scene.seed, language=project.language, out=tmp,
+                                   cancel=cancel)
+    except Cancelled:
+        raise
+    except StudioError as exc:
+        raise StudioError(f"scene {index + 1} ({scene.id}): narration failed: {exc}") from exc
+    except Exception as exc:  # an engine's own error: say which scene, keep the cause
+        raise StudioError(f"scene {index + 1} ({scene.id}): narration failed with {provider}: "
+                          f"{type(exc).__name__}: {exc}") from exc
+    store.write_meta(key, {
+        "step": "narrate", "provider": provider, "model": speaker.model, "voice": project.voice,
+        "language": project.language, "text": text, "seed": scene.seed, "duration_s": speech.duration_s,
+        "sample_rate": speech.sample_rate, "timing_source": speech.timing_source,
+        "words": [[w.word, w.start_s, w.end_s] for w in speech.words],
+    })
+    return scene.with_audio(store.path(key, ".wav"), speech.words, speech.duration_s)
+
+
+def _cached_speech(meta: dict | None) -> tuple[tuple[WordTiming, ...], float] | None:
+    """(words, duration_s) from an asset's side file, or None if it is missing or damaged."""
+    if not meta:
+        return None
+    try:
+        words = tuple(WordTiming(str(w), float(a), float(b)) for w, a, b in meta["words"])
+        return words, float(meta["duration_s"])
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+# Importing the provider modules registers them; Piper first, so "auto" without a preset prefers it.
+from . import piper as _piper  # noqa: E402,F401
+from . import espeak as _espeak  # noqa: E402,F401
