@@ -114,6 +114,11 @@ class Ffmpeg:
     def error_text(self) -> str:
         return b"".join(self._stderr[-8:]).decode("utf-8", "replace").strip() or "no message"
 
+    def log_text(self) -> str:
+        """The last lines (up to 40) ffmpeg wrote to stderr, e.g. a filter's report when run with ``-loglevel info``;
+        complete only after `wait`."""
+        return b"".join(self._stderr).decode("utf-8", "replace")
+
     def __enter__(self) -> "Ffmpeg":
         return self
 

@@ -35,6 +35,8 @@ ENCODER_OPTIONS: dict[str, dict[str, Any]] = {
     "hevc_nvenc": {"preset": NVENC_PRESETS, "cq": (0, 51), "tune": ("hq", "ll", "ull"), "multipass": ("disabled", "qres", "fullres"),
                    "bf": (0, 4), "spatial_aq": (0, 1)},
 }
+# ffmpeg's spelling of NVENC options whose TOML key differs (`-spatial_aq` is rejected: "Unrecognized option").
+_NVENC_FLAGS = {"spatial_aq": "-spatial-aq"}
 REQUIRED_ENCODER_OPTIONS = {"libx264": ("preset", "crf"), "h264_nvenc": ("preset", "cq"), "hevc_nvenc": ("preset", "cq")}
 
 
@@ -81,7 +83,7 @@ class Preset:
             args += ["-rc", "vbr", "-cq", str(opts["cq"]), "-b:v", "0"]
             for key in ("tune", "multipass", "bf", "spatial_aq"):
                 if key in opts:
-                    args += [f"-{key}" if key != "bf" else "-bf", str(opts[key])]
+                    args += [_NVENC_FLAGS.get(key, f"-{key}"), str(opts[key])]
             if encoder == "hevc_nvenc":
                 args += ["-tag:v", "hvc1"]  # so QuickTime and browsers recognise HEVC in MP4
         args += ["-pix_fmt", "yuv420p"]
@@ -158,7 +160,7 @@ def _parse(data: dict, path: Path) -> Preset:
         raise StudioError(f"{where}: `video.encoders` must list encoders to try in order and include libx264 (works everywhere)")
     encoder_opts: dict[str, dict[str, Any]] = {}
     for enc in encoders:
-        if enc not in ENCODER_OPTIONS:
+        if not isinstance(enc, str) or enc not in ENCODER_OPTIONS:
             raise StudioError(f"{where}: encoder {enc!r} is not supported; supported: {', '.join(ENCODER_OPTIONS)}")
         if not isinstance(enc_tables.get(enc), dict):
             raise StudioError(f"{where}: `video.encoders` lists {enc} but there is no [encoder.{enc}] table")

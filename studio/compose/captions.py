@@ -1,0 +1,521 @@
+"""Captions: word timings grouped into one- or two-line captions, wrapped with the font's real metrics, written as an
+ASS file that ffmpeg's ``subtitles`` filter (libass) burns in.
+
+Safety: user text only ever lands in the *text* field of an ASS event, escaped so that libass shows it literally
+(`escape_ass_text`); it never reaches a filter string. How libass reads event text (checked by rendering, and in
+libass's ``get_next_char``): ``\\N``, ``\\n``, ``\\h``, ``\\{`` and ``\\}`` are escapes anywhere in the text, a ``{``
+that has a later ``}`` opens an override block, and any other backslash is drawn as is. So a user ``\\`` is followed
+by an invisible WORD JOINER (U+2060; HarfBuzz draws default-ignorable characters as nothing), ``{``/``}`` become
+``\\{``/``\\}``, and newlines and other control characters become spaces (Studio wraps lines itself).
+
+Sizes: an ASS ``Fontsize`` is the font's line height (ascender + descender), not its em size, so text is measured
+with the font at ``Fontsize * units_per_em / (ascender + descender)`` pixels, which matches libass's layout.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+import shutil
+import threading
+import unicodedata
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Sequence
+
+from ..errors import StudioError
+from ..fonts import font_path
+
+MAX_LINES = 2
+PAUSE_S = 0.55  # a silence this long between two words starts a new caption
+HOLD_S = 0.35  # a caption stays up this long after its last word (unless the next one starts)
+MIN_SHOW_S = 0.6  # shortest time a caption is shown, when the next one leaves room
+WORD_JOINER = "\u2060"
+_SENTENCE_END = re.compile(r"[.!?\u2026\u3002\uff01\uff1f][\"'\u201d\u2019)\]]*$")
+
+
+@dataclass(frozen=True)
+class CaptionStyle:
+    """How captions look, relative to the frame (so every resolution looks the same).
+
+    Attributes:
+        name: The style's name (``Project.caption_style``).
+        weight: ``bold`` or ``regular`` (see `studio.fonts.font_path`).
+        size_frac: Line height (ASS ``Fontsize``) as a fraction of the frame's shorter side.
+        outline_frac: Outline thickness (or, with `box`, the box's padding) as a fraction of the line height.
+        shadow_frac: Shadow offset as a fraction of the line height.
+        box: A translucent dark box behind each line instead of an outline.
+    """
+
+    name: str
+    weight: str
+    size_frac: float
+    outline_frac: float
+    shadow_frac: float
+    box: bool = False
+
+
+STYLES: dict[str, CaptionStyle] = {
+    "bold": CaptionStyle("bold", "bold", size_frac=0.068, outline_frac=0.075, shadow_frac=0.045),
+    "boxed": CaptionStyle("boxed", "bold", size_frac=0.062, outline_frac=0.16, shadow_frac=0.0, box=True),
+    "plain": CaptionStyle("plain", "regular", size_frac=0.064, outline_frac=0.065, shadow_frac=0.04),
+}
+
+
+@dataclass(frozen=True)
+class CaptionLayout:
+    """A caption style resolved for one frame size: font, sizes and margins in pixels (ASS units = pixels)."""
+
+    style: CaptionStyle
+    width: int
+    height: int
+    font_path: Path
+    family: str
+    bold: bool
+    font_size: int
+    em_px: float
+    outline_px: float
+    shadow_px: float
+    margin_h_px: int
+    margin_v_px: int
+    max_line_px: float
+
+
+@dataclass(frozen=True)
+class CaptionEvent:
+    """One caption on the video's clock: up to `MAX_LINES` lines shown from `start_s` to `end_s`."""
+
+    start_s: float
+    end_s: float
+    lines: tuple[str, ...]
+    scene_id: str = ""
+
+    @property
+    def text(self) -> str:
+        return " ".join(self.lines)
+
+
+@dataclass(frozen=True)
+class TimedWord:
+    """A word on the video's clock (seconds)."""
+
+    text: str
+    start_s: float
+    end_s: float
+
+
+def caption_layout(style_name: str, size: tuple[int, int]) -> CaptionLayout:
+    """Resolve the caption style `style_name` for a frame of `size` (width, height).
+
+    Raises:
+        StudioError: unknown style, or no font installed.
+    """
+    if style_name not in STYLES:
+        raise StudioError(f"`caption_style` must be one of {', '.join(STYLES)}, got {style_name!r}")
+    style = STYLES[style_name]
+    width, height = size
+    path = font_path(style.weight)
+    family, face_style, line_ratio = _font_facts(str(path))
+    font_size = max(8, round(min(width, height) * style.size_frac))
+    outline = max(1.0, round(font_size * style.outline_frac, 1))
+    shadow = round(font_size * style.shadow_frac, 1)
+    margin_h = round(width * 0.06)
+    portrait = height > width * 1.2
+    margin_v = round(height * (0.14 if portrait else 0.075 if width > height * 1.2 else 0.09))
+    # Leave room for the outline (or box padding) and a small margin for layout differences between PIL and libass.
+    max_line = (width - 2 * margin_h - 2 * outline) * 0.96
+    return CaptionLayout(
+        style=style, width=width, height=height, font_path=path, family=family, bold="bold" in face_style.lower(),
+        font_size=font_size, em_px=font_size / line_ratio, outline_px=outline, shadow_px=shadow,
+        margin_h_px=margin_h, margin_v_px=margin_v, max_line_px=max_line,
+    )
+
+
+@functools.lru_cache(maxsize=8)
+def _font_facts(path: str) -> tuple[str, str, float]:
+    """(family, style, line height per em) of a font file."""
+    from PIL import ImageFont
+
+    big = ImageFont.truetype(path, 1000)
+    ascent, descent = big.getmetrics()
+    family, face_style = big.getname()
+    return family.replace(",", " "), face_style or "", (ascent + descent) / 1000.0
+
+
+@functools.lru_cache(maxsize=16)
+def _font(path: str, em_px: float):
+    from PIL import ImageFont
+
+    return ImageFont.truetype(path, em_px)
+
+
+def text_width(layout: CaptionLayout, text: str) -> float:
+    """Advance width of `text` in pixels as libass lays it out with `layout`'s font (outline not included)."""
+    return float(_font(str(layout.font_path), layout.em_px).getlength(text))
+
+
+def clean_text(text: str) -> str:
+    """User text for a caption: every run of whitespace (newlines included) becomes one space; control characters
+    are dropped."""
+    text = "".join(" " if ch.isspace() or unicodedata.category(ch) in ("Zl", "Zp") else ch for ch in str(text))
+    text = "".join(ch for ch in text if unicodedata.category(ch) != "Cc")
+    return " ".join(text.split())
+
+
+def escape_ass_text(text: str) -> str:
+    """Escape one line of user text for an ASS event so libass draws it literally (see the module docstring)."""
+    out = []
+    for ch in clean_text(text):
+        if ch == "\\":
+            out.append("\\" + WORD_JOINER)
+        elif ch == "{":
+            out.append("\\{")
+        elif ch == "}":
+            out.append("\\}")
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
+def wrap_words(layout: CaptionLayout, words: Sequence[str]) -> list[str]:
+    """Lines of `words` that each fit `layout.max_line_px`; two lines are balanced; a word wider than a line is split."""
+    pieces: list[str] = []
+    for word in words:
+        pieces.extend([word] if text_width(layout, word) <= layout.max_line_px else _split_long(layout, word))
+    lines: list[str] = []
+    current = ""
+    for piece in pieces:
+        candidate = f"{current} {piece}" if current else piece
+        if not current or text_width(layout, candidate) <= layout.max_line_px:
+            current = candidate
+        else:
+            lines.append(current)
+            current = piece
+    if current:
+        lines.append(current)
+    if len(lines) == 2:
+        lines = _balance(layout, pieces) or lines
+    return lines
+
+
+def _split_long(layout: CaptionLayout, word: str) -> list[str]:
+    chunks, current = [], ""
+    for ch in word:
+        if current and text_width(layout, current + ch) > layout.max_line_px:
+            chunks.append(current)
+            current = ""
+        current += ch
+    return chunks + ([current] if current else [])
+
+
+def _balance(layout: CaptionLayout, pieces: Sequence[str]) -> list[str] | None:
+    """Two lines of similar width (easier to read than a full line over a short one)."""
+    best = None
+    for i in range(1, len(pieces)):
+        top, bottom = " ".join(pieces[:i]), " ".join(pieces[i:])
+        widest = max(text_width(layout, top), text_width(layout, bottom))
+        if widest <= layout.max_line_px and (best is None or widest < best[0]):
+            best = (widest, [top, bottom])
+    return best[1] if best else None
+
+
+def group_words(layout: CaptionLayout, words: Sequence[TimedWord], *, window_end_s: float,
+                scene_id: str = "") -> list[CaptionEvent]:
+    """Group one scene's timed words into captions of at most `MAX_LINES` lines.
+
+    A caption ends at a sentence end, at a pause longer than `PAUSE_S`, or where one more word would need a third
+    line. It is shown from its first word's start until shortly after its last word (`HOLD_S`), never past the next
+    caption's start or `window_end_s`.
+    """
+    words = [TimedWord(clean_text(w.text), w.start_s, w.end_s) for w in words]
+    words = [piece for w in words if w.text and w.start_s < window_end_s for piece in _fit_word(layout, w)]
+    groups: list[list[TimedWord]] = []
+    current: list[TimedWord] = []
+    for word in words:
+        if current:
+            gap = word.start_s - current[-1].end_s
+            if (gap > PAUSE_S or _SENTENCE_END.search(current[-1].text)
+                    or len(wrap_words(layout, [w.text for w in current + [word]])) > MAX_LINES):
+                groups.append(current)
+                current = []
+        current.append(word)
+    if current:
+        groups.append(current)
+
+    events = []
+    for i, group in enumerate(groups):
+        start = group[0].start_s
+        next_start = groups[i + 1][0].start_s if i + 1 < len(groups) else window_end_s
+        end = max(group[-1].end_s + HOLD_S, start + MIN_SHOW_S)
+        end = min(end, next_start, window_end_s)
+        lines = wrap_words(layout, [w.text for w in group])
+        if end > start:
+            events.append(CaptionEvent(start_s=start, end_s=end, lines=tuple(lines), scene_id=scene_id))
+    return events
+
+
+def _fit_word(layout: CaptionLayout, word: TimedWord) -> list[TimedWord]:
+    """A word wider than a line, as line-wide pieces that share its time (each piece then fits a caption)."""
+    if text_width(layout, word.text) <= layout.max_line_px:
+        return [word]
+    pieces = _split_long(layout, word.text)
+    total = sum(len(p) for p in pieces)
+    out, at = [], word.start_s
+    for piece in pieces:
+        length = (word.end_s - word.start_s) * len(piece) / total
+        out.append(TimedWord(piece, at, at + length))
+        at += length
+    return out
+
+
+def spread_words(text: str, start_s: float, end_s: float) -> list[TimedWord]:
+    """Timings for narration that has none: each word gets a share of the span in proportion to its length."""
+    tokens = clean_text(text).split(" ")
+    tokens = [t for t in tokens if t]
+    if not tokens or end_s <= start_s:
+        return []
+    weights = [len(t) + 1 for t in tokens]
+    total = float(sum(weights))
+    out, t = [], start_s
+    for token, weight in zip(tokens, weights):
+        length = (end_s - start_s) * weight / total
+        out.append(TimedWord(token, t, t + length * 0.92))
+        t += length
+    return out
+
+
+def no_overlaps(events: Iterable[CaptionEvent]) -> tuple[CaptionEvent, ...]:
+    """Events in time order with none overlapping the next (one caption on screen at a time)."""
+    ordered = sorted(events, key=lambda e: e.start_s)
+    out = []
+    for i, event in enumerate(ordered):
+        end = event.end_s
+        if i + 1 < len(ordered):
+            end = min(end, ordered[i + 1].start_s)
+        if end - event.start_s >= 0.01:
+            out.append(CaptionEvent(event.start_s, end, event.lines, event.scene_id))
+    return tuple(out)
+
+
+def _ass_time(seconds: float) -> str:
+    cs = max(0, int(round(seconds * 100)))
+    hours, rest = divmod(cs, 360000)
+    minutes, rest = divmod(rest, 6000)
+    secs, cents = divmod(rest, 100)
+    return f"{hours}:{minutes:02d}:{secs:02d}.{cents:02d}"
+
+
+def ass_document(layout: CaptionLayout, events: Sequence[CaptionEvent]) -> str:
+    """The ASS subtitle file for `events` (UTF-8 text); coordinates are frame pixels."""
+    style = layout.style
+    if style.box:
+        # BorderStyle 3: libass fills a box (OutlineColour) padded by `Outline` around each line.
+        border_style, outline_colour, back_colour, shadow = 3, "&H50000000", "&H80000000", 0.0
+    else:
+        border_style, outline_colour, back_colour, shadow = 1, "&H00000000", "&H80000000", layout.shadow_px
+    head = "\n".join([
+        "[Script Info]",
+        "; Written by Studio; every text below is escaped so libass shows it literally",
+        "ScriptType: v4.00+",
+        f"PlayResX: {layout.width}",
+        f"PlayResY: {layout.height}",
+        "WrapStyle: 0",
+        "ScaledBorderAndShadow: yes",
+        "YCbCr Matrix: TV.709",
+        "",
+        "[V4+ Styles]",
+        "Format: Name, Fontname, Fontsize, PrimaryColour, SecondaryColour, OutlineColour, BackColour, Bold, Italic, "
+        "Underline, StrikeOut, ScaleX, ScaleY, Spacing, Angle, BorderStyle, Outline, Shadow, Alignment, MarginL, "
+        "MarginR, MarginV, Encoding",
+        f"Style: Caption,{layout.family},{layout.font_size},&H00FFFFFF,&H00FFFFFF,{outline_colour},{back_colour},"
+        f"{-1 if layout.bold else 0},0,0,0,100,100,0,0,{border_style},{layout.outline_px:g},{shadow:g},2,"
+        f"{layout.margin_h_px},{layout.margin_h_px},{layout.margin_v_px},1",
+        "",
+        "[Events]",
+        "Format: Layer, Start, End, Style, Name, MarginL, MarginR, MarginV, Effect, Text",
+    ])
+    lines = [head]
+    for event in events:
+        text = "\\N".join(escape_ass_text(line) for line in event.lines)
+        lines.append(f"Dialogue: 0,{_ass_time(event.start_s)},{_ass_time(event.end_s)},Caption,,0,0,0,,{text}")
+    return "\n".join(lines) + "\n"
+
+
+def write_ass(path: Path, layout: CaptionLayout, events: Sequence[CaptionEvent]) -> Path:
+    """Write the ASS file for `events` to `path`."""
+    Path(path).write_text(ass_document(layout, events), encoding="utf-8")
+    return Path(path)
+
+
+# -- burning captions in -------------------------------------------------------------------------------------------
+class CaptionOverlays:
+    """Captions drawn by libass once each, then blended into every frame that shows them.
+
+    ffmpeg's ``subtitles`` filter on every frame costs about 1 ms a frame (libass lays the text out again each time),
+    a tenth of the whole render at 480p. So libass draws each caption once: an ASS file whose event *i* is shown at
+    second *i* is rendered at one frame per second over a black and over a white canvas (``yuv420p``, BT.709, the
+    frame's size, cropped to the caption band), which gives each pixel's exact coverage and colour
+    (``out = bg * (1 - a) + premultiplied``); blending that into a frame is a few array operations on the text's box.
+    The ASS file and the font are in the private work folder that is ffmpeg's working directory, so the filter string
+    holds only names this module made and numbers.
+
+    Drawing runs in a thread while the video encodes; each caption is kept as a small ``.npz`` in the work folder
+    until its turn, so memory stays flat however many captions there are, and the drawing ffmpeg exits early.
+    """
+
+    def __init__(self, layout: CaptionLayout, events: Sequence[CaptionEvent], fps: int, work: Path, cancel=None) -> None:
+        import numpy as np
+
+        self.layout, self.events, self.fps, self.work, self.cancel = layout, list(events), fps, work, cancel
+        height = layout.height
+        # The band that bottom-aligned captions can reach: the margin plus three lines (one spare, should libass wrap
+        # a line that Studio measured as fitting), the outline or box padding and the shadow.
+        text_h = (MAX_LINES + 1) * 1.25 * layout.font_size + 4 * layout.outline_px + 2 * layout.shadow_px
+        self.top = max(0, 2 * int((height - layout.margin_v_px - text_h) // 2))
+        self.band_h = height - self.top
+        # ASS times are centiseconds; libass shows an event while start <= t < end, t = the frame's time in whole ms.
+        self.windows = [(int(round(e.start_s * 100)) * 10, int(round(e.end_s * 100)) * 10) for e in self.events]
+        self.next_event = 0
+        self.current: tuple[int, tuple | None] | None = None
+        self.ready = 0  # captions drawn so far
+        self.error: BaseException | None = None
+        self.changed = threading.Condition()
+        self.thread = None
+        self.proc = None
+        self.stopped = False
+        self._scratch = np.empty(layout.width * self.band_h, np.uint8)
+        if self.events:
+            self.thread = threading.Thread(target=self._draw_all, name="studio-captions", daemon=True)
+            self.thread.start()
+
+    # -- drawing (in the thread) -----------------------------------------------------------------------------------
+    def _draw_all(self) -> None:
+        try:
+            self._draw()
+        except BaseException as exc:  # handed to the frame loop
+            with self.changed:
+                self.error = exc
+                self.changed.notify_all()
+
+    def _draw(self) -> None:
+        from ..media import Ffmpeg
+
+        layout, work = self.layout, self.work
+        width, height = layout.width, layout.height
+        slotted = [CaptionEvent(float(i), float(i + 1), e.lines, e.scene_id) for i, e in enumerate(self.events)]
+        write_ass(work / "captions.ass", layout, slotted)
+        fonts = work / "fonts"
+        fonts.mkdir(exist_ok=True)
+        target = fonts / f"caption{layout.font_path.suffix.lower()}"
+        try:
+            target.symlink_to(layout.font_path)
+        except OSError:  # no symlinks here: copy it
+            shutil.copyfile(layout.font_path, target)
+        count = len(self.events)
+        canvas = f"s={width}x{height}:r=1:d={count}"
+        draw = (f"format=yuv420p,setparams=colorspace=bt709:color_primaries=bt709:color_trc=bt709:range=tv,"
+                f"subtitles=captions.ass:fontsdir=fonts,crop={width}:{self.band_h}:0:{self.top}")
+        graph = f"color=c=black:{canvas},{draw}[b];color=c=white:{canvas},{draw}[w];[b][w]vstack=inputs=2"
+        frame_bytes = width * self.band_h * 2 * 3 // 2
+        with Ffmpeg(["-filter_complex", graph, "-frames:v", str(count), "-f", "rawvideo", "-pix_fmt", "yuv420p",
+                     "pipe:1"], stdout=True, cwd=work, cancel=self.cancel, what="drawing the captions") as ff:
+            self.proc = ff
+            for i in range(count):
+                if self.stopped:
+                    raise StudioError("drawing the captions was stopped")
+                data = ff.stdout.read(frame_bytes)
+                if len(data) < frame_bytes:
+                    raise StudioError("drawing the captions failed: libass returned fewer captions than asked for")
+                self._store(i, data)
+                with self.changed:
+                    self.ready = i + 1
+                    self.changed.notify_all()
+
+    def _store(self, index: int, data: bytes) -> None:
+        """Turn one drawn caption (over black, over white) into coverage and premultiplied planes, cropped to its ink."""
+        import cv2
+        import numpy as np
+
+        width, bh = self.layout.width, self.band_h
+        stacked = np.frombuffer(data, np.uint8)
+        luma = stacked[:width * 2 * bh].reshape(2 * bh, width)
+        chroma = stacked[width * 2 * bh:].reshape(2, bh, width // 2)  # U, V; each the black then the white canvas
+        y_black, y_white = luma[:bh].astype(np.float32), luma[bh:].astype(np.float32)
+        alpha = np.clip(1.0 - (y_white - y_black) / 219.0, 0.0, 1.0)
+        ys, xs = np.nonzero(alpha > 1.0 / 255)
+        path = self.work / f"caption-{index:05d}.npz"
+        if not len(xs):
+            np.savez(path, x=0, y=0, empty=1)
+            return
+        x0, x1 = 2 * (int(xs.min()) // 2), min(width, 2 * ((int(xs.max()) + 2) // 2))
+        y0, y1 = 2 * (int(ys.min()) // 2), min(bh, 2 * ((int(ys.max()) + 2) // 2))
+        a = alpha[y0:y1, x0:x1]
+        a_c = cv2.resize(a, ((x1 - x0) // 2, (y1 - y0) // 2), interpolation=cv2.INTER_AREA)
+        pre_y = y_black[y0:y1, x0:x1] - 16.0 * (1.0 - a)
+        pre_u, pre_v = (plane[: bh // 2][y0 // 2:y1 // 2, x0 // 2:x1 // 2].astype(np.float32) - 128.0 * (1.0 - a_c)
+                        for plane in chroma)
+
+        def u8(values):
+            return np.clip(np.rint(values), 0, 255).astype(np.uint8)
+
+        np.savez(path, x=x0, y=self.top + y0, empty=0, a=u8(a * 255), a_c=u8(a_c * 255), pre_y=u8(pre_y),
+                 pre_u=u8(pre_u), pre_v=u8(pre_v))
+
+    # -- blending (in the frame loop) ------------------------------------------------------------------------------
+    def _load(self, index: int) -> tuple | None:
+        import numpy as np
+
+        with self.changed:
+            while self.ready <= index and self.error is None:
+                self.changed.wait(0.5)
+            if self.ready <= index:
+                raise self.error  # type: ignore[misc]
+        path = self.work / f"caption-{index:05d}.npz"
+        with np.load(path) as data:
+            if int(data["empty"]):
+                result = None
+            else:
+                # 8-bit "keep" (255 - coverage) and premultiplied planes: two saturating OpenCV passes per plane.
+                keep_y, keep_c = 255 - data["a"], 255 - data["a_c"]
+                result = (int(data["x"]), int(data["y"]), (data["pre_y"], keep_y), (data["pre_u"], keep_c),
+                          (data["pre_v"], keep_c))
+        path.unlink()
+        return result
+
+    def apply(self, frame_index: int, out) -> None:
+        """Blend the caption shown at `frame_index` (if any) into `out` (planes with y, u, v)."""
+        import cv2
+
+        if not self.events:
+            return
+        t_ms = int(frame_index * 1000 / self.fps)
+        while self.next_event < len(self.events) and self.windows[self.next_event][0] <= t_ms:
+            self.current = (self.next_event, self._load(self.next_event))  # in time order: each is loaded once
+            self.next_event += 1
+        if self.current is None or self.current[1] is None:
+            return
+        index, (x, y, luma, u, v) = self.current
+        start, end = self.windows[index]
+        if not start <= t_ms < end:
+            return
+        for (pre, keep), plane, div in ((luma, out.y, 1), (u, out.u, 2), (v, out.v, 2)):
+            h, w = keep.shape
+            region = plane[y // div:y // div + h, x // div:x // div + w]
+            scratch = self._scratch[:h * w].reshape(h, w)
+            cv2.multiply(region, keep, dst=scratch, scale=1 / 255)  # background * (1 - coverage), rounded
+            cv2.add(scratch, pre, dst=region)  # + premultiplied caption, saturated
+
+    def wait_drawn(self) -> None:
+        """Block until every caption is drawn (or drawing failed: the frame loop reports that)."""
+        if self.thread is not None:
+            self.thread.join()
+
+    def close(self, stop: bool = False) -> None:
+        """Wait for the drawing thread; with `stop`, end it at once (the render failed)."""
+        if self.thread is not None:
+            if stop:
+                self.stopped = True
+                if self.proc is not None:
+                    self.proc.kill()
+            self.thread.join()
+            self.thread = None
