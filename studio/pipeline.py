@@ -63,6 +63,13 @@ class RunSummary:
         return "\n".join(lines)
 
 
+def _step_progress(report: ProgressFn, ranges: dict, name: str) -> ProgressFn:
+    """The step's share of the bar, its messages prefixed with the step (``[2/4 narrate] scene 3/7``)."""
+    number = [n for n, _ in _WEIGHTS].index(name) + 1
+    inner = scaled(report, *ranges[name])
+    return lambda fraction, message: inner(fraction, f"[{number}/{len(_WEIGHTS)} {name}] {message}")
+
+
 def _validate_project_files(project: Project) -> None:
     """Check the music and watermark files before any work is done, so a typo fails in a second, not a minute."""
     if project.music is not None:
@@ -142,7 +149,7 @@ def make_video(
     if isinstance(project, str):
         story_fields = {k: project_fields.pop(k) for k in ("title", "aspect", "style", "language", "voice", "seed") if k in project_fields}
         project = write_storyboard(project, writer=writer, preset=preset, cancel=cancel,
-                                   on_progress=scaled(report, *ranges["storyboard"]), **story_fields)
+                                   on_progress=_step_progress(report, ranges, "storyboard"), **story_fields)
     if project_fields:
         project = replace(project, **{k: (Path(v) if k in ("music", "watermark") and v is not None else v)
                                       for k, v in project_fields.items()})
@@ -159,7 +166,7 @@ def make_video(
         # 3. Narration
         t0 = time.perf_counter()
         project = narrate(project, narrator=narrator, preset=preset, store=store, cancel=cancel,
-                          on_progress=scaled(report, *ranges["narrate"]))
+                          on_progress=_step_progress(report, ranges, "narrate"))
         steps.append(StepReport("narrate", time.perf_counter() - t0, store.made, store.reused))
         project = project.save()
 
@@ -168,14 +175,14 @@ def make_video(
         t0 = time.perf_counter()
         project = illustrate(project, painter=painter, preset=preset, store=store, cancel=cancel,
                              media_root=Path(media_root) if media_root is not None else None,
-                             on_progress=scaled(report, *ranges["illustrate"]))
+                             on_progress=_step_progress(report, ranges, "illustrate"))
         steps.append(StepReport("illustrate", time.perf_counter() - t0, store.made - made, store.reused - reused))
         project = project.save()
 
         # 5. Compose and encode
         t0 = time.perf_counter()
         result = compose(project, preset, output, encoder=encoder, cancel=cancel,
-                         on_progress=scaled(report, *ranges["compose"]))
+                         on_progress=_step_progress(report, ranges, "compose"))
         steps.append(StepReport("compose", time.perf_counter() - t0))
         report(1.0, "done")
         return RunSummary(

@@ -1,0 +1,164 @@
+"""End to end: script -> storyboard -> narration -> visuals -> MP4, through the library and the CLI."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import studio
+from studio import Project, StudioError
+from studio.pipeline import make_video
+
+from .conftest import ROOT, video_facts
+
+SHORT_SCRIPT = "# Tiny test\n\nThe sun rises.\n\nThe moon sets slowly."
+TRICKY_SCRIPT = "# Odd {text}\n\nIt's 50% off: a, b; [c] \\d {e} \\N {\\b1}bold.\nNew line here."
+
+
+def run_cli(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "studio", *args], cwd=cwd, capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=300)
+
+
+def check_video(summary, preset_name: str, aspect: str) -> dict:
+    preset = studio.load_preset(preset_name)
+    facts = video_facts(summary.output)
+    assert (facts["width"], facts["height"]) == preset.size(aspect)
+    assert facts["fps"] == pytest.approx(preset.fps, abs=0.01)
+    assert abs(facts["video_duration_s"] - summary.duration_s) <= 1.0 / preset.fps + 1e-6
+    assert facts["has_audio"] and facts["audio_codec"] == "aac"
+    assert facts["video_codec"] == "h264"
+    return facts
+
+
+def test_script_to_video_and_reuse(tmp_path):
+    project_dir = tmp_path / "proj"
+    out = tmp_path / "tiny.mp4"
+    summary = make_video(SHORT_SCRIPT, preset="draft", output=out, project_dir=project_dir)
+    facts = check_video(summary, "draft", "16:9")
+    narration_s = sum(s.audio_duration_s for s in summary.project.scenes)
+    assert facts["duration_s"] > narration_s  # narration plus pads, transitions overlap less than the pads
+    assert [s.name for s in summary.steps] == ["storyboard", "narrate", "illustrate", "compose"]
+    assert summary.made == 4 and summary.reused == 0  # 2 scenes x (audio + card)
+    assert (project_dir / "project.json").is_file()
+
+    # A second run over the kept project reuses every asset.
+    again = make_video(Project.load(project_dir), preset="draft", output=tmp_path / "again.mp4", project_dir=project_dir)
+    assert again.made == 0 and again.reused == 4
+
+    # Editing one scene's narration re-makes only that scene's audio (and the card, whose key words follow it).
+    project = Project.load(project_dir)
+    first, second = project.scenes
+    edited = project.edit_scene(second.id, narration="The moon sets behind the hills.")
+    third = make_video(edited, preset="draft", output=tmp_path / "edited.mp4", project_dir=project_dir)
+    narrate_step = next(s for s in third.steps if s.name == "narrate")
+    assert narrate_step.made == 1 and narrate_step.reused == 1
+    kept = {s.id: s for s in third.project.scenes}
+    assert kept[first.id].audio == first.audio and kept[second.id].audio != second.audio
+
+
+def test_brief_vertical_standard(tmp_path):
+    summary = make_video("Why the sky is blue", preset="standard", output=tmp_path / "sky.mp4", aspect="9:16")
+    check_video(summary, "standard", "9:16")
+    assert any("LLM" in note or "outline" in note for note in summary.project.notes)
+
+
+def test_special_characters_render(tmp_path):
+    summary = make_video(TRICKY_SCRIPT, preset="draft", output=tmp_path / "tricky.mp4", aspect="1:1")
+    check_video(summary, "draft", "1:1")
+    narration = " ".join(s.narration for s in summary.project.scenes)
+    for piece in ("50%", "[c]", "\\d", "{e}", "\\N", "{\\b1}bold"):
+        assert piece in narration
+
+
+def test_failed_render_keeps_existing_output(tmp_path, make_image):
+    out = tmp_path / "keep.mp4"
+    out.write_bytes(b"previous video")
+    bad = tmp_path / "broken.png"
+    bad.write_bytes(os.urandom(2048))
+    project = Project.from_storyboard([{"narration": "Hello there.", "media": str(bad)}], title="Broken")
+    with pytest.raises(StudioError, match="broken.png"):
+        make_video(project, preset="draft", output=out)
+    assert out.read_bytes() == b"previous video"
+    assert [p.name for p in tmp_path.iterdir() if ".part" in p.name] == []
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"output": "missing-folder/x.mp4"}, "does not exist"),
+        ({"preset": "ultra"}, "unknown preset"),
+        ({"aspect": "4:3"}, "aspect"),
+        ({"output": "video.avi"}, "must end in .mp4"),
+    ],
+)
+def test_bad_arguments(tmp_path, kwargs, message):
+    args = {"preset": "draft", "output": str(tmp_path / "x.mp4"), **kwargs}
+    if not Path(args["output"]).is_absolute():
+        args["output"] = str(tmp_path / args["output"])
+    with pytest.raises(StudioError, match=message):
+        make_video(SHORT_SCRIPT, **args)
+
+
+def test_bad_music_file(tmp_path):
+    music = tmp_path / "music.mp3"
+    music.write_bytes(b"not really audio" * 100)
+    with pytest.raises(StudioError, match="music.mp3"):
+        make_video(SHORT_SCRIPT, preset="draft", output=tmp_path / "x.mp4", music=music)
+
+
+def test_cli_storyboard_then_render(tmp_path):
+    csv = tmp_path / "sky.csv"
+    res = run_cli("storyboard", "examples/sky.md", "--output", str(csv))
+    assert res.returncode == 0, res.stderr
+    assert csv.is_file() and "scenes" in res.stdout
+    project = Project.read_storyboard(csv)
+    assert len(project.scenes) >= 2
+    # keep the render short: only the first two scenes
+    short = project.with_scenes(project.scenes[:2])
+    short.write_storyboard_file(csv)
+    out = tmp_path / "sky.mp4"
+    res = run_cli("render", "--storyboard", str(csv), "--preset", "draft", "--output", str(out), "--quiet")
+    assert res.returncode == 0, res.stderr
+    assert str(out) in res.stdout and "narrate" in res.stdout and "reused" in res.stdout
+    assert video_facts(out)["has_audio"]
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["render", "--output", "x.mp4"], "nothing to work from"),
+        (["render", "EMPTY", "--output", "x.mp4"], "empty"),
+        (["render", "examples/coffee.md", "--preset", "nope", "--output", "x.mp4"], "unknown preset"),
+        (["render", "examples/coffee.md", "--output", "no/such/dir/x.mp4"], "does not exist"),
+        (["render", "missing.md", "--output", "x.mp4"], "missing.md"),
+        (["render", "--brief", "  ", "--output", "x.mp4"], "empty"),
+    ],
+)
+def test_cli_errors_are_clear(tmp_path, args, message):
+    empty = tmp_path / "empty.md"
+    empty.write_text("   \n")
+    args = [str(empty) if a == "EMPTY" else a for a in args]
+    args = [str(tmp_path / a) if a.endswith(".mp4") else a for a in args]
+    res = run_cli(*args)
+    assert res.returncode == 2
+    assert "error:" in res.stderr and message in res.stderr
+    assert "Traceback" not in res.stderr
+
+
+def test_cli_rejects_unsupported_aspect(tmp_path):
+    res = run_cli("render", "examples/sky.md", "--aspect", "4:3", "--output", str(tmp_path / "x.mp4"))
+    assert res.returncode == 2 and "4:3" in res.stderr
+
+
+def test_cli_doctor_and_presets():
+    res = run_cli("doctor")
+    assert res.returncode == 0, res.stderr
+    for name in ("rules", "piper", "espeak", "cards", "local", "libx264"):
+        assert name in res.stdout
+    res = run_cli("presets")
+    assert res.returncode == 0 and all(t in res.stdout for t in ("draft", "standard", "premium", "maximum"))
