@@ -332,7 +332,7 @@ def test_script_is_never_cut_to_a_target_length():
     short = write_storyboard(text, target_s=10)
     assert [s.narration for s in short.scenes] == [s.narration for s in plain.scenes]
     assert any("never cuts" in n for n in short.notes)
-    assert not any("never cuts" in n for n in write_storyboard(text, target_s=60).notes)  # ~151 words: about 60 s
+    assert not any("never cuts" in n for n in write_storyboard(text, target_s=60).notes)  # ~180 words: about 60 s
 
 
 def test_progress_and_cancel():
