@@ -522,3 +522,16 @@ def test_existing_output_is_replaced_only_after_success(scene_of, tmp_path):
                      on_progress=lambda f, m: seen.append(out.read_bytes()[:14]) if f < 1 else None)
     assert set(seen) == {b"previous video"}  # untouched until the new file was complete
     assert video_facts(out)["frames"] == result.timeline.frame_count
+
+
+def test_studio_compose_stays_the_verb_after_its_subpackage_is_imported(tmp_path, make_image):
+    import importlib
+
+    import studio
+
+    importlib.import_module("studio.compose.timeline")  # rebinds `studio.compose` to the subpackage
+    project = Project(title="Verb", scenes=(Scene(id="a", narration="", duration_s=0.5, visual=make_image("a.png")),))
+    first = studio.compose(project, "draft", tmp_path / "one.mp4")
+    second = studio.compose(project, "draft", tmp_path / "two.mp4")  # the second use fails if the module shadows the verb
+    assert first.path.is_file() and second.path.is_file()
+    assert video_facts(second.path)["width"] == 854

@@ -10,6 +10,9 @@ escaping, `studio.compose.audio` for the soundtrack and `studio.compose.encoders
 
 from __future__ import annotations
 
+import sys
+import types
+
 from .captions import STYLES, CaptionEvent, CaptionLayout, CaptionStyle
 from .encoders import pick_encoder
 from .render import RenderResult, compose
@@ -19,3 +22,15 @@ from .timeline import (TRANSITIONS, MusicTrack, NarrationTrack, Rect, Segment, T
 __all__ = ["build_timeline", "compose", "RenderResult", "pick_encoder", "Timeline", "Segment", "Rect", "Transition",
            "NarrationTrack", "MusicTrack", "Watermark", "CaptionEvent", "CaptionLayout", "CaptionStyle", "STYLES",
            "TRANSITIONS"]
+
+
+class _CallableModule(types.ModuleType):
+    """``studio.compose`` is both this subpackage and the step's verb: importing a subpackage rebinds the parent's
+    attribute to the module, so the module itself must be callable for ``studio.compose(project, ...)`` to keep
+    working after anyone has imported ``studio.compose.*``."""
+
+    def __call__(self, *args, **kwargs) -> RenderResult:
+        return compose(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule
