@@ -309,7 +309,8 @@ def test_chosen_provider_is_noted_and_project_fields_are_set():
     project = write_storyboard(read_script(EXAMPLES / "sky.md"), title="My Sky", aspect="9:16", style="watercolour",
                                language="en-GB", voice="joe", seed=7, preset=load_preset("draft"))
     assert project.notes[0].startswith("storyboard: rules: ")
-    assert "first of [rules]" in project.notes[0]
+    assert "first of [openai, transformers, rules]" in project.notes[0]
+    assert "skipped openai cannot run" in project.notes[0]  # and says why the model writers were not used
     assert (project.title, project.aspect, project.style, project.language, project.voice, project.seed) == \
         ("My Sky", "9:16", "watercolour", "en-GB", "joe", 7)
     assert project.brief == read_script(EXAMPLES / "sky.md")
