@@ -163,6 +163,13 @@ def tiny_bark(folder: str | Path, *, seed: int = 0) -> Path:
     )
     with _seeded(seed):
         model = BarkModel(config)
+        # EnCodec's codebooks start as zeros (they are learned): random ones make each code sound different, so the
+        # audio depends on what the transformers generate (seeds, voices) as a trained model's does.
+        import torch
+
+        for layer in model.codec_model.quantizer.layers:
+            layer.codebook.embed.copy_(torch.randn_like(layer.codebook.embed))
+            layer.codebook.embed_avg.copy_(layer.codebook.embed)
     generation = BarkGenerationConfig(
         semantic_config={"semantic_rate_hz": 10.0, "max_new_tokens": 200, "temperature": 0.7, "top_k": 50},
         coarse_acoustics_config={"coarse_rate_hz": 16, "max_coarse_history": 60, "sliding_window_len": 30,

@@ -61,6 +61,9 @@ def check_model_id(model: str, what: str = "model") -> str:
     if not isinstance(model, str) or not model.strip():
         raise StudioError(f"`{what}` must be a Hugging Face hub id such as 'org/name' or a local folder, got {model!r}")
     model = model.strip()
+    if "://" in model:
+        raise StudioError(f"`{what}` {model!r} is a URL: give a hub id ('org/name') or a local folder; nothing is "
+                          "downloaded while rendering (`hf download org/name` fetches a model once)")
     if _looks_like_path(model):
         return model
     if not _HUB_ID.match(model) or ".." in model:
