@@ -214,6 +214,11 @@ class PipelineHolder:
     def loaded(self) -> bool:
         return self._loaded is not None
 
+    def set(self, loaded: Loaded) -> None:
+        """Use a pipeline built elsewhere (already on its device), instead of loading one."""
+        with self._lock:
+            self._loaded = loaded
+
     def release(self) -> None:
         with self._lock:
             loaded, self._loaded = self._loaded, None

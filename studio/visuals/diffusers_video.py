@@ -199,6 +199,14 @@ class DiffusersVideoPainter:
     def loaded(self) -> bool:
         return self._holder.loaded
 
+    def use_pipeline(self, pipe: Any, device: str) -> None:
+        """Paint with a pipeline built elsewhere and already on `device` (benchmarks of random-weight architectures,
+        notebooks), instead of loading this painter's model."""
+        import torch
+
+        dtype = getattr(pipe, "dtype", torch.float32)
+        self._holder.set(diffusion.Loaded(pipe, device, dtype, devices.MemoryPlan("full", False, False, "given")))
+
     def make_frames(self, scene: Scene, *, size: tuple[int, int], style: str, project_seed: int,
                     cancel: CancelToken | None = None, on_progress: ProgressFn | None = None) -> np.ndarray:
         """AnimateDiff's frames for a scene, fitted to `size`: uint8 array (frames, height, width, 3)."""

@@ -197,6 +197,12 @@ class BarkNarrator:
             self._bark, self._processor, self.device = model, processor, device
             log.info("bark: %s loaded on %s (%s; %s)", self.weights.model, device, dtype, plan.reason)
 
+    def use_model(self, model: Any, processor: Any) -> None:
+        """Speak with a ``BarkModel`` and processor built elsewhere, already on their device (benchmarks of
+        random-weight architectures, notebooks), instead of loading this narrator's model."""
+        with self._lock:
+            self._bark, self._processor, self.device = model, processor, str(model.device)
+
     def voices(self) -> list[str]:
         """The voice presets this model has."""
         self.load()
