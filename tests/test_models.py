@@ -71,6 +71,19 @@ def test_doctor_shows_device_and_why_each_provider_can_or_cannot_run():
         assert "suno/bark-small" in lines["bark"] or "GPU" in lines["bark"]
 
 
+def test_cli_storyboard_uses_the_presets_writers_and_models(tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_CACHE": str(tmp_path / "empty-hub")}
+    for name in ("OPENAI_BASE_URL", "OPENAI_API_BASE", "STUDIO_LLM_MODEL"):
+        env.pop(name, None)
+    proc = subprocess.run([sys.executable, "-m", "studio", "storyboard", "--brief", "Why the sky is blue", "--preset",
+                           "premium", "-o", str(tmp_path / "sky.csv")], cwd=ROOT, capture_output=True, text=True,
+                          timeout=120, env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert "storyboard: rules: first of [openai, transformers, rules]" in proc.stdout
+    assert "hf download Qwen/Qwen2.5-3B-Instruct" in proc.stdout  # premium's model, not the writer's default
+    assert (tmp_path / "sky.csv").is_file()
+
+
 def test_shipped_presets_auto_pick_offline_providers_on_a_machine_without_weights(monkeypatch, tmp_path):
     import huggingface_hub.constants
 
