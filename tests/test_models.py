@@ -224,3 +224,23 @@ def test_a_whole_video_from_a_brief_with_the_tiny_model_providers(tiny_models, t
     for scene in again.project.scenes:  # each clip covers its scene: narration plus the pads
         assert float(video_facts(scene.visual)["duration_s"]) >= scene.audio_duration_s
     assert video_facts(again.output)["duration_s"] == pytest.approx(summary.duration_s, abs=0.1)
+
+
+def test_auto_skips_a_model_when_the_gpu_has_too_little_free_memory(tiny_models, monkeypatch):
+    # A machine whose only GPU has 100 MB free: the tiny SD would fit only layer by layer, so auto moves on
+    fake = (devices.Gpu(0, "Fake GPU", 16 * devices.GIB, 100 * 1024 ** 2, "nvidia-smi"),)
+    monkeypatch.setattr(devices, "gpus", lambda: fake)
+    monkeypatch.setattr(devices, "best_device", lambda: "cuda")
+    options = {**tiny_models.options("diffusers-image"), "device": None}
+    choice = providers.choose("painter", "auto", prefer=["diffusers-image", "cards"], configs={"diffusers-image": options})
+    assert choice.name == "cards" and "only 0.1 GiB is free (Fake GPU)" in choice.reason
+    # With 8 GiB free it fits, and the note says how it would be placed
+    roomy = (devices.Gpu(0, "Fake GPU", 16 * devices.GIB, 8 * devices.GIB, "nvidia-smi"),)
+    monkeypatch.setattr(devices, "gpus", lambda: roomy)
+    choice = providers.choose("painter", "auto", prefer=["diffusers-image", "cards"], configs={"diffusers-image": options})
+    assert choice.name == "diffusers-image" and "on cuda, fits" in choice.reason
+    # Naming the device is the user's choice: allowed even when short
+    monkeypatch.setattr(devices, "gpus", lambda: fake)
+    assert devices.check_gpu_memory("cuda", 10 * devices.GIB, forced=True, what="m").startswith("on cuda, far short")
+    with pytest.raises(ProviderUnavailable, match="layer by layer"):
+        devices.check_gpu_memory("cuda", 10 * devices.GIB, forced=False, what="m")

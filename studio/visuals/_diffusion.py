@@ -45,12 +45,8 @@ def check_diffusers(model: str, *, steps: int, device: str | None, cache_dir: st
         if parameters > CPU_MAX_PARAMETERS or steps > CPU_MAX_STEPS:
             raise ProviderUnavailable(f"{found.describe()} with {steps} steps is too slow on a CPU and no GPU is here; "
                                       "pass device='cpu' to use it anyway, or a Turbo model with 1-4 steps")
-    note = f"{found.describe()}, {steps} steps, on {where}"
-    if where.startswith("cuda"):
-        free = devices.free_gpu_bytes()
-        plan = devices.plan_memory(where, parameters * 2, free_bytes=free)
-        note += f" ({plan.reason})"
-    return found, note
+    placed = devices.check_gpu_memory(where, parameters * 2, forced=device is not None, what=found.model)
+    return found, f"{found.describe()}, {steps} steps, {placed}"
 
 
 def mix_seed(project_seed: int, scene_seed: int) -> int:

@@ -58,7 +58,8 @@ def _check(model: str = DEFAULT_MODEL, voice: str | None = DEFAULT_VOICE, device
     if where == "cpu" and device is None:
         raise ProviderUnavailable(f"{found.describe()} is here, but no GPU: Bark on a CPU takes several times the "
                                   "audio's length; pass device='cpu' to use it anyway")
-    return f"{found.describe()}, voice {voice or 'none'}, on {where}"
+    placed = devices.check_gpu_memory(where, found.loaded_bytes(2), forced=device is not None, what=found.model)
+    return f"{found.describe()}, voice {voice or 'none'}, {placed}"
 
 
 def _voice_files(found: LocalWeights, voice: str) -> None:
