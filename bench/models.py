@@ -94,9 +94,9 @@ def build_sdxl(device: str, turbo: bool) -> tuple[Any, LocalWeights]:
     from diffusers import (AutoencoderKL, EulerAncestralDiscreteScheduler, EulerDiscreteScheduler,
                            StableDiffusionXLPipeline, UNet2DConditionModel)
 
-    from studio.testing import _clip_tokenizer
+    from studio.testing import clip_tokenizer
 
-    tokenizer = _clip_tokenizer()
+    tokenizer = clip_tokenizer()
     with torch.device(device):
         unet = UNet2DConditionModel(**SDXL_UNET)
         vae = AutoencoderKL(**VAE, sample_size=1024, scaling_factor=0.13025, force_upcast=False)
@@ -116,9 +116,9 @@ def animatediff_modules(device: str) -> dict[str, Any]:
     import torch
     from diffusers import AutoencoderKL, MotionAdapter, UNet2DConditionModel
 
-    from studio.testing import _clip_tokenizer
+    from studio.testing import clip_tokenizer
 
-    tokenizer = _clip_tokenizer()
+    tokenizer = clip_tokenizer()
     with torch.device(device):
         return {"unet": UNet2DConditionModel(**SD15_UNET), "vae": AutoencoderKL(**VAE, sample_size=512),
                 "text_encoder": _clip(CLIP_L, False, tokenizer), "motion_adapter": MotionAdapter(**MOTION_ADAPTER_V152),

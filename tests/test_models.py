@@ -244,3 +244,23 @@ def test_auto_skips_a_model_when_the_gpu_has_too_little_free_memory(tiny_models,
     assert devices.check_gpu_memory("cuda", 10 * devices.GIB, forced=True, what="m").startswith("on cuda, far short")
     with pytest.raises(ProviderUnavailable, match="layer by layer"):
         devices.check_gpu_memory("cuda", 10 * devices.GIB, forced=False, what="m")
+
+
+def test_the_dtype_option_reaches_every_loaded_model(tiny_models):
+    # What a GPU gets by default (float16): checked here by asking for it on the CPU, loading only.
+    import torch
+
+    image, _ = providers.create("painter", "diffusers-image", **tiny_models.options("diffusers-image"), dtype="float16")
+    assert image.load().pipe.unet.dtype == torch.float16 and image.load().pipe.text_encoder.dtype == torch.float16
+    clip, _ = providers.create("painter", "diffusers-video", **tiny_models.options("diffusers-video"), dtype="bfloat16")
+    assert clip.load().pipe.unet.dtype == torch.bfloat16
+    voice, _ = providers.create("narrator", "bark", **tiny_models.options("bark"), dtype="float16")
+    voice.load()
+    assert voice._bark.dtype == torch.float16
+    writer, _ = providers.create("storyboard", "transformers", **tiny_models.options("transformers"), dtype="bfloat16")
+    writer.load()
+    assert writer._lm.dtype == torch.bfloat16
+    for kind, name in (("painter", "diffusers-image"), ("painter", "diffusers-video"), ("narrator", "bark"),
+                       ("storyboard", "transformers")):
+        providers.release(kind, name)
+    assert not image.loaded and not clip.loaded and voice._bark is None and writer._lm is None

@@ -79,7 +79,8 @@ def size_multiple(pipe: Any) -> int:
     else:
         transformer = getattr(pipe, "transformer", None)
         config = getattr(transformer, "config", None)
-        multiple = vae_scale * int(getattr(config, "patch_size", 2) or 2)
+        # Transformer pipelines patchify the latents (FLUX packs 2x2 with patch_size 1): at least 2 latent pixels.
+        multiple = vae_scale * max(2, int(getattr(config, "patch_size", 2) or 2))
     return math.lcm(multiple, 8)  # pipelines check for multiples of 8 whatever their VAE
 
 

@@ -229,6 +229,10 @@ class BarkNarrator:
         if wanted is None:
             return None
         if wanted in presets:
+            try:
+                _voice_files(self.weights, wanted)  # Bark's hub repos fetch preset files one by one
+            except ProviderUnavailable as exc:
+                raise StudioError(f"`voice` {wanted}: {exc}") from None
             return wanted
         if wanted.endswith(".npz"):
             path = Path(wanted).expanduser()
