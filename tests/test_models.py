@@ -183,6 +183,10 @@ def test_release_drops_cached_models_and_the_next_use_loads_again(tiny_models, t
     assert second is not first and not second.loaded
     second.paint(Scene("a", "x", "hills"), index=0, size=(64, 64), style="", project_seed=0, out=tmp_path / "a.png")
     assert second.loaded
+    # Another model (or other options) of the same provider replaces it, so two never sit in GPU memory together
+    third, _ = providers.create("painter", "diffusers-image", **{**options, "steps": 3})
+    assert not second.loaded and third is not second
+    assert providers.create("painter", "cards")[0] is providers.create("painter", "cards")[0]
 
 
 def test_a_whole_video_from_a_brief_with_the_tiny_model_providers(tiny_models, tmp_path):
