@@ -436,7 +436,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, help="repeats of each cancel and segment measurement (default 5, quick 2)")
     args = parser.parse_args(argv)
     repeats = args.repeats or (2 if args.quick else 5)
-    report: dict = {"command": "python bench/jobs.py" + (" --quick" if args.quick else ""), "cpus": os.cpu_count()}
+    report: dict = {"command": "python bench/jobs.py" + (" --quick" if args.quick else ""), "cpus": os.cpu_count(),
+                    "load_average_before": os.getloadavg()}
+    print(f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} (other work on the machine slows every figure)")
     with tempfile.TemporaryDirectory(prefix="studio-bench-jobs-") as tmp:
         work = Path(tmp)
         (work / "tiny.toml").write_text(TINY, "utf-8")
@@ -472,6 +474,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"   segments / one pass: {r['ratio']:.2f}x")
             else:
                 print(f"   {r['compose']:9s} {r['scenes']} scenes, {r['video_s']:.1f} s video: compose {r['compose_s_median']:.2f} s")
+    report["load_average_after"] = os.getloadavg()
+    print(f"load average at the end {os.getloadavg()[0]:.1f}")
     if args.json:
         args.json.write_text(json.dumps(report, indent=2), "utf-8")
     return 0

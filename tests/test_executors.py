@@ -15,7 +15,7 @@ from studio.progress import CancelToken
 from studio.project import Project
 
 from .conftest import video_facts
-from .jobs_support import storyboard, temp_files, write_tiny_preset
+from .jobs_support import storyboard, temp_files, wait_for, write_tiny_preset
 
 
 @pytest.fixture
@@ -84,57 +84,80 @@ def test_ray_executor_renders_in_its_actors_and_reuses_assets(tmp_path, tiny, ra
     assert temp_files(tmp_path) == []
 
 
-def test_ray_executor_cancel_stops_running_tasks(tmp_path, ray_executor):
-    draft = studio.load_preset("draft")
-    project = saved_project(tmp_path / "p", [6.0, 6.0])
-    project = produce_video(project, preset=draft, output=tmp_path / "first.mp4", segments=False).project
+def encoders_working_in(folder) -> list:
+    """ffmpeg processes (anywhere, e.g. in a Ray actor) whose working directory is inside `folder`."""
+    import psutil
+
+    found = []
+    for proc in psutil.process_iter(["name"]):
+        try:
+            if (proc.info["name"] or "").startswith("ffmpeg") and proc.cwd().startswith(str(folder)):
+                found.append(proc)
+        except (psutil.Error, OSError):
+            pass
+    return found
+
+
+def long_segments(tmp_path, seconds: list[float]):
+    """A narrated, painted project at the draft size and the segment tasks of its video (long enough that a
+    segment is still encoding when the test acts)."""
     from studio.compose import build_timeline
     from studio.compose.segments import plan_segments
 
+    draft = studio.load_preset("draft")
+    project = saved_project(tmp_path / "p", seconds)
+    project = produce_video(project, preset=draft, output=tmp_path / "first.mp4", segments=False).project
     timeline = build_timeline(project, draft)
     folder = tmp_path / "segments"
-    tasks = [Task("segment", {"timeline": timeline, "plan": plan, "folder": folder})
-             for plan in plan_segments(timeline)]
+    plans = plan_segments(timeline)
+    return folder, plans, [Task("segment", {"timeline": timeline, "plan": p, "folder": folder}) for p in plans]
+
+
+def test_ray_executor_cancel_stops_running_tasks(tmp_path, ray_executor):
+    folder, _, tasks = long_segments(tmp_path, [20.0, 20.0])
     token = CancelToken()
-    threading.Timer(0.5, token.cancel).start()
+    outcome = {}
+
+    def run():
+        try:
+            ray_executor.run(tasks, cancel=token)
+        except BaseException as exc:  # noqa: BLE001 - handed to the test
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    wait_for(lambda: encoders_working_in(folder), timeout_s=120, interval_s=0.01)  # an actor's ffmpeg is encoding
     started = time.perf_counter()
-    with pytest.raises(Cancelled):
-        ray_executor.run(tasks, cancel=token)
+    token.cancel()
+    thread.join(30)
+    assert isinstance(outcome.get("error"), Cancelled)
     assert time.perf_counter() - started < 10
-    time.sleep(0.5)
-    assert temp_files(folder) == [] and not list(folder.glob("*.mp4"))  # stopped before any segment was complete
+    wait_for(lambda: not encoders_working_in(folder), timeout_s=10)  # the actor's ffmpeg was killed
+    assert temp_files(folder) == [] and not list(folder.glob("*.mp4"))  # nothing half-made, nothing finished
     # the actors are still there and working
     quick = saved_project(tmp_path / "q", [0.5])
-    tasks = [Task("narrate", {"project": quick, "scene_id": quick.scenes[0].id, "preset": draft})]
+    tasks = [Task("narrate", {"project": quick, "scene_id": quick.scenes[0].id, "preset": studio.load_preset("draft")})]
     assert ray_executor.run(tasks)[0].scene.audio.is_file()
 
 
 def test_ray_executor_retries_a_task_whose_actor_died(tmp_path, ray_executor):
     import ray
 
-    draft = studio.load_preset("draft")
-    project = saved_project(tmp_path / "p", [8.0])
-    project = produce_video(project, preset=draft, output=tmp_path / "first.mp4", segments=False).project
-    from studio.compose import build_timeline
-    from studio.compose.segments import plan_segments
-
-    timeline = build_timeline(project, draft)
-    plan = plan_segments(timeline)[0]
+    folder, plans, tasks = long_segments(tmp_path, [20.0])
     before = ray_executor.worker_pids()
     victim = ray_executor._cpu[0]
     ray_executor._busy[victim] = -100  # make sure the task goes to the actor that will be killed
     result = {}
-    runner = threading.Thread(target=lambda: result.update(
-        out=ray_executor.run([Task("segment", {"timeline": timeline, "plan": plan, "folder": tmp_path / "seg"})])))
+    runner = threading.Thread(target=lambda: result.update(out=ray_executor.run(tasks[:1])))
     runner.start()
-    time.sleep(1.0)
+    wait_for(lambda: encoders_working_in(folder), timeout_s=120, interval_s=0.01)
     assert runner.is_alive()  # the task is still in flight when its actor is killed
     ray.kill(victim, no_restart=False)  # the actor's process dies mid-task; Ray restarts it and retries the task
-    runner.join(120)
+    runner.join(180)
     ray_executor._busy[victim] = 0
     assert "out" in result, "the task was not retried"
     segment = result["out"][0]
-    assert video_facts(segment.path)["frames"] == plan.frames
+    assert not segment.reused and video_facts(segment.path)["frames"] == plans[0].frames
     after = ray_executor.worker_pids()
     assert after[0] != before[0] and after[1] == before[1]  # a new process for the killed actor
 
