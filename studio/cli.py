@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 import time
@@ -64,7 +65,36 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("presets", help="list the render presets")
     sub.add_parser("doctor", help="list every provider of every step and whether it can run here")
     _add_serve(sub)
+    _add_jobs(sub)
     return parser
+
+
+def _add_jobs(sub) -> None:
+    jobs = sub.add_parser("jobs", help="submit, follow, cancel and fetch render jobs on a running `studio serve`",
+                          description="Render through a Studio server's job queue: the job survives this command "
+                                      "ending, the server restarting, or the connection dropping.")
+    jobs.add_argument("--server", help="the server (default $STUDIO_SERVER or http://127.0.0.1:8000)")
+    jobs.add_argument("--token", help="a bearer token from the server's --auth file (default $STUDIO_TOKEN)")
+    actions = jobs.add_subparsers(dest="jobs_command")
+    submit = actions.add_parser("submit", help="queue a render (then --wait for it, or come back with `jobs fetch`)")
+    _add_source(submit, storyboard=True)
+    submit.add_argument("--preset", default="draft", help="a preset the server offers (default draft)")
+    submit.add_argument("--voice", help="narrator voice name")
+    submit.add_argument("--narrator", help="narration provider (default auto)")
+    submit.add_argument("--painter", help="visuals provider (default auto)")
+    submit.add_argument("--music", type=Path, help="background music file (uploaded)")
+    submit.add_argument("--watermark", type=Path, help="a logo image (uploaded)")
+    submit.add_argument("--no-captions", action="store_true", help="do not burn captions in")
+    submit.add_argument("--key", help="an idempotency key: submitting again with the same key gives the same job")
+    submit.add_argument("--wait", action="store_true", help="follow the job to its end (and save it with --output)")
+    submit.add_argument("--output", "-o", type=Path, help="with --wait: where to save the MP4")
+    listing = actions.add_parser("list", help="your jobs, newest first")
+    listing.add_argument("--state", help="only jobs in this state")
+    for name, text in (("show", "a job's state, progress and error"), ("cancel", "cancel a job")):
+        actions.add_parser(name, help=text).add_argument("job_id")
+    fetch = actions.add_parser("fetch", help="wait for a job (showing progress) and save its MP4")
+    fetch.add_argument("job_id")
+    fetch.add_argument("--output", "-o", type=Path, required=True, help="where to save the MP4")
 
 
 def _add_serve(sub) -> None:
@@ -266,6 +296,102 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _job_request(args: argparse.Namespace, client) -> dict:
+    """A job request from `jobs submit`'s options; local media files are uploaded and named by their upload ids."""
+    source, media_root = _load_source(args, allow_none=False)
+    request: dict = {"preset": args.preset}
+    if isinstance(source, tuple):
+        request[source[0]] = source[1]
+    else:
+        scenes = []
+        uploaded: dict[Path, str] = {}
+        for record in source.storyboard_records():
+            scene = {k: v for k, v in record.items() if v is not None and k != "id"}
+            if scene.get("media"):
+                path = (media_root / scene["media"]).resolve()
+                uploaded.setdefault(path, client.upload(path))
+                scene["media"] = uploaded[path]
+            scenes.append(scene)
+        request["storyboard"] = scenes
+        request.setdefault("title", source.title)
+    for name in ("title", "aspect", "style", "language", "voice"):
+        if getattr(args, name, None) is not None:
+            request[name] = getattr(args, name)
+    providers = {k: getattr(args, k) for k in ("writer", "narrator", "painter") if getattr(args, k, None) not in (None, "auto")}
+    if providers:
+        request["providers"] = providers
+    if args.no_captions:
+        request["captions"] = False
+    for name in ("music", "watermark"):
+        if getattr(args, name) is not None:
+            request[name] = client.upload(getattr(args, name))
+    return request
+
+
+def _follow(client, job_id: str, output: Path | None, quiet: bool = False) -> int:
+    """Show a job's progress until it ends; save the video at `output` if it is done."""
+    from tqdm import tqdm
+
+    bar = None if quiet else tqdm(total=100, unit="%", bar_format="{l_bar}{bar}| {n:.0f}% [{elapsed}] {postfix}")
+    last = "queued"
+    try:
+        for event in client.events(job_id):
+            data, last = event["data"], event["event"]
+            if bar is not None and "percent" in data:
+                bar.n = round(data["percent"], 1)
+                bar.set_postfix_str(f"{data.get('step') or ''} {data.get('message') or ''}"[:60], refresh=False)
+                bar.refresh()
+    finally:
+        if bar is not None:
+            bar.close()
+    job = client.get(job_id)
+    if job["state"] != "done":
+        print(f"job {job_id} {job['state']}" + (f": {job['error']['message']}" if job.get("error") else ""),
+              file=sys.stderr)
+        return 1 if job["state"] == "failed" else 130
+    video = job["video"]
+    print(f"job {job_id} done: {video['duration_s']:.1f} s, {video['width']}x{video['height']}@{video['fps']}, "
+          f"{video['size_bytes'] / 1e6:.2f} MB")
+    if output is not None:
+        print(client.download(job_id, output))
+    return 0
+
+
+def cmd_jobs(args: argparse.Namespace) -> int:
+    from .client import Client
+
+    if args.jobs_command is None:
+        raise StudioError("say what to do: `jobs submit`, `jobs list`, `jobs show ID`, `jobs cancel ID` or `jobs fetch ID`")
+    with Client(args.server, token=args.token) as client:
+        if args.jobs_command == "submit":
+            if args.output is not None and not args.wait:
+                raise StudioError("--output needs --wait (or save the video later with `jobs fetch ID --output FILE`)")
+            if args.output is not None:
+                from .media import check_output_path
+
+                check_output_path(args.output)
+            job = client.submit(_job_request(args, client), idempotency_key=args.key)
+            print(f"job {job['id']} {job['state']}")
+            return _follow(client, job["id"], args.output) if args.wait else 0
+        if args.jobs_command == "list":
+            for job in client.list(state=args.state):
+                when = time.strftime("%Y-%m-%d %H:%M", time.localtime(job["created_at"]))
+                print(f"{job['id']}  {when}  {job['state']:11s} {job['percent']:5.1f}%  {job['preset']:8s} "
+                      f"{job.get('title') or job['source']}")
+            return 0
+        if args.jobs_command == "show":
+            print(json.dumps(client.get(args.job_id), indent=2))
+            return 0
+        if args.jobs_command == "cancel":
+            job = client.cancel(args.job_id)
+            print(f"job {job['id']} {job['state']}{' (stopping)' if job['state'] == 'running' else ''}")
+            return 0
+        from .media import check_output_path
+
+        check_output_path(args.output)
+        return _follow(client, args.job_id, args.output)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -276,7 +402,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"studio {__version__}")
         return 0
     commands = {"render": cmd_render, "storyboard": cmd_storyboard, "presets": cmd_presets, "doctor": cmd_doctor,
-                "serve": cmd_serve}
+                "serve": cmd_serve, "jobs": cmd_jobs}
     if args.command not in commands:
         parser.print_help()
         return 2

@@ -468,3 +468,52 @@ def test_importing_studio_and_its_cli_stays_light():
     helped = subprocess.run([PYTHON, "-m", "studio", "serve", "--help"], capture_output=True, text=True,
                             env=python_env(), cwd=ROOT, timeout=60)
     assert helped.returncode == 0 and "--auth" in helped.stdout and "127.0.0.1" in helped.stdout
+
+
+def test_the_cli_renders_through_the_server(tmp_path, make_image, make_tone):
+    server = Api(tmp_path)
+    try:
+        board = tmp_path / "board.csv"
+        make_image("still.png", size=(160, 120))
+        board.write_text("narration,visual_prompt,duration_s,media\n"
+                         "A picture of my own.,,1.0,still.png\nAnd a card.,a card,1.2,\n", "utf-8")
+        music = make_tone("music.wav", 2.0)
+        out = tmp_path / "cli.mp4"
+
+        def cli(*args: str, token: str = SECRETS["alice"]) -> subprocess.CompletedProcess:
+            return subprocess.run([PYTHON, "-m", "studio", "jobs", "--server", server.url, "--token", token, *args],
+                                  capture_output=True, text=True, env=python_env(), cwd=ROOT, timeout=300)
+
+        done = cli("submit", "--storyboard", str(board), "--preset", "tiny", "--aspect", "1:1", "--music", str(music),
+                   "--key", "cli-1", "--wait", "--output", str(out))
+        assert done.returncode == 0, done.stderr
+        job_id = done.stdout.split()[1]
+        facts = video_facts(out)
+        assert facts["has_audio"] and (facts["width"], facts["height"]) == (96, 96)
+        assert facts["duration_s"] == pytest.approx(expected_duration([1.0, 1.2]), abs=1 / 12 + 0.01)
+        job = server.runner.get(job_id, "alice")
+        assert job.request["music"] and job.request["storyboard"][0]["media"]  # the local files went up as uploads
+        # the same key with another request is refused; with the same request it gives the same job
+        other = cli("submit", "--storyboard", str(board), "--preset", "tiny", "--aspect", "1:1", "--key", "cli-1")
+        assert other.returncode == 2 and "Idempotency-Key" in other.stderr
+        script = tmp_path / "script.md"
+        script.write_text("# Again\n\n" + " ".join(["Words to say slowly."] * 40), "utf-8")
+        first = cli("submit", str(script), "--preset", "tiny", "--key", "cli-2")
+        second = cli("submit", str(script), "--preset", "tiny", "--key", "cli-2")
+        assert first.returncode == second.returncode == 0
+        assert first.stdout.split()[1] == second.stdout.split()[1]
+        stopped = cli("cancel", first.stdout.split()[1])
+        assert stopped.returncode == 0 and ("canceled" in stopped.stdout or "stopping" in stopped.stdout)
+        listed = cli("list")
+        assert listed.returncode == 0 and job_id in listed.stdout and "done" in listed.stdout
+        assert '"state": "done"' in cli("show", job_id).stdout
+        fetched = cli("fetch", job_id, "--output", str(tmp_path / "again.mp4"))
+        assert fetched.returncode == 0 and (tmp_path / "again.mp4").read_bytes() == out.read_bytes()
+        refused = cli("cancel", job_id)
+        assert refused.returncode == 2 and "already done" in refused.stderr
+        assert cli("show", job_id, token=SECRETS["bob"]).returncode == 2  # bob cannot see it
+    finally:
+        server.close()
+    gone = subprocess.run([PYTHON, "-m", "studio", "jobs", "--server", f"http://127.0.0.1:{free_port()}", "list"],
+                          capture_output=True, text=True, env=python_env(), cwd=ROOT, timeout=60)
+    assert gone.returncode == 2 and "no Studio server answers" in gone.stderr
