@@ -909,14 +909,27 @@ class JobRunner:
         params.append(limit)
         return [_job_from_row(row, self.data_dir) for row in self.journal.query(sql, tuple(params))]
 
-    def events(self, job_id: str, owner: str | None = None, *, after: int = 0, limit: int = 1000) -> list[Event]:
-        """The job's events with ``seq > after`` (the SSE stream's ``Last-Event-ID`` is `after`)."""
+    def events(self, job_id: str, owner: str | None = None, *, after: int = 0, limit: int = 1000,
+               wait_s: float = 0.0) -> list[Event]:
+        """The job's events with ``seq > after`` (the SSE stream's ``Last-Event-ID`` is `after`).
+
+        Args:
+            wait_s: When there are none yet, wait up to this long for the next one (a UI's long poll), instead of
+                answering an empty list at once.
+        """
         self.get(job_id, owner)
         if isinstance(after, bool) or not isinstance(after, int) or after < 0:
             raise RequestError(f"`after` must be a whole number of at least 0, got {after!r}", field="after")
-        rows = self.journal.query("SELECT * FROM events WHERE job_id = ? AND seq > ? ORDER BY seq LIMIT ?",
-                                  (job_id, after, int(limit)))
-        return [Event(row["job_id"], row["seq"], row["time"], row["kind"], json.loads(row["data"])) for row in rows]
+        deadline = time.monotonic() + max(0.0, wait_s)
+        while True:
+            rows = self.journal.query("SELECT * FROM events WHERE job_id = ? AND seq > ? ORDER BY seq LIMIT ?",
+                                      (job_id, after, int(limit)))
+            left = deadline - time.monotonic()
+            if rows or left <= 0 or self._closing:
+                return [Event(row["job_id"], row["seq"], row["time"], row["kind"], json.loads(row["data"]))
+                        for row in rows]
+            with self._cond:
+                self._cond.wait(min(left, 0.5))  # woken by every journaled event
 
     def wait(self, job_id: str, timeout_s: float | None = None, owner: str | None = None) -> Job:
         """Block until the job is done, failed or canceled (or `timeout_s` passes); returns it as it then is."""
@@ -1157,6 +1170,8 @@ class JobRunner:
                                        wall)
                 run.last_event, run.last_event_percent = now, percent
         run.last_row = now
+        if write_event:
+            self._wake()
 
     def _event(self, run: _Run, kind: str, data: dict) -> None:
         wall = time.time()
@@ -1181,6 +1196,12 @@ class JobRunner:
                        (json.dumps(run.scenes), json.dumps(run.steps), json.dumps(run.timings), run.scene_index,
                         run.scene_total, wall, run.job.id))
             self.journal.add_event(db, run.job.id, kind, data, wall)
+        self._wake()
+
+    def _wake(self) -> None:
+        """Wake whoever waits for events or state changes."""
+        with self._cond:
+            self._cond.notify_all()
 
     def _finish(self, run: _Run, state: str, *, error: str | None = None, detail: str | None = None,
                 output: Path | None = None, result: dict | None = None) -> None:

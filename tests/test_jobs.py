@@ -325,3 +325,17 @@ def test_job_request_round_trips(make_runner):
     again = JobRequest.from_dict(request.to_dict())
     assert again == request and again.fingerprint() == request.fingerprint()
     assert again.narrator == "espeak" and again.captions is False and again.source == "storyboard"
+
+
+def test_events_can_be_awaited(make_runner):
+    runner = make_runner(start=False)
+    job = runner.submit(tiny_request(), owner="alice")
+    seen = runner.events(job.id, "alice")
+    assert [e.kind for e in seen] == ["queued"]
+    started = time.perf_counter()
+    assert runner.events(job.id, "alice", after=seen[-1].seq, wait_s=0.3) == []  # nothing happens while stopped
+    assert time.perf_counter() - started >= 0.3
+    runner.start()
+    started = time.perf_counter()
+    following = runner.events(job.id, "alice", after=seen[-1].seq, wait_s=30)
+    assert following and following[0].kind == "running" and time.perf_counter() - started < 5
