@@ -49,7 +49,7 @@ from .errors import Cancelled, StudioError
 from .journal import (Conflict, Gone, Journal, NotFound, QueueFull, RequestError, ServiceError, TooLarge,
                       check_id, check_owner, default_data_dir, new_id, owner_key, safe_path)
 from .progress import CancelToken
-from .uploads import Upload, UploadLimits, UploadStore
+from .uploads import UploadLimits, UploadStore
 
 __all__ = ["JobRunner", "JobRequest", "SceneRequest", "Job", "Event", "Limits", "Retention", "STATES",
            "ServiceError", "RequestError", "NotFound", "Conflict", "Gone", "QueueFull", "TooLarge", "default_data_dir"]
