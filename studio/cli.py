@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 import time
@@ -67,7 +68,64 @@ def build_parser() -> argparse.ArgumentParser:
     doctor = sub.add_parser("doctor", help="list every provider of every step and whether it can run here")
     doctor.add_argument("--preset", help="check the model providers with this preset's [models] options "
                                          "(default: each provider's own defaults)")
+    _add_serve(sub)
+    _add_jobs(sub)
     return parser
+
+
+def _add_jobs(sub) -> None:
+    jobs = sub.add_parser("jobs", help="submit, follow, cancel and fetch render jobs on a running `studio serve`",
+                          description="Render through a Studio server's job queue: the job survives this command "
+                                      "ending, the server restarting, or the connection dropping.")
+    jobs.add_argument("--server", help="the server (default $STUDIO_SERVER or http://127.0.0.1:8000)")
+    jobs.add_argument("--token", help="a bearer token from the server's --auth file (default $STUDIO_TOKEN)")
+    actions = jobs.add_subparsers(dest="jobs_command")
+    submit = actions.add_parser("submit", help="queue a render (then --wait for it, or come back with `jobs fetch`)")
+    _add_source(submit, storyboard=True)
+    submit.add_argument("--preset", default="draft", help="a preset the server offers (default draft)")
+    submit.add_argument("--voice", help="narrator voice name")
+    submit.add_argument("--narrator", help="narration provider (default auto)")
+    submit.add_argument("--painter", help="visuals provider (default auto)")
+    submit.add_argument("--music", type=Path, help="background music file (uploaded)")
+    submit.add_argument("--watermark", type=Path, help="a logo image (uploaded)")
+    submit.add_argument("--no-captions", action="store_true", help="do not burn captions in")
+    submit.add_argument("--key", help="an idempotency key: submitting again with the same key gives the same job")
+    submit.add_argument("--wait", action="store_true", help="follow the job to its end (and save it with --output)")
+    submit.add_argument("--output", "-o", type=Path, help="with --wait: where to save the MP4")
+    listing = actions.add_parser("list", help="your jobs, newest first")
+    listing.add_argument("--state", help="only jobs in this state")
+    for name, text in (("show", "a job's state, progress and error"), ("cancel", "cancel a job")):
+        actions.add_parser(name, help=text).add_argument("job_id")
+    fetch = actions.add_parser("fetch", help="wait for a job (showing progress) and save its MP4")
+    fetch.add_argument("job_id")
+    fetch.add_argument("--output", "-o", type=Path, required=True, help="where to save the MP4")
+
+
+def _add_serve(sub) -> None:
+    serve = sub.add_parser("serve", help="run the HTTP API: render jobs in the background (127.0.0.1:8000)",
+                           description="Serve the HTTP API (OpenAPI at /docs): jobs are journaled in the data folder "
+                                       "and survive restarts; an interrupted job resumes from the assets it made.")
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1; others need --auth)")
+    serve.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    serve.add_argument("--data-dir", type=Path, help="jobs, uploads and renders (default $STUDIO_DATA_DIR, else "
+                                                     "$XDG_DATA_HOME/studio or ~/.local/share/studio)")
+    serve.add_argument("--auth", type=Path, help="users file, one `user:secret` per line (HTTP basic or bearer token); "
+                                                 "each user sees only their own jobs")
+    serve.add_argument("--cpu-jobs", type=int, default=1, help="jobs with offline providers that run at once (default 1)")
+    serve.add_argument("--gpu-jobs", type=int, default=1, help="jobs with GPU models that run at once (default 1)")
+    serve.add_argument("--max-queued", type=int, default=100, help="jobs that may wait (default 100); more answer 429")
+    serve.add_argument("--max-queued-per-user", type=int, default=20, help="jobs one user may have waiting (default 20)")
+    serve.add_argument("--preset-file", type=Path, action="append", default=[],
+                       help="offer another preset (a .toml file) besides the tiers, by its name (repeatable)")
+    serve.add_argument("--max-pixels", type=int, help="largest frame (width x height) a job may ask for "
+                                                      "(default 1920x1080 = 2073600)")
+    serve.add_argument("--executor", default="local", help="where scene work runs: local (default), ray (a local Ray), "
+                                                           "ray:auto or ray://HOST:10001 (a cluster); ?cpu=N&gpu=N")
+    serve.add_argument("--one-pass", action="store_true", help="compose each video in one pass (a little faster on one "
+                                                               "machine; a resumed job then encodes the whole video again)")
+    serve.add_argument("--keep-days", type=float, default=7.0, help="remove finished renders after this many days (default 7)")
+    serve.add_argument("--max-disk-gb", type=float, help="remove the oldest finished renders beyond this total")
+    serve.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
 
 
 def _project_fields(args: argparse.Namespace) -> dict:
@@ -214,6 +272,139 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from .auth import Users, is_loopback
+    from .executors import create_executor
+    from .jobs import JobRunner, Limits, Retention
+
+    # 1. Check the settings before binding anything.
+    if args.auth is None and not is_loopback(args.host):
+        raise StudioError(f"--host {args.host} would serve other machines without authentication: give --auth FILE "
+                          "(one `user:secret` per line), or bind 127.0.0.1")
+    if not 0 < args.port < 65536:
+        raise StudioError(f"--port must be between 1 and 65535, got {args.port}")
+    if args.keep_days <= 0:
+        raise StudioError(f"--keep-days must be more than 0, got {args.keep_days}")
+    users = Users.from_file(args.auth) if args.auth is not None else None
+    limits = Limits() if args.max_pixels is None else replace(Limits(), max_pixels=args.max_pixels)
+    retention = Retention(max_age_s=args.keep_days * 86400.0,
+                          max_total_bytes=None if args.max_disk_gb is None else int(args.max_disk_gb * 1e9))
+
+    # 2. The runner (it resumes interrupted jobs at once), the app, the server.
+    import uvicorn
+
+    from .api import create_app
+
+    runner = JobRunner(args.data_dir, executor=create_executor(args.executor), cpu_slots=args.cpu_jobs,
+                       gpu_slots=args.gpu_jobs, max_queued=args.max_queued, max_queued_per_owner=args.max_queued_per_user,
+                       limits=limits, retention=retention, presets=args.preset_file, segments=not args.one_pass)
+    app = create_app(runner, auth=users, close_runner=True)
+    print(f"Studio API on http://{args.host}:{args.port}  (docs at /docs; data in {runner.data_dir}; "
+          f"{'auth: ' + str(len(users.secrets)) + ' users' if users else 'no auth: this machine only'})", flush=True)
+    if runner.recovered:
+        print(f"resuming {len(runner.recovered)} interrupted job(s)", flush=True)
+    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, timeout_graceful_shutdown=10)
+    return 0
+
+
+def _job_request(args: argparse.Namespace, client) -> dict:
+    """A job request from `jobs submit`'s options; local media files are uploaded and named by their upload ids."""
+    source, media_root = _load_source(args, allow_none=False)
+    request: dict = {"preset": args.preset}
+    if isinstance(source, tuple):
+        request[source[0]] = source[1]
+    else:
+        scenes = []
+        uploaded: dict[Path, str] = {}
+        for record in source.storyboard_records():
+            scene = {k: v for k, v in record.items() if v is not None and k != "id"}
+            if scene.get("media"):
+                path = (media_root / scene["media"]).resolve()
+                uploaded.setdefault(path, client.upload(path))
+                scene["media"] = uploaded[path]
+            scenes.append(scene)
+        request["storyboard"] = scenes
+        request.setdefault("title", source.title)
+    for name in ("title", "aspect", "style", "language", "voice"):
+        if getattr(args, name, None) is not None:
+            request[name] = getattr(args, name)
+    providers = {k: getattr(args, k) for k in ("writer", "narrator", "painter") if getattr(args, k, None) not in (None, "auto")}
+    if providers:
+        request["providers"] = providers
+    if args.no_captions:
+        request["captions"] = False
+    for name in ("music", "watermark"):
+        if getattr(args, name) is not None:
+            request[name] = client.upload(getattr(args, name))
+    return request
+
+
+def _follow(client, job_id: str, output: Path | None, quiet: bool = False) -> int:
+    """Show a job's progress until it ends; save the video at `output` if it is done."""
+    from tqdm import tqdm
+
+    bar = None if quiet else tqdm(total=100, unit="%", bar_format="{l_bar}{bar}| {n:.0f}% [{elapsed}] {postfix}")
+    last = "queued"
+    try:
+        for event in client.events(job_id):
+            data, last = event["data"], event["event"]
+            if bar is not None and "percent" in data:
+                bar.n = round(data["percent"], 1)
+                bar.set_postfix_str(f"{data.get('step') or ''} {data.get('message') or ''}"[:60], refresh=False)
+                bar.refresh()
+    finally:
+        if bar is not None:
+            bar.close()
+    job = client.get(job_id)
+    if job["state"] != "done":
+        print(f"job {job_id} {job['state']}" + (f": {job['error']['message']}" if job.get("error") else ""),
+              file=sys.stderr)
+        return 1 if job["state"] == "failed" else 130
+    video = job["video"]
+    print(f"job {job_id} done: {video['duration_s']:.1f} s, {video['width']}x{video['height']}@{video['fps']}, "
+          f"{video['size_bytes'] / 1e6:.2f} MB")
+    if output is not None:
+        print(client.download(job_id, output))
+    return 0
+
+
+def cmd_jobs(args: argparse.Namespace) -> int:
+    from .client import Client
+
+    if args.jobs_command is None:
+        raise StudioError("say what to do: `jobs submit`, `jobs list`, `jobs show ID`, `jobs cancel ID` or `jobs fetch ID`")
+    with Client(args.server, token=args.token) as client:
+        if args.jobs_command == "submit":
+            if args.output is not None and not args.wait:
+                raise StudioError("--output needs --wait (or save the video later with `jobs fetch ID --output FILE`)")
+            if args.output is not None:
+                from .media import check_output_path
+
+                check_output_path(args.output)
+            job = client.submit(_job_request(args, client), idempotency_key=args.key)
+            print(f"job {job['id']} {job['state']}")
+            return _follow(client, job["id"], args.output) if args.wait else 0
+        if args.jobs_command == "list":
+            for job in client.list(state=args.state):
+                when = time.strftime("%Y-%m-%d %H:%M", time.localtime(job["created_at"]))
+                print(f"{job['id']}  {when}  {job['state']:11s} {job['percent']:5.1f}%  {job['preset']:8s} "
+                      f"{job.get('title') or job['source']}")
+            return 0
+        if args.jobs_command == "show":
+            print(json.dumps(client.get(args.job_id), indent=2))
+            return 0
+        if args.jobs_command == "cancel":
+            job = client.cancel(args.job_id)
+            print(f"job {job['id']} {job['state']}{' (stopping)' if job['state'] == 'running' else ''}")
+            return 0
+        from .media import check_output_path
+
+        check_output_path(args.output)
+        return _follow(client, args.job_id, args.output)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -223,7 +414,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         print(f"studio {__version__}")
         return 0
-    commands = {"render": cmd_render, "storyboard": cmd_storyboard, "presets": cmd_presets, "doctor": cmd_doctor}
+    commands = {"render": cmd_render, "storyboard": cmd_storyboard, "presets": cmd_presets, "doctor": cmd_doctor,
+                "serve": cmd_serve, "jobs": cmd_jobs}
     if args.command not in commands:
         parser.print_help()
         return 2
