@@ -12,6 +12,7 @@ import re
 import shutil
 import signal
 import subprocess
+import tempfile
 import unicodedata
 from pathlib import Path
 
@@ -110,10 +111,13 @@ class EspeakNarrator:
         check(cancel)
         out = Path(out)
 
-        # 2. Synthesize into a temporary file beside `out`
-        with atomic_path(out) as tmp:
-            self._run(["-v", name, "-s", str(self.speed_wpm), "-w", str(tmp)], text, name, cancel)
-            samples, sample_rate = read_wav(tmp)
+        # 2. Synthesize into a short temporary path (espeak-ng silently writes nothing to a `-w` path longer than
+        #    about 200 characters, which a project's asset folder easily is), then into place beside `out`
+        with atomic_path(out) as tmp, tempfile.TemporaryDirectory(prefix="studio-espeak-") as short:
+            wav = Path(short) / "speech.wav"
+            self._run(["-v", name, "-s", str(self.speed_wpm), "-w", str(wav)], text, name, cancel)
+            samples, sample_rate = read_wav(wav)
+            shutil.copyfile(wav, tmp)
             if not len(samples):
                 raise StudioError(f"espeak-ng produced no audio for {text[:60]!r} with voice {name!r}")
 
