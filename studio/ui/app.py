@@ -1,0 +1,178 @@
+"""The app builder: the six panels in tabs over one per-user session, the API endpoints, and how it is served.
+
+    from studio.ui import build_app, launch
+    launch()                                    # python app.py: 127.0.0.1:7860, offline defaults
+
+Per-user state is the browser's session (`gr.BrowserState`: an anonymous key, the open project's id, the running
+job's id) and a `gr.State` view of the project that every panel draws from; the project itself is on disk. Nothing
+about a user lives in a module global.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import gradio as gr
+
+from .. import providers
+from ..errors import StudioError
+from . import brief, compose, endpoints, projects, storyboard, visuals, voice
+from .common import Studio, bind, checked_session, named, shorten, view
+from .workspace import Workspace
+
+# Queue and upload limits: a full queue answers "busy" at once instead of piling up work.
+QUEUE_MAX_SIZE = 32
+MAX_FILE_SIZE = "200mb"
+CACHE_MAX_AGE_S = (3600, 24 * 3600)  # remove served copies older than a day, checking every hour
+# System fonts only: the page loads nothing from outside the server.
+THEME = gr.themes.Soft(primary_hue="indigo", secondary_hue="amber", neutral_hue="slate",
+                       font=["system-ui", "Segoe UI", "Roboto", "sans-serif"],
+                       font_mono=["ui-monospace", "DejaVu Sans Mono", "monospace"])
+CSS = """
+.studio-header h1 { margin-bottom: 0; }
+.studio-header p { margin-top: 2px; color: var(--body-text-color-subdued); }
+.studio-notes { font-size: 0.85em; color: var(--body-text-color-subdued); }
+.studio-notes ul { margin: 0; }
+.scene-card { margin-bottom: 8px; }
+.scene-head p { margin: 6px 10px 0; }
+.render-progress { border: 1px solid var(--border-color-primary); border-radius: 8px; padding: 10px; }
+.render-progress .bar { height: 14px; background: var(--neutral-200); border-radius: 7px; overflow: hidden; }
+.render-progress .fill { height: 100%; background: var(--color-accent); transition: width 0.6s ease; }
+.render-progress.done .fill { background: #16a34a; }
+.render-progress.failed .fill, .render-progress.canceled .fill, .render-progress.interrupted .fill { background: #dc2626; }
+.render-progress .label { margin-top: 6px; font-size: 0.9em; }
+.render-progress.idle { color: var(--body-text-color-subdued); }
+.preset-table table { font-size: 0.85em; }
+footer { display: none !important; }
+"""
+
+
+def ui_secret(data_dir: Path) -> str:
+    """The key that encrypts the browser's saved session, kept in the data folder so a reload still finds its project
+    after the server restarts."""
+    path = Path(data_dir) / "ui-secret"
+    try:
+        return path.read_text("ascii").strip()
+    except OSError:
+        pass
+    value = secrets.token_urlsafe(32)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(value)
+    return value
+
+
+def make_studio(data_dir: Path | str | None = None, runner: Any = None) -> Studio:
+    """The app's shared parts: the workspace in `data_dir` and the provider choices of this installation."""
+    return Studio(workspace=Workspace(data_dir), runner=runner, narrators=providers.names("narrator"),
+                  painters=providers.names("painter"), writers=providers.names("storyboard"))
+
+
+def header(view_: dict | None) -> str:
+    if not view_:
+        return "# Studio\nBrief → storyboard → voice → visuals → compose. Start with a brief or a script."
+    seconds = sum((s["audio_s"] or s["duration_s"] or 0) for s in view_["scenes"])
+    length = f" · about {seconds:.0f} s narrated" if seconds else ""
+    return (f"# Studio\n**{shorten(view_['title'], 80)}** · {len(view_['scenes'])} scenes · {view_['aspect']}{length}"
+            f" · project `{view_['id']}`")
+
+
+# -- functions --------------------------------------------------------------------------------------------------
+def restore(studio: Studio, session: Any, request: gr.Request = None) -> dict:
+    """On page load: the browser's session (a new anonymous key the first time) and its project, if it still has one."""
+    session = checked_session(session)
+    shown = None
+    if session.get("project"):
+        try:
+            shown = view(studio.project(session, request))
+        except StudioError:
+            session = {**session, "project": None, "job": None}  # deleted, or not this user's
+    return {"session": session, "view": shown}
+
+
+PANELS = (("brief", brief), ("storyboard", storyboard), ("voice", voice), ("visuals", visuals), ("compose", compose))
+
+
+def redraw(ui: SimpleNamespace, view_: dict | None, picked: str | None) -> dict:
+    """Every panel's fields from the project view (after any step, a reload or opening a project)."""
+    out: dict = {ui.header: header(view_)}
+    for name, module in PANELS:
+        panel = getattr(ui, name)
+        shown = module.show(view_, picked) if module is visuals else module.show(view_)
+        for key, value in shown.items():
+            out[getattr(panel, key)] = value
+    return out
+
+
+def redraw_outputs(ui: SimpleNamespace) -> list:
+    """Every component `redraw` may change."""
+    names = {"brief": ["notes"], "storyboard": ["table", "title", "scene"], "voice": ["notes", "voice"],
+             "visuals": ["gallery", "style", "notes", "scene", "prompt", "seed", "media_note"],
+             "compose": ["scene", "captions", "caption_style", "music_volume", "transition", "music_note",
+                         "watermark_note", "presets"]}
+    return [ui.header] + [getattr(getattr(ui, panel), key) for panel, keys in names.items() for key in keys]
+
+
+# -- layout and wiring ------------------------------------------------------------------------------------------
+def build_app(studio: Studio | None = None, *, data_dir: Path | str | None = None, runner: Any = None) -> gr.Blocks:
+    """The studio as a ``gr.Blocks`` app (not launched): six panels, the per-user session, the API endpoints.
+
+    Args:
+        studio: The shared parts (workspace, job runner); default: `make_studio(data_dir, runner)`.
+        data_dir: The data folder (default: `studio.ui.workspace.default_data_dir`).
+        runner: The background job runner that renders.
+    """
+    studio = studio or make_studio(data_dir, runner)
+    with gr.Blocks(title="Studio", delete_cache=CACHE_MAX_AGE_S) as demo:
+        session = gr.BrowserState(None, storage_key="studio-session", secret=ui_secret(studio.workspace.root))
+        project_view = gr.State(None)
+        head = gr.Markdown(header(None), elem_classes=["studio-header"])
+        with gr.Tabs(selected="brief") as tabs:
+            with gr.Tab("1 · Brief", id="brief"):
+                brief_ui = brief.layout(studio)
+            with gr.Tab("2 · Storyboard", id="storyboard"):
+                storyboard_ui = storyboard.layout(studio)
+            with gr.Tab("3 · Voice", id="voice"):
+                voice_ui = voice.layout(studio)
+            with gr.Tab("4 · Visuals", id="visuals"):
+                visuals_ui = visuals.layout(studio)
+            with gr.Tab("5 · Compose", id="compose"):
+                compose_ui = compose.layout(studio)
+            with gr.Tab("6 · Projects", id="projects") as projects_tab:
+                projects_ui = projects.layout(studio)
+        ui = SimpleNamespace(session=session, view=project_view, tabs=tabs, header=head, projects_tab=projects_tab,
+                             brief=brief_ui, storyboard=storyboard_ui, voice=voice_ui, visuals=visuals_ui,
+                             compose=compose_ui, projects=projects_ui)
+        for module in (brief, storyboard, voice, visuals, compose, projects):
+            module.wire(studio, ui)
+
+        outputs = redraw_outputs(ui)
+        project_view.change(lambda v, picked: redraw(ui, v, picked), inputs=[project_view, visuals_ui.scene],
+                            outputs=outputs, concurrency_limit=None, api_visibility="private", show_progress="hidden")
+        fn, load_outputs = named(bind(restore, studio), {"session": session, "view": project_view})
+        demo.load(fn, inputs_kwargs=dict(session=session), outputs=load_outputs, concurrency_limit=None,
+                  api_visibility="private")
+        endpoints.register(studio)
+    demo.studio = studio  # for tests and for mounting next to the HTTP API
+    return demo
+
+
+def launch_options() -> dict:
+    """What `launch` and `mount_gradio_app` share: limits, no extra served folders, the look."""
+    return dict(max_file_size=MAX_FILE_SIZE, allowed_paths=[], theme=THEME, css=CSS, footer_links=["api"])
+
+
+def launch(data_dir: Path | str | None = None, *, server_name: str | None = None, server_port: int | None = None,
+           **kwargs: Any):
+    """Build the studio and serve it (``python app.py``): 127.0.0.1:7860 unless ``GRADIO_SERVER_NAME`` /
+    ``GRADIO_SERVER_PORT`` (or the arguments) say otherwise."""
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+    demo = build_app(data_dir=data_dir)
+    demo.queue(max_size=QUEUE_MAX_SIZE, default_concurrency_limit=1)
+    name = server_name or os.environ.get("GRADIO_SERVER_NAME") or "127.0.0.1"
+    port = server_port or int(os.environ.get("GRADIO_SERVER_PORT") or 7860)
+    return demo.launch(server_name=name, server_port=port, **launch_options(), **kwargs)

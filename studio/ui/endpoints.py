@@ -1,0 +1,148 @@
+"""Every step as an API endpoint with a readable name, for ``gradio_client`` (and any HTTP client)::
+
+    from gradio_client import Client
+    client = Client("http://127.0.0.1:7860/")
+    project = client.predict(source="Why the sky is blue", aspect="9:16", api_name="/write_storyboard")
+    client.predict(project_id=project["project_id"], api_name="/narrate")
+    client.predict(project_id=project["project_id"], api_name="/illustrate")
+    job = client.predict(project_id=project["project_id"], preset="draft", api_name="/render")
+    client.predict(job_id=job["job_id"], api_name="/wait")              # until it ends: state, percent, ...
+    mp4 = client.predict(job_id=job["job_id"], api_name="/video")       # downloads the MP4
+
+The endpoints call the same library verbs as the panels. A caller is the signed-in user when the server runs with
+authentication, else the anonymous API user; project ids are random and a caller reaches only its own projects.
+"""
+
+from __future__ import annotations
+
+import gradio as gr
+
+from ..errors import StudioError
+from ..presets import load_preset
+from ..project import Project
+from ..storyboard import write_storyboard as write_storyboard_
+from ..visuals import illustrate as illustrate_
+from ..voice import narrate as narrate_
+from .brief import check_voice
+from .common import GPU, Studio, friendly, gpu, view
+from .storyboard import check_media
+from .workspace import owner_for
+
+API_GUEST = "api"  # the owner of projects made through the API on a server without authentication
+
+
+def owner(request: gr.Request | None) -> str:
+    username = getattr(request, "username", None) if request is not None else None
+    return owner_for(username, None) if username else API_GUEST
+
+
+def describe(project: Project) -> dict:
+    """A project as the API returns it: ids, settings, scenes and what each has (no server paths)."""
+    shown = view(project)
+    scenes = [{"id": s["id"], "number": s["n"], "narration": s["narration"], "visual_prompt": s["visual_prompt"],
+               "duration_s": s["duration_s"], "seed": s["seed"], "transition": s["transition"],
+               "narrated": s["audio"] is not None, "audio_s": s["audio_s"], "painted": s["visual"] is not None}
+              for s in shown["scenes"]]
+    return {"project_id": shown["id"], "title": shown["title"], "aspect": shown["aspect"], "style": shown["style"],
+            "language": shown["language"], "voice": shown["voice"], "captions": shown["captions"],
+            "notes": shown["notes"], "scenes": scenes}
+
+
+def _only(project: Project, scene_ids: list[str] | None) -> list[str] | None:
+    if not scene_ids:
+        return None
+    for scene_id in scene_ids:
+        project.scene(scene_id)  # raises naming the unknown id
+    return list(scene_ids)
+
+
+def register(studio: Studio) -> None:
+    """Add the API endpoints to the Blocks being built."""
+    ws = studio.workspace
+
+    @gpu
+    def write_storyboard(source: str, title: str = "", style: str = "", aspect: str = "16:9", language: str = "en",
+                         target_s: float = 0, voice: str = "", writer: str = "auto", mode: str = "auto",
+                         request: gr.Request = None) -> dict:
+        """Step 1: write a storyboard from a brief or a script into a new project.
+
+        Args:
+            source: A short brief to write about, or a script to narrate as written (one paragraph per scene).
+            title: The video's title; empty: from the script or brief.
+            style: A visual style for every scene.
+            aspect: 16:9, 9:16 or 1:1.
+            language: Narration language, e.g. en.
+            target_s: Wanted length in seconds (0: as long as it needs).
+            voice: Narrator voice name; empty: the narrator's default.
+            writer: Storyboard writer, or auto.
+            mode: auto, script or brief.
+        """
+        project = write_storyboard_(source, mode=mode, writer=writer, title=title or None, aspect=aspect, style=style,
+                                    language=language, voice=check_voice(voice), target_s=float(target_s) or None)
+        return describe(ws.create(project, owner(request)))
+
+    def get_project(project_id: str, request: gr.Request = None) -> dict:
+        """The project: settings, scenes, what each scene has, and which providers ran and why.
+
+        Args:
+            project_id: The id returned by /write_storyboard.
+        """
+        return describe(ws.load(project_id, owner(request)))
+
+    def edit_storyboard(project_id: str, scenes: list[dict], request: gr.Request = None) -> dict:
+        """Replace the storyboard with `scenes` (dicts with narration, visual_prompt, duration_s, seed, transition;
+        give a scene's id to keep its assets while what they depend on is unchanged).
+
+        Args:
+            project_id: The project.
+            scenes: The scenes, in order.
+        """
+        project = ws.load(project_id, owner(request))
+        check_media(studio, project, scenes)
+        return describe(ws.save(project.with_storyboard(scenes), owner(request)))
+
+    @gpu
+    def narrate(project_id: str, scene_ids: list[str] | None = None, narrator: str = "auto", voice: str = "",
+                preset: str = "draft", request: gr.Request = None) -> dict:
+        """Step 2: narrate the scenes (all, or only `scene_ids`); unchanged scenes are reused.
+
+        Args:
+            project_id: The project.
+            scene_ids: Scenes to narrate; empty: all.
+            narrator: auto, or a narrator's name.
+            voice: A voice name; empty: keep the project's.
+            preset: Whose provider preferences `auto` follows.
+        """
+        project = ws.load(project_id, owner(request))
+        if voice:
+            from dataclasses import replace
+
+            project = replace(project, voice=check_voice(voice))
+        project = narrate_(project, narrator=narrator, preset=load_preset(preset), only=_only(project, scene_ids))
+        return describe(ws.save(project, owner(request)))
+
+    @gpu
+    def illustrate(project_id: str, scene_ids: list[str] | None = None, painter: str = "auto", preset: str = "draft",
+                   request: gr.Request = None) -> dict:
+        """Step 3: paint the scenes (all, or only `scene_ids`); unchanged scenes are reused.
+
+        Args:
+            project_id: The project.
+            scene_ids: Scenes to paint; empty: all.
+            painter: auto, or a painter's name.
+            preset: Gives the frame size and whose provider preferences `auto` follows.
+        """
+        project = ws.load(project_id, owner(request))
+        project = illustrate_(project, painter=painter, preset=load_preset(preset), only=_only(project, scene_ids),
+                              media_root=project.folder)
+        return describe(ws.save(project, owner(request)))
+
+    light = dict(concurrency_limit=None)
+    gr.api(friendly(write_storyboard), api_name="write_storyboard", concurrency_id=GPU, concurrency_limit=1)
+    gr.api(friendly(get_project), api_name="project", **light)
+    gr.api(friendly(edit_storyboard), api_name="edit_storyboard", **light)
+    gr.api(friendly(narrate), api_name="narrate", concurrency_id=GPU, concurrency_limit=1)
+    gr.api(friendly(illustrate), api_name="illustrate", concurrency_id=GPU, concurrency_limit=1)
+
+
+__all__ = ["register", "describe", "owner", "StudioError"]
