@@ -150,9 +150,9 @@ def test_scene_operations(studio, session):
 
 def test_import_export_and_media_paths_refused(studio, session, tmp_path):
     session, shown = written(studio, session)
-    exported = storyboard.export_csv(studio, session, None)["download"]
+    exported = storyboard.export_csv(studio, session, None)["download"].value["path"]
     assert Path(exported).suffix == ".csv" and "narration" in Path(exported).read_text()
-    exported_json = storyboard.export_json(studio, session, None)["download"]
+    exported_json = storyboard.export_json(studio, session, None)["download"].value["path"]
     assert json.loads(Path(exported_json).read_text())["title"] == "Bees"
 
     csv = tmp_path / "edited.csv"
@@ -232,7 +232,7 @@ def test_compose_settings_music_and_scene_preview(studio, session, make_tone):
     assert "rendered in" in result["status"]
     shown = compose.set_music(studio, session, None, None)["view"]
     assert shown["music"] is None
-    assert "| **Draft** | 480x480 | 24 | libx264" in compose.preset_table("1:1")
+    assert "| **Draft** | 480x480 @ 24 fps | libx264 superfast (CPU) |" in compose.preset_table("1:1")
 
 
 def test_projects_open_duplicate_delete(studio, session):

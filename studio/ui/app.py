@@ -47,6 +47,8 @@ CSS = """
 .render-progress .label { margin-top: 6px; font-size: 0.9em; }
 .render-progress.idle { color: var(--body-text-color-subdued); }
 .preset-table table { font-size: 0.85em; }
+#storyboard-table *, #projects-table *, #jobs-table * { font-family: var(--font); }
+.scene-tools, .tool-row { align-items: end; }
 footer { display: none !important; }
 """
 

@@ -27,15 +27,15 @@ def preset_table(aspect: str = "16:9") -> str:
     """What each tier means on this machine: resolution for the aspect, fps, the encoder it would use, GPU or CPU."""
     from ..compose.encoders import pick_encoder
 
-    rows = ["| preset | size | fps | encoder here | runs on | for |", "|---|---|---|---|---|---|"]
+    rows = ["| preset | video | encoder on this machine | for |", "|---|---|---|---|"]
     for name in available_presets():
         preset = load_preset(name)
         width, height = preset.size(aspect)
         encoder = pick_encoder(preset)  # NVENC only when a real test encode works (probed once per process)
         where = "GPU (NVENC)" if "nvenc" in encoder else "CPU"
         opts = preset.encoder[encoder]
-        rows.append(f"| **{html.escape(preset.label)}** | {width}x{height} | {preset.fps} | {encoder} "
-                    f"{opts.get('preset', '')} | {where} | {html.escape(preset.summary)} |")
+        rows.append(f"| **{html.escape(preset.label)}** | {width}x{height} @ {preset.fps} fps | {encoder} "
+                    f"{opts.get('preset', '')} ({where}) | {html.escape(preset.summary)} |")
     return "\n".join(rows)
 
 

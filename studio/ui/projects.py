@@ -77,12 +77,14 @@ def layout(studio: Studio) -> SimpleNamespace:
     gr.Markdown("### Your projects")
     projects = gr.Dataframe(pd.DataFrame([], columns=PROJECT_HEADERS), interactive=False, elem_id="projects-table",
                             max_height=320, column_widths=["46%", "10%", "20%", "24%"])
-    with gr.Row(equal_height=True):
-        picked = gr.Textbox(label="Project", interactive=False, scale=2, elem_id="picked-project")
-        refresh = gr.Button("Refresh", size="sm")
-        open_btn = gr.Button("Open", size="sm", variant="primary", elem_id="open-project")
-        duplicate = gr.Button("Duplicate", size="sm")
-        delete = gr.Button("Delete…", size="sm", variant="stop")
+    with gr.Row(equal_height=False, elem_classes=["tool-row"]):
+        picked = gr.Textbox(label="Project (click a row)", interactive=False, scale=2, elem_id="picked-project")
+        with gr.Column(scale=3):
+            with gr.Row():
+                refresh = gr.Button("Refresh", size="sm")
+                open_btn = gr.Button("Open", size="sm", variant="primary", elem_id="open-project")
+                duplicate = gr.Button("Duplicate", size="sm", elem_id="duplicate-project")
+                delete = gr.Button("Delete…", size="sm", variant="stop", elem_id="delete-project")
     with gr.Row(visible=False) as confirm:
         gr.Markdown("Delete this project and all its files? This cannot be undone.")
         really = gr.Button("Yes, delete it", variant="stop", size="sm")

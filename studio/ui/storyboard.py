@@ -217,7 +217,7 @@ def export_storyboard(studio: Studio, session: dict, fmt: str, request: gr.Reque
     with tempfile.TemporaryDirectory(prefix="studio-export-") as tmp:
         path = Path(tmp) / f"{slug}.{fmt}"
         project.write_storyboard_file(path)
-        return {"download": served(path)}
+        return {"download": gr.File(served(path), visible=True)}
 
 
 def export_csv(studio: Studio, session: dict, request: gr.Request = None) -> dict:
@@ -242,13 +242,16 @@ def layout(studio: Studio) -> SimpleNamespace:
                          wrap=True, static_columns=[0, 5], column_widths=["9%", "34%", "27%", "9%", "7%", "7%", "7%"],
                          show_row_numbers=True, label="Scenes: edit a cell, then press Enter or click elsewhere",
                          elem_id="storyboard-table", max_height=560)
-    with gr.Row(equal_height=True):
-        scene = gr.Number(value=1, minimum=0, precision=0, label="Scene", min_width=90, scale=0, elem_id="scene-number")
-        add = gr.Button("Add after", size="sm")
-        delete = gr.Button("Delete", size="sm", variant="stop")
-        up = gr.Button("Move up", size="sm")
-        down = gr.Button("Move down", size="sm")
-        split = gr.Button("Split in two", size="sm")
+    with gr.Row(equal_height=False, elem_classes=["scene-tools"]):
+        scene = gr.Number(value=1, minimum=0, precision=0, label="Scene (click a row)", min_width=140, scale=0,
+                          elem_id="scene-number")
+        with gr.Column(scale=4):
+            with gr.Row():
+                add = gr.Button("Add after", size="sm", elem_id="add-scene")
+                up = gr.Button("Move up", size="sm", elem_id="move-up")
+                down = gr.Button("Move down", size="sm", elem_id="move-down")
+                split = gr.Button("Split in two", size="sm", elem_id="split-scene")
+                delete = gr.Button("Delete", size="sm", variant="stop", elem_id="delete-scene")
     with gr.Accordion("Rewrite this scene with the LLM", open=False):
         with gr.Row():
             field = gr.Radio(list(REWRITE_FIELDS), value="narration", label="Rewrite")
@@ -259,7 +262,7 @@ def layout(studio: Studio) -> SimpleNamespace:
         import_file = gr.UploadButton("Import CSV or JSON", file_types=[".csv", ".json"], size="sm")
         export_csv = gr.Button("Export CSV", size="sm")
         export_json = gr.Button("Export JSON", size="sm")
-    download = gr.File(label="Exported storyboard", visible=True, interactive=False, height=60)
+    download = gr.File(label="Exported storyboard", visible=False, interactive=False, elem_id="export-file")
     notes = gr.Markdown(elem_classes=["studio-notes"])
     return SimpleNamespace(title=title, table=frame, scene=scene, add=add, delete=delete, up=up, down=down, split=split,
                            field=field, writer=writer, instruction=instruction, rewrite=rewrite_btn,

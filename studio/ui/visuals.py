@@ -129,10 +129,11 @@ def show(view_: dict | None, picked: str | None = None) -> dict:
 
 # -- layout -----------------------------------------------------------------------------------------------------
 def layout(studio: Studio) -> SimpleNamespace:
-    with gr.Row(equal_height=True):
-        painter = gr.Dropdown(["auto", *[p for p in studio.painters if p != "local"]], value="auto", label="Painter")
-        style = gr.Textbox(label="Style for every scene", placeholder="e.g. flat pastel illustration", scale=2)
-        paint_btn = gr.Button("Paint all", variant="primary", scale=0, min_width=140, elem_id="paint-all")
+    with gr.Row(equal_height=False, elem_classes=["tool-row"]):
+        painter = gr.Dropdown(["auto", *[p for p in studio.painters if p != "local"]], value="auto", label="Painter",
+                              scale=2)
+        style = gr.Textbox(label="Style for every scene", placeholder="e.g. flat pastel illustration", scale=3)
+        paint_btn = gr.Button("Paint all", variant="primary", scale=1, min_width=140, elem_id="paint-all")
     notes = gr.Markdown(elem_classes=["studio-notes"])
     shown = gr.Gallery(label="Scenes", columns=4, height="auto", object_fit="contain", allow_preview=False,
                        elem_id="visuals-gallery", buttons=["download"])

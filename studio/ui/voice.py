@@ -71,11 +71,11 @@ def show(view_: dict | None) -> dict:
 
 # -- layout -----------------------------------------------------------------------------------------------------
 def layout(studio: Studio) -> SimpleNamespace:
-    with gr.Row(equal_height=True):
-        narrator = gr.Dropdown(["auto", *studio.narrators], value="auto", label="Narrator", scale=1)
-        voice = gr.Dropdown(list(VOICES), value="", label="Voice", allow_custom_value=True, scale=1,
+    with gr.Row(equal_height=False, elem_classes=["tool-row"]):
+        narrator = gr.Dropdown(["auto", *studio.narrators], value="auto", label="Narrator", scale=2)
+        voice = gr.Dropdown(list(VOICES), value="", label="Voice", allow_custom_value=True, scale=2,
                             info="empty: the narrator's default (Piper: en_US-joe-medium; espeak-ng: from the language)")
-        narrate_btn = gr.Button("Narrate all", variant="primary", scale=0, min_width=160, elem_id="narrate-all")
+        narrate_btn = gr.Button("Narrate all", variant="primary", scale=1, min_width=160, elem_id="narrate-all")
     notes = gr.Markdown(elem_classes=["studio-notes"])
     cards_area = gr.Column(elem_id="voice-cards")
     return SimpleNamespace(narrator=narrator, voice=voice, narrate=narrate_btn, notes=notes, cards=cards_area)

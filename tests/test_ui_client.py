@@ -1,0 +1,65 @@
+"""The studio's API endpoints through ``gradio_client``, against ``python app.py`` started by the test."""
+
+from __future__ import annotations
+
+import pytest
+
+gradio_client = pytest.importorskip("gradio_client")
+
+from ._servers import running  # noqa: E402
+
+SCRIPT = "# Rain\n\nRain falls on the hills.\n\nRivers carry it to the sea."
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    data = tmp_path_factory.mktemp("client") / "data"
+    data.mkdir()
+    with running(["app.py"], data) as url:
+        yield url, data
+
+
+@pytest.fixture(scope="module")
+def client(server):
+    return gradio_client.Client(server[0] + "/", verbose=False)
+
+
+def test_api_lists_every_step_by_name(client):
+    endpoints = client.view_api(print_info=False, return_format="dict")["named_endpoints"]
+    for name in ("/write_storyboard", "/project", "/edit_storyboard", "/narrate", "/illustrate"):
+        assert name in endpoints, sorted(endpoints)
+    parameters = [p["parameter_name"] for p in endpoints["/write_storyboard"]["parameters"]]
+    assert parameters[:4] == ["source", "title", "style", "aspect"]
+    assert not any(name.startswith("/lambda") for name in endpoints)  # UI events stay private
+
+
+def test_storyboard_narrate_paint_through_the_client(client, server):
+    project = client.predict(source=SCRIPT, aspect="1:1", mode="script", api_name="/write_storyboard")
+    assert [s["narration"] for s in project["scenes"]] == ["Rain falls on the hills.", "Rivers carry it to the sea."]
+    project_id = project["project_id"]
+
+    narrated = client.predict(project_id=project_id, narrator="espeak", api_name="/narrate")
+    assert all(s["narrated"] and s["audio_s"] > 0.5 for s in narrated["scenes"])
+    assert any(note.startswith("narrator: espeak") for note in narrated["notes"])
+
+    edited = [dict(id=s["id"], narration=s["narration"], visual_prompt=s["visual_prompt"]) for s in narrated["scenes"]]
+    edited[1]["narration"] = "Rivers carry the rain to the sea."
+    changed = client.predict(project_id=project_id, scenes=edited, api_name="/edit_storyboard")
+    assert [s["narrated"] for s in changed["scenes"]] == [True, False]  # only the edited scene lost its audio
+    renarrated = client.predict(project_id=project_id, scene_ids=[edited[1]["id"]], narrator="espeak",
+                                api_name="/narrate")
+    assert all(s["narrated"] for s in renarrated["scenes"])
+
+    painted = client.predict(project_id=project_id, painter="cards", api_name="/illustrate")
+    assert all(s["painted"] for s in painted["scenes"])
+    again = client.predict(project_id=project_id, api_name="/project")
+    assert again["scenes"] == painted["scenes"]
+
+
+def test_api_errors_are_readable(client):
+    with pytest.raises(Exception, match="project_id"):
+        client.predict(project_id="../../etc", api_name="/project")
+    with pytest.raises(Exception, match="script is empty"):
+        client.predict(source="  ", api_name="/write_storyboard")
+    with pytest.raises(Exception, match="no project"):
+        client.predict(project_id="p" + "0" * 24, api_name="/project")
