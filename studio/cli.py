@@ -63,7 +63,33 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("presets", help="list the render presets")
     sub.add_parser("doctor", help="list every provider of every step and whether it can run here")
+    _add_serve(sub)
     return parser
+
+
+def _add_serve(sub) -> None:
+    serve = sub.add_parser("serve", help="run the HTTP API: render jobs in the background (127.0.0.1:8000)",
+                           description="Serve the HTTP API (OpenAPI at /docs): jobs are journaled in the data folder "
+                                       "and survive restarts; an interrupted job resumes from the assets it made.")
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1; others need --auth)")
+    serve.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    serve.add_argument("--data-dir", type=Path, help="jobs, uploads and renders (default $STUDIO_DATA_DIR, else "
+                                                     "$XDG_DATA_HOME/studio or ~/.local/share/studio)")
+    serve.add_argument("--auth", type=Path, help="users file, one `user:secret` per line (HTTP basic or bearer token); "
+                                                 "each user sees only their own jobs")
+    serve.add_argument("--cpu-jobs", type=int, default=1, help="jobs with offline providers that run at once (default 1)")
+    serve.add_argument("--gpu-jobs", type=int, default=1, help="jobs with GPU models that run at once (default 1)")
+    serve.add_argument("--max-queued", type=int, default=100, help="jobs that may wait (default 100); more answer 429")
+    serve.add_argument("--max-queued-per-user", type=int, default=20, help="jobs one user may have waiting (default 20)")
+    serve.add_argument("--preset-file", type=Path, action="append", default=[],
+                       help="offer another preset (a .toml file) besides the tiers, by its name (repeatable)")
+    serve.add_argument("--max-pixels", type=int, help="largest frame (width x height) a job may ask for "
+                                                      "(default 1920x1080 = 2073600)")
+    serve.add_argument("--executor", default="local", help="where scene work runs: local (default), ray (a local Ray), "
+                                                           "ray:auto or ray://HOST:10001 (a cluster); ?cpu=N&gpu=N")
+    serve.add_argument("--keep-days", type=float, default=7.0, help="remove finished renders after this many days (default 7)")
+    serve.add_argument("--max-disk-gb", type=float, help="remove the oldest finished renders beyond this total")
+    serve.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
 
 
 def _project_fields(args: argparse.Namespace) -> dict:
@@ -201,6 +227,43 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from .auth import Users, is_loopback
+    from .executors import create_executor
+    from .jobs import JobRunner, Limits, Retention
+
+    # 1. Check the settings before binding anything.
+    if args.auth is None and not is_loopback(args.host):
+        raise StudioError(f"--host {args.host} would serve other machines without authentication: give --auth FILE "
+                          "(one `user:secret` per line), or bind 127.0.0.1")
+    if not 0 < args.port < 65536:
+        raise StudioError(f"--port must be between 1 and 65535, got {args.port}")
+    if args.keep_days <= 0:
+        raise StudioError(f"--keep-days must be more than 0, got {args.keep_days}")
+    users = Users.from_file(args.auth) if args.auth is not None else None
+    limits = Limits() if args.max_pixels is None else replace(Limits(), max_pixels=args.max_pixels)
+    retention = Retention(max_age_s=args.keep_days * 86400.0,
+                          max_total_bytes=None if args.max_disk_gb is None else int(args.max_disk_gb * 1e9))
+
+    # 2. The runner (it resumes interrupted jobs at once), the app, the server.
+    import uvicorn
+
+    from .api import create_app
+
+    runner = JobRunner(args.data_dir, executor=create_executor(args.executor), cpu_slots=args.cpu_jobs,
+                       gpu_slots=args.gpu_jobs, max_queued=args.max_queued, max_queued_per_owner=args.max_queued_per_user,
+                       limits=limits, retention=retention, presets=args.preset_file)
+    app = create_app(runner, auth=users, close_runner=True)
+    print(f"Studio API on http://{args.host}:{args.port}  (docs at /docs; data in {runner.data_dir}; "
+          f"{'auth: ' + str(len(users.secrets)) + ' users' if users else 'no auth: this machine only'})", flush=True)
+    if runner.recovered:
+        print(f"resuming {len(runner.recovered)} interrupted job(s)", flush=True)
+    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, timeout_graceful_shutdown=10)
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -210,7 +273,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         print(f"studio {__version__}")
         return 0
-    commands = {"render": cmd_render, "storyboard": cmd_storyboard, "presets": cmd_presets, "doctor": cmd_doctor}
+    commands = {"render": cmd_render, "storyboard": cmd_storyboard, "presets": cmd_presets, "doctor": cmd_doctor,
+                "serve": cmd_serve}
     if args.command not in commands:
         parser.print_help()
         return 2

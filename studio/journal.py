@@ -1,0 +1,325 @@
+"""The data folder and its journal: where jobs, uploads and renders live, and the SQLite database that records them.
+
+    data_dir = default_data_dir()            # --data-dir, $STUDIO_DATA_DIR, or $XDG_DATA_HOME/studio
+    journal = Journal(data_dir)              # <data_dir>/studio.db, WAL mode; one server per data folder
+
+Layout of a data folder::
+
+    studio.db (+ -wal, -shm)    the journal: jobs, their events, uploads
+    server.lock                 held (flock) by the one server using the folder; the kernel drops it if that dies
+    jobs/<owner key>/<job id>/  a job's project folder (project.json, assets/, renders/video.mp4)
+    uploads/<owner key>/        uploaded files, under names the server makes (<upload id>.<ext>)
+
+Owner keys are hashes of user names, job and upload ids are random hex: no name from a request ever becomes a path.
+Every path built from an id goes through `safe_path`, which refuses anything that would leave the data folder or
+pass through a symbolic link.
+
+Durability: the journal runs in WAL mode with ``synchronous=NORMAL``: a committed change survives the server being
+killed (SIGKILL, OOM); only a power cut can lose the last moments, never corrupt the database.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import re
+import secrets
+import sqlite3
+import stat
+import threading
+from pathlib import Path
+from typing import Any, Iterator
+
+from .errors import StudioError
+
+SCHEMA_VERSION = 1
+DB_FILE = "studio.db"
+LOCK_FILE = "server.lock"
+ID_RE = re.compile(r"^[0-9a-f]{32}$")
+# A name inside the data folder: letters, digits, '.', '_', '-'; never "." or "..", never starting with a dot.
+_NAME_RE = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}$")
+OWNER_RE = re.compile(r"^[A-Za-z0-9_@+-][A-Za-z0-9_.@+-]{0,63}$")
+
+
+class ServiceError(StudioError):
+    """An error of the job service, with the HTTP status it maps to and the request field it is about.
+
+    Attributes:
+        status: HTTP status code (4xx).
+        field: The request field (or header, or path parameter) that is wrong; None when it is not about one field.
+    """
+
+    status = 400
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+class RequestError(ServiceError):
+    """A request field is missing, malformed or over a limit (the message names the field and the limit)."""
+
+    status = 422
+
+
+class NotFound(ServiceError):
+    """No such job or upload for this user (another user's ids are not found either)."""
+
+    status = 404
+
+
+class Conflict(ServiceError):
+    """The request conflicts with the state of a job (cancel a finished job, reuse an idempotency key)."""
+
+    status = 409
+
+
+class Gone(ServiceError):
+    """A render that existed was removed by the retention policy."""
+
+    status = 410
+
+
+class TooLarge(ServiceError):
+    """An upload is over the size limit."""
+
+    status = 413
+
+
+class QueueFull(ServiceError):
+    """The queue is full; try again later (`retry_after_s`)."""
+
+    status = 429
+
+    def __init__(self, message: str, *, retry_after_s: int = 30) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+def default_data_dir() -> Path:
+    """The data folder: ``$STUDIO_DATA_DIR``, else ``$XDG_DATA_HOME/studio``, else ``~/.local/share/studio``."""
+    env = os.environ.get("STUDIO_DATA_DIR")
+    if env:
+        return Path(env).expanduser()
+    base = os.environ.get("XDG_DATA_HOME")
+    return (Path(base).expanduser() if base else Path.home() / ".local" / "share") / "studio"
+
+
+def new_id() -> str:
+    """A random id for a job or an upload: 32 hex digits."""
+    return secrets.token_hex(16)
+
+
+def check_id(value: Any, field: str, what: str = "job") -> str:
+    """`value` if it is a well-formed id; otherwise `NotFound` (a malformed id names nothing, like a wrong one)."""
+    if not isinstance(value, str) or not ID_RE.match(value):
+        raise NotFound(f"no {what} with id {str(value)[:80]!r}", field=field)
+    return value
+
+
+def check_owner(owner: Any) -> str:
+    """A user name: 1-64 letters, digits and ``_ . @ + -`` (not starting with a dot)."""
+    if not isinstance(owner, str) or not OWNER_RE.match(owner):
+        raise RequestError(f"`owner` must be 1-64 letters, digits or _ . @ + - (not starting with '.'), got {owner!r}",
+                           field="owner")
+    return owner
+
+
+def owner_key(owner: str) -> str:
+    """The folder name of a user's files: a hash, so no user name ever becomes a path."""
+    return "u" + hashlib.sha256(check_owner(owner).encode("utf-8")).hexdigest()[:24]
+
+
+def safe_path(root: Path, *names: str) -> Path:
+    """``root/names...``, checked: every name is a plain file name made by the server (no separators, no ``..``,
+    no leading dot), and no existing part of the path below `root` is a symbolic link.
+
+    Raises:
+        NotFound: a name that is not allowed, or a symbolic link on the way (a link planted inside a project must
+            not lead a request out of the data folder).
+    """
+    path = Path(root)
+    for name in names:
+        if not isinstance(name, str) or not _NAME_RE.match(name) or ".." in name:
+            raise NotFound(f"no such file: {str(name)[:80]!r}")
+        path = path / name
+        try:
+            mode = os.lstat(path).st_mode
+        except FileNotFoundError:
+            continue
+        if stat.S_ISLNK(mode):
+            raise NotFound(f"no such file: {name!r} (a symbolic link is never followed)")
+    return path
+
+
+def open_no_follow(path: Path) -> int:
+    """Open a file for reading without following a symbolic link at its last component; returns the descriptor."""
+    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+    try:
+        fd = os.open(path, flags)
+    except OSError as exc:
+        raise NotFound(f"no such file: {Path(path).name!r}") from exc
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise NotFound(f"no such file: {Path(path).name!r}")
+    return fd
+
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    id TEXT PRIMARY KEY,
+    owner TEXT NOT NULL,
+    state TEXT NOT NULL,
+    resource TEXT NOT NULL,
+    request TEXT NOT NULL,
+    request_sha256 TEXT NOT NULL,
+    idempotency_key TEXT,
+    preset TEXT NOT NULL,
+    project TEXT NOT NULL,
+    output TEXT,
+    result TEXT,
+    percent REAL NOT NULL DEFAULT 0,
+    step TEXT,
+    message TEXT,
+    scene_index INTEGER,
+    scene_total INTEGER,
+    steps TEXT NOT NULL DEFAULT '[]',
+    scenes TEXT NOT NULL DEFAULT '{}',
+    timings TEXT NOT NULL DEFAULT '{}',
+    error TEXT,
+    error_detail TEXT,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    cancel_requested INTEGER NOT NULL DEFAULT 0,
+    expired INTEGER NOT NULL DEFAULT 0,
+    created_at REAL NOT NULL,
+    started_at REAL,
+    run_started_at REAL,
+    finished_at REAL,
+    updated_at REAL NOT NULL
+);
+CREATE UNIQUE INDEX IF NOT EXISTS jobs_idempotency ON jobs(owner, idempotency_key) WHERE idempotency_key IS NOT NULL;
+CREATE INDEX IF NOT EXISTS jobs_state ON jobs(state, resource, created_at);
+CREATE INDEX IF NOT EXISTS jobs_owner ON jobs(owner, created_at);
+CREATE TABLE IF NOT EXISTS events (
+    job_id TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    time REAL NOT NULL,
+    kind TEXT NOT NULL,
+    data TEXT NOT NULL,
+    PRIMARY KEY (job_id, seq)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS uploads (
+    id TEXT PRIMARY KEY,
+    owner TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    file TEXT NOT NULL,
+    size_bytes INTEGER NOT NULL,
+    sha256 TEXT NOT NULL,
+    name TEXT NOT NULL,
+    info TEXT NOT NULL,
+    created_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS uploads_owner ON uploads(owner, created_at);
+"""
+
+
+class Journal:
+    """The SQLite journal of a data folder (one connection, shared by threads under a lock).
+
+    Args:
+        data_dir: The data folder (created if missing).
+        lock: Take the folder's server lock, so that two servers never run the same jobs; the kernel releases it
+            when the process ends, however it ends.
+
+    Raises:
+        StudioError: the folder is used by another running server, or the database is not a Studio journal.
+    """
+
+    def __init__(self, data_dir: Path, *, lock: bool = True) -> None:
+        self.data_dir = Path(data_dir).expanduser()
+        try:
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StudioError(f"cannot create the data folder {self.data_dir} ({exc}); choose another --data-dir") from exc
+        self.data_dir = self.data_dir.resolve()
+        self._lock_fd: int | None = None
+        if lock:
+            self._take_lock()
+        self.lock = threading.RLock()
+        try:
+            self.db = sqlite3.connect(self.data_dir / DB_FILE, check_same_thread=False, isolation_level=None,
+                                      timeout=30.0)
+            self.db.row_factory = sqlite3.Row
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=NORMAL")
+            self.db.execute("PRAGMA foreign_keys=ON")
+            version = self.db.execute("PRAGMA user_version").fetchone()[0]
+            if version not in (0, SCHEMA_VERSION):
+                raise StudioError(f"{self.data_dir / DB_FILE} was written by another version of Studio "
+                                  f"(schema {version}, expected {SCHEMA_VERSION}); use another --data-dir")
+            self.db.executescript(_SCHEMA)
+            self.db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        except sqlite3.DatabaseError as exc:
+            self._release_lock()
+            raise StudioError(f"{self.data_dir / DB_FILE} is not a Studio journal ({exc}); "
+                              "move it away or choose another --data-dir") from exc
+
+    def _take_lock(self) -> None:
+        import fcntl
+
+        path = self.data_dir / LOCK_FILE
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
+            os.close(fd)
+            raise StudioError(f"the data folder {self.data_dir} is in use by another Studio server (pid {holder}); "
+                              "stop it, or give this one another --data-dir") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode("ascii"), 0)
+        self._lock_fd = fd
+
+    def _release_lock(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # closing the descriptor drops the flock
+            self._lock_fd = None
+
+    def close(self) -> None:
+        """Close the database and release the folder."""
+        with self.lock:
+            try:
+                self.db.close()
+            finally:
+                self._release_lock()
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """A write transaction (``BEGIN IMMEDIATE`` ... ``COMMIT``), serialised with every other use."""
+        with self.lock:
+            self.db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self.db
+            except BaseException:
+                self.db.execute("ROLLBACK")
+                raise
+            self.db.execute("COMMIT")
+
+    def query(self, sql: str, params: tuple = ()) -> list[sqlite3.Row]:
+        with self.lock:
+            return self.db.execute(sql, params).fetchall()
+
+    def execute(self, sql: str, params: tuple = ()) -> int:
+        """Run one statement in its own transaction; returns the number of rows changed."""
+        with self.lock:
+            return self.db.execute(sql, params).rowcount
+
+    def add_event(self, db: sqlite3.Connection, job_id: str, kind: str, data: dict, time_s: float) -> int:
+        """Append an event to a job's stream (inside a transaction); returns its sequence number (1, 2, ...)."""
+        row = db.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM events WHERE job_id = ?", (job_id,)).fetchone()
+        seq = int(row[0])
+        db.execute("INSERT INTO events (job_id, seq, time, kind, data) VALUES (?, ?, ?, ?, ?)",
+                   (job_id, seq, time_s, kind, json.dumps(data, ensure_ascii=True)))
+        return seq

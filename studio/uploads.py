@@ -1,0 +1,321 @@
+"""Uploads: a user's images, audio and video for jobs (a scene's media, background music, a watermark).
+
+An upload is checked by its content, never by its name or the type a client claims: images are opened with Pillow
+(pixel count checked from the header before anything is decoded, then decoded completely), audio and video with
+FFmpeg's libraries restricted to the ``file`` protocol and a list of container formats (no playlists, no
+references to other files or URLs). It is stored under a name the server makes (``<upload id>.<ext>``, the extension
+from the detected format) in the owner's folder, and recorded in the journal; a job names it by its id.
+
+    store = UploadStore(journal, UploadLimits(max_bytes=50_000_000))
+    upload = store.save("alice", open("song.mp3", "rb"), filename="song.mp3")
+    upload.kind, upload.id        # "audio", "3f2a..."
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Iterable
+
+from .journal import Journal, NotFound, RequestError, TooLarge, check_id, new_id, owner_key, safe_path
+
+KINDS = ("image", "audio", "video")
+UPLOADS_DIR = "uploads"
+# Pillow formats accepted, and the extension each is stored with.
+IMAGE_FORMATS = {"PNG": ".png", "JPEG": ".jpg", "WEBP": ".webp", "GIF": ".gif", "BMP": ".bmp", "TIFF": ".tiff"}
+# FFmpeg demuxers accepted (nothing that reads playlists or other files), and the extension for each.
+MEDIA_FORMATS = {
+    "mov,mp4,m4a,3gp,3g2,mj2": (".mp4", ".m4a"),
+    "matroska,webm": (".mkv", ".mkv"),
+    "avi": (".avi", None),
+    "wav": (None, ".wav"),
+    "mp3": (None, ".mp3"),
+    "ogg": (None, ".ogg"),
+    "flac": (None, ".flac"),
+    "aac": (None, ".aac"),
+}
+_FORMAT_WHITELIST = "mov,mp4,m4a,3gp,3g2,mj2,matroska,webm,avi,wav,mp3,ogg,flac,aac"
+_CHUNK = 1 << 20
+
+
+@dataclass(frozen=True)
+class UploadLimits:
+    """Limits on uploads.
+
+    Attributes:
+        max_bytes: Largest file accepted.
+        max_pixels: Largest image (width x height) accepted; checked from the header before decoding.
+        max_duration_s: Longest audio or video accepted.
+        max_owner_bytes: Total size of one user's uploads.
+    """
+
+    max_bytes: int = 50_000_000
+    max_pixels: int = 40_000_000
+    max_duration_s: float = 1800.0
+    max_owner_bytes: int = 1_000_000_000
+
+
+@dataclass(frozen=True)
+class Upload:
+    """A stored upload.
+
+    Attributes:
+        id: Its id (32 hex digits); job requests name it.
+        owner: Who uploaded it.
+        kind: ``image``, ``audio`` or ``video``.
+        file: Its file name in the owner's upload folder (made by the server).
+        size_bytes: Its size.
+        sha256: Its content hash.
+        name: The client's file name, for display only (never used as a path).
+        info: What the content check found (format, width, height, duration_s, has_audio, has_video).
+        created_at: Unix time of the upload.
+    """
+
+    id: str
+    owner: str
+    kind: str
+    file: str
+    size_bytes: int
+    sha256: str
+    name: str
+    info: dict
+    created_at: float
+
+    def to_public(self) -> dict:
+        """What the API shows of it."""
+        return {"id": self.id, "kind": self.kind, "size_bytes": self.size_bytes, "sha256": self.sha256,
+                "name": self.name, "created_at": self.created_at, **{k: v for k, v in self.info.items()}}
+
+
+def _display_name(filename: str | None) -> str:
+    """The client's file name reduced to printable characters, for display only."""
+    name = os.path.basename(str(filename or "upload").replace("\\", "/"))
+    name = "".join(c for c in name if c.isprintable())[:120]
+    return name or "upload"
+
+
+class UploadStore:
+    """Users' uploads in a data folder, recorded in its journal.
+
+    Args:
+        journal: The data folder's journal.
+        limits: Size and content limits.
+    """
+
+    def __init__(self, journal: Journal, limits: UploadLimits | None = None) -> None:
+        self.journal = journal
+        self.limits = limits or UploadLimits()
+        self.root = journal.data_dir / UPLOADS_DIR
+        self.root.mkdir(exist_ok=True)
+
+    def folder(self, owner: str) -> Path:
+        """The owner's upload folder (created on first use)."""
+        folder = safe_path(self.root, owner_key(owner))
+        folder.mkdir(exist_ok=True)
+        return folder
+
+    # -- saving ----------------------------------------------------------------------------------------------------
+    def save(self, owner: str, source: IO[bytes] | Iterable[bytes], filename: str | None = None) -> Upload:
+        """Check and store an upload.
+
+        Args:
+            owner: The user.
+            source: A binary file object (read in chunks) or an iterable of byte chunks.
+            filename: The client's file name (display only).
+
+        Raises:
+            TooLarge: over `UploadLimits.max_bytes`, or the owner's total over `max_owner_bytes`.
+            RequestError: empty, or not an image, audio or video this server accepts (the message says why).
+        """
+        # 1. Copy it to a temporary name in the owner's folder, counting bytes.
+        folder = self.folder(owner)
+        upload_id = new_id()
+        tmp = folder / f".{upload_id}.part"
+        digest = hashlib.sha256()
+        size = 0
+        try:
+            with open(tmp, "xb") as out:
+                for chunk in _chunks(source):
+                    size += len(chunk)
+                    if size > self.limits.max_bytes:
+                        raise TooLarge(f"the file is larger than the upload limit of {self.limits.max_bytes // 1_000_000} MB",
+                                       field="file")
+                    digest.update(chunk)
+                    out.write(chunk)
+            if size == 0:
+                raise RequestError("the file is empty", field="file")
+            used = self._owner_bytes(owner)
+            if used + size > self.limits.max_owner_bytes:
+                raise TooLarge(f"your uploads would total {(used + size) / 1e6:.0f} MB, over the limit of "
+                               f"{self.limits.max_owner_bytes / 1e6:.0f} MB; delete some first", field="file")
+
+            # 2. Check the content and choose the stored name.
+            kind, ext, info = self._check_content(tmp)
+            final = folder / f"{upload_id}{ext}"
+            os.replace(tmp, final)
+        finally:
+            if tmp.exists():
+                tmp.unlink()
+
+        # 3. Record it.
+        upload = Upload(id=upload_id, owner=owner, kind=kind, file=final.name, size_bytes=size,
+                        sha256=digest.hexdigest(), name=_display_name(filename), info=info, created_at=time.time())
+        with self.journal.transaction() as db:
+            db.execute("INSERT INTO uploads (id, owner, kind, file, size_bytes, sha256, name, info, created_at) "
+                       "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                       (upload.id, owner, kind, upload.file, size, upload.sha256, upload.name,
+                        json.dumps(info, ensure_ascii=True), upload.created_at))
+        return upload
+
+    def _owner_bytes(self, owner: str) -> int:
+        row = self.journal.query("SELECT COALESCE(SUM(size_bytes), 0) FROM uploads WHERE owner = ?", (owner,))
+        return int(row[0][0])
+
+    def _check_content(self, path: Path) -> tuple[str, str, dict]:
+        """(kind, extension, info) of a file, by its content."""
+        with open(path, "rb") as handle:
+            head = handle.read(64)
+        if head.lstrip().startswith((b"#EXTM3U", b"ffconcat", b"#EXT")):
+            raise RequestError("playlists are not accepted; upload the media file itself", field="file")
+        image = self._check_image(path)
+        if image is not None:
+            return image
+        return self._check_media(path)
+
+    def _check_image(self, path: Path) -> tuple[str, str, dict] | None:
+        from PIL import Image, UnidentifiedImageError
+
+        try:
+            with Image.open(path) as img:
+                fmt = img.format
+                width, height = img.size
+        except UnidentifiedImageError:
+            return None  # not an image: try audio and video
+        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+            raise RequestError(f"the image cannot be read ({exc})", field="file") from exc
+        if fmt not in IMAGE_FORMATS:
+            raise RequestError(f"{fmt} images are not accepted; upload {', '.join(IMAGE_FORMATS)}", field="file")
+        if width < 1 or height < 1 or width * height > self.limits.max_pixels:
+            raise RequestError(f"the image is {width}x{height}; the limit is {self.limits.max_pixels / 1e6:.0f} "
+                               "megapixels: scale it down", field="file")
+        try:
+            with Image.open(path) as img:
+                img.load()  # decode it completely: a truncated or corrupt file fails here, not in a render
+        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+            raise RequestError(f"the image cannot be decoded ({exc})", field="file") from exc
+        return "image", IMAGE_FORMATS[fmt], {"format": fmt.lower(), "width": width, "height": height}
+
+    def _check_media(self, path: Path) -> tuple[str, str, dict]:
+        import av
+
+        try:
+            with av.open(str(path), options={"protocol_whitelist": "file", "format_whitelist": _FORMAT_WHITELIST},
+                         metadata_errors="ignore") as container:
+                fmt = container.format.name
+                video = next((s for s in container.streams.video if s.codec_context.width), None)
+                audio = container.streams.audio[0] if container.streams.audio else None
+                duration = float(container.duration / 1_000_000) if container.duration else 0.0
+                width = video.codec_context.width if video is not None else 0
+                height = video.codec_context.height if video is not None else 0
+                # Decode the first frame: a header alone proves nothing.
+                first = video if video is not None else audio
+                if first is not None and next(container.decode(first), None) is None:
+                    raise ValueError("no frame could be decoded")
+        except (av.error.FFmpegError, ValueError, IndexError, OSError, StopIteration) as exc:
+            raise RequestError("the file is not an image, audio or video this server accepts (PNG, JPEG, WebP, MP4, "
+                               f"MOV, MKV, WebM, AVI, WAV, MP3, OGG, FLAC, AAC): {exc}", field="file") from exc
+        if fmt not in MEDIA_FORMATS:
+            raise RequestError(f"{fmt} files are not accepted", field="file")
+        if video is None and audio is None:
+            raise RequestError("the file holds no audio or video stream", field="file")
+        if not 0 < duration <= self.limits.max_duration_s:
+            raise RequestError(f"the file lasts {duration:.1f} s; accepted: up to {self.limits.max_duration_s:.0f} s",
+                               field="file")
+        if video is not None and width * height > self.limits.max_pixels:
+            raise RequestError(f"the video is {width}x{height}; the limit is {self.limits.max_pixels / 1e6:.0f} "
+                               "megapixels", field="file")
+        video_ext, audio_ext = MEDIA_FORMATS[fmt]
+        kind = "video" if video is not None else "audio"
+        ext = video_ext if kind == "video" else audio_ext
+        if ext is None:
+            raise RequestError(f"{fmt} files are accepted as {'audio' if kind == 'video' else 'video'} only", field="file")
+        return kind, ext, {"format": fmt.split(",")[0], "width": width, "height": height,
+                           "duration_s": round(duration, 3), "has_audio": audio is not None,
+                           "has_video": video is not None}
+
+    # -- finding ---------------------------------------------------------------------------------------------------
+    def get(self, owner: str, upload_id: str, *, field: str = "upload_id") -> Upload:
+        """The owner's upload `upload_id`.
+
+        Raises:
+            NotFound: a malformed id, or no upload with that id belongs to `owner`.
+        """
+        check_id(upload_id, field, "upload")
+        rows = self.journal.query("SELECT * FROM uploads WHERE id = ? AND owner = ?", (upload_id, owner))
+        if not rows:
+            raise NotFound(f"no upload with id {upload_id!r}", field=field)
+        row = rows[0]
+        return Upload(id=row["id"], owner=row["owner"], kind=row["kind"], file=row["file"],
+                      size_bytes=row["size_bytes"], sha256=row["sha256"], name=row["name"],
+                      info=json.loads(row["info"]), created_at=row["created_at"])
+
+    def path(self, upload: Upload) -> Path:
+        """The stored file of an upload, checked (it must still be there, a plain file, not a link)."""
+        path = safe_path(self.root, owner_key(upload.owner), upload.file)
+        if not path.is_file():
+            raise NotFound(f"upload {upload.id} is no longer stored; upload the file again")
+        return path
+
+    def list(self, owner: str, limit: int = 100) -> list[Upload]:
+        """The owner's uploads, newest first."""
+        rows = self.journal.query("SELECT id FROM uploads WHERE owner = ? ORDER BY created_at DESC LIMIT ?",
+                                  (owner, int(limit)))
+        return [self.get(owner, row["id"]) for row in rows]
+
+    def delete(self, owner: str, upload_id: str) -> None:
+        """Remove an upload and its file."""
+        upload = self.get(owner, upload_id)
+        with self.journal.transaction() as db:
+            db.execute("DELETE FROM uploads WHERE id = ?", (upload.id,))
+        path = safe_path(self.root, owner_key(owner), upload.file)
+        if path.is_file():
+            path.unlink()
+
+    def sweep(self, *, older_than_s: float | None = None, keep: Iterable[str] = (), now: float | None = None) -> int:
+        """Remove temporary files left by a crash, files no upload record names, and (with `older_than_s`)
+        uploads older than that which no waiting or running job uses (`keep`); returns how many files went."""
+        removed = 0
+        known = {(row["owner"], row["file"]) for row in self.journal.query("SELECT owner, file FROM uploads")}
+        known_files = {file for _, file in known}
+        for folder in self.root.iterdir():
+            if folder.is_symlink() or not folder.is_dir():
+                continue
+            for path in folder.iterdir():
+                if path.name not in known_files and (path.is_file() or path.is_symlink()):
+                    path.unlink()
+                    removed += 1
+        if older_than_s is not None:
+            keep = set(keep)
+            cutoff = (time.time() if now is None else now) - older_than_s
+            for row in self.journal.query("SELECT id, owner FROM uploads WHERE created_at < ?", (cutoff,)):
+                if row["id"] not in keep:
+                    self.delete(row["owner"], row["id"])
+                    removed += 1
+        return removed
+
+
+def _chunks(source: IO[bytes] | Iterable[bytes]) -> Iterable[bytes]:
+    if hasattr(source, "read"):
+        while True:
+            chunk = source.read(_CHUNK)  # type: ignore[union-attr]
+            if not chunk:
+                return
+            yield chunk
+    else:
+        for chunk in source:
+            if chunk:
+                yield bytes(chunk)
