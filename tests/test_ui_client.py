@@ -6,7 +6,10 @@ import pytest
 
 gradio_client = pytest.importorskip("gradio_client")
 
+from pathlib import Path  # noqa: E402
+
 from ._servers import running  # noqa: E402
+from .conftest import video_facts  # noqa: E402
 
 SCRIPT = "# Rain\n\nRain falls on the hills.\n\nRivers carry it to the sea."
 
@@ -26,7 +29,8 @@ def client(server):
 
 def test_api_lists_every_step_by_name(client):
     endpoints = client.view_api(print_info=False, return_format="dict")["named_endpoints"]
-    for name in ("/write_storyboard", "/project", "/edit_storyboard", "/narrate", "/illustrate"):
+    for name in ("/write_storyboard", "/project", "/edit_storyboard", "/narrate", "/illustrate", "/render", "/job",
+                 "/wait", "/cancel", "/video"):
         assert name in endpoints, sorted(endpoints)
     parameters = [p["parameter_name"] for p in endpoints["/write_storyboard"]["parameters"]]
     assert parameters[:4] == ["source", "title", "style", "aspect"]
@@ -63,3 +67,21 @@ def test_api_errors_are_readable(client):
         client.predict(source="  ", api_name="/write_storyboard")
     with pytest.raises(Exception, match="no project"):
         client.predict(project_id="p" + "0" * 24, api_name="/project")
+
+
+def test_render_at_draft_through_the_client(client):
+    project = client.predict(source="# Snow\n\nSnow covers the town.\n\nChildren build a snowman.", aspect="9:16",
+                             mode="script", api_name="/write_storyboard")
+    job = client.predict(project_id=project["project_id"], preset="draft", narrator="espeak", painter="cards",
+                         api_name="/render")
+    assert job["state"] in ("queued", "running")
+    ended = client.predict(job_id=job["id"], timeout_s=300, api_name="/wait")
+    assert ended["state"] == "done", ended
+    assert ended["video"]["width"] == 480 and ended["video"]["height"] == 854
+    mp4 = client.predict(job_id=job["id"], api_name="/video")
+    facts = video_facts(Path(mp4))
+    assert (facts["width"], facts["height"]) == (480, 854)
+    assert facts["has_audio"] and facts["video_codec"] == "h264"
+    assert abs(facts["duration_s"] - ended["video"]["duration_s"]) < 0.1
+    with pytest.raises(Exception, match="already done"):
+        client.predict(job_id=job["id"], api_name="/cancel")

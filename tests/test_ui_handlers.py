@@ -29,7 +29,9 @@ OTHER = "fedcba9876543210fedcba9876543210"
 
 @pytest.fixture
 def studio(tmp_path):
-    return ui_app.make_studio(tmp_path / "data")
+    studio = ui_app.make_studio(tmp_path / "data")
+    yield studio
+    studio.runner.close()
 
 
 @pytest.fixture
@@ -174,7 +176,7 @@ def test_import_export_and_media_paths_refused(studio, session, tmp_path):
     assert studio.project(session, None).scenes[0].media is None  # nothing changed
 
 
-def test_visuals_gallery_repaint_and_upload(studio, session, make_image, tmp_path):
+def test_visuals_gallery_repaint_and_upload(studio, session, make_image, make_tone, tmp_path):
     session, shown = written(studio, session)
     shown = visuals.paint_all(studio, session, "cards", "warm pastel", "draft", None, None)["view"]
     items = visuals.gallery(shown)
@@ -197,14 +199,18 @@ def test_visuals_gallery_repaint_and_upload(studio, session, make_image, tmp_pat
     assert digest(scene["visual"]) == digest(photo)
     assert visuals.scene_fields(shown, target)["media_note"].startswith("Uses your file")
 
+    # Uploads are checked by their content (the job runner's checks), never by their names.
     fake = tmp_path / "fake.png"
     fake.write_text("not an image")
-    with pytest.raises(StudioError, match="not a readable image"):
+    with pytest.raises(StudioError, match="not an image, audio or video this server accepts"):
         visuals.use_media(studio, session, target, str(fake), "draft", None)
-    script = tmp_path / "run.sh"
-    script.write_text("echo hi")
-    with pytest.raises(StudioError, match="must be one of"):
-        visuals.use_media(studio, session, target, str(script), "draft", None)
+    playlist = tmp_path / "clip.mp4"
+    playlist.write_text("#EXTM3U\n#EXTINF:1,\n/etc/passwd\n")
+    with pytest.raises(StudioError, match="playlists are not accepted"):
+        visuals.use_media(studio, session, target, str(playlist), "draft", None)
+    with pytest.raises(StudioError, match="is a audio file|is an audio file"):
+        visuals.use_media(studio, session, target, str(make_tone("tone.wav", 0.5)), "draft", None)
+    assert studio.project(session, None).scene(target).media == scene["media"]  # nothing changed
     shown = visuals.drop_media(studio, session, target, "cards", "draft", None, None)["view"]
     assert shown["scenes"][1]["media"] is None
 
@@ -330,3 +336,38 @@ def test_import_studio_does_not_import_gradio():
     out = subprocess.run([sys.executable, "-X", "importtime", "-m", "studio", "--help"], cwd=ROOT, capture_output=True,
                          text=True, timeout=60, env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert out.returncode == 0 and "gradio" not in out.stderr
+
+
+def _wait_job(studio, session, timeout_s=120.0) -> dict:
+    """Poll like the page's timer until the job ends; returns the last poll."""
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        out = compose.poll(studio, session, None)
+        if not out["timer"].active or time.monotonic() > deadline:
+            return out
+        time.sleep(0.2)
+
+
+def test_render_job_reuses_what_the_panels_made(studio, session):
+    session, shown = written(studio, session, source="# Dawn\n\nThe sun rises.\n\nBirds begin to sing.")
+    voice.narrate_all(studio, session, "espeak", "", "draft", None, None)
+    visuals.paint_all(studio, session, "cards", "", "draft", None, None)
+    started = compose.render(studio, session, "draft", "espeak", "cards", None)
+    session = started["session"]
+    assert session["job"] and started["cancel"].interactive and not started["render"].interactive
+    done = _wait_job(studio, session)
+    assert 'data-state="done"' in done["progress"] or "data-state='done'" in done["progress"]
+    facts = video_facts(Path(done["video"]))
+    assert (facts["width"], facts["height"]) == (480, 480) and facts["has_audio"]
+    assert done["download"].visible and done["download"].value["path"] == done["video"]
+    job = studio.runner.get(session["job"], f"guest-{GUEST}")
+    # Every narration and card the panels made was found in the job's cache: nothing was made twice.
+    assert {scene_id: (steps["narrate"], steps["illustrate"]) for scene_id, steps in job.scenes.items()} == {
+        s["id"]: ("reused", "reused") for s in shown["scenes"]}
+    # The job is the caller's only: another browser naming its id sees nothing and cannot cancel it.
+    stranger = {"guest": OTHER, "project": None, "job": session["job"]}
+    assert compose.poll(studio, stranger, None)["session"]["job"] is None
+    with pytest.raises(StudioError, match="no job"):
+        compose.cancel(studio, stranger, None)

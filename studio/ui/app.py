@@ -22,7 +22,7 @@ from .. import providers
 from ..errors import StudioError
 from . import brief, compose, endpoints, projects, storyboard, visuals, voice
 from .common import Studio, bind, checked_session, named, shorten, view
-from .workspace import Workspace
+from .workspace import Workspace, default_data_dir
 
 # Queue and upload limits: a full queue answers "busy" at once instead of piling up work.
 QUEUE_MAX_SIZE = 32
@@ -69,8 +69,13 @@ def ui_secret(data_dir: Path) -> str:
 
 
 def make_studio(data_dir: Path | str | None = None, runner: Any = None) -> Studio:
-    """The app's shared parts: the workspace in `data_dir` and the provider choices of this installation."""
-    return Studio(workspace=Workspace(data_dir), runner=runner, narrators=providers.names("narrator"),
+    """The app's shared parts: the job runner (a new one for `data_dir` unless given), the workspace in the same
+    data folder, and the provider choices of this installation."""
+    if runner is None:
+        from ..jobs import JobRunner
+
+        runner = JobRunner(Path(data_dir) if data_dir is not None else default_data_dir())
+    return Studio(workspace=Workspace(runner.data_dir), runner=runner, narrators=providers.names("narrator"),
                   painters=providers.names("painter"), writers=providers.names("storyboard"))
 
 
@@ -130,6 +135,7 @@ def build_app(studio: Studio | None = None, *, data_dir: Path | str | None = Non
     """
     studio = studio or make_studio(data_dir, runner)
     with gr.Blocks(title="Studio", delete_cache=CACHE_MAX_AGE_S) as demo:
+        endpoints.register(studio)  # first, so the API's readable names are theirs (UI events are private)
         session = gr.BrowserState(None, storage_key="studio-session", secret=ui_secret(studio.workspace.root))
         project_view = gr.State(None)
         head = gr.Markdown(header(None), elem_classes=["studio-header"])
@@ -156,9 +162,14 @@ def build_app(studio: Studio | None = None, *, data_dir: Path | str | None = Non
         project_view.change(lambda v, picked: redraw(ui, v, picked), inputs=[project_view, visuals_ui.scene],
                             outputs=outputs, concurrency_limit=None, api_visibility="private", show_progress="hidden")
         fn, load_outputs = named(bind(restore, studio), {"session": session, "view": project_view})
+        c = compose_ui
+        poll, poll_outputs = named(bind(compose.poll, studio), {
+            "progress": c.progress, "timer": c.timer, "render": c.render, "cancel": c.cancel, "video": c.video,
+            "download": c.download, "session": session})
+        # A reload finds the project again, then reattaches to its render job (the timer runs while it does).
         demo.load(fn, inputs_kwargs=dict(session=session), outputs=load_outputs, concurrency_limit=None,
-                  api_visibility="private")
-        endpoints.register(studio)
+                  api_visibility="private").then(poll, inputs_kwargs=dict(session=session), outputs=poll_outputs,
+                                                 concurrency_limit=None, api_visibility="private")
     demo.studio = studio  # for tests and for mounting next to the HTTP API
     return demo
 
@@ -171,10 +182,31 @@ def launch_options() -> dict:
 def launch(data_dir: Path | str | None = None, *, server_name: str | None = None, server_port: int | None = None,
            **kwargs: Any):
     """Build the studio and serve it (``python app.py``): 127.0.0.1:7860 unless ``GRADIO_SERVER_NAME`` /
-    ``GRADIO_SERVER_PORT`` (or the arguments) say otherwise."""
+    ``GRADIO_SERVER_PORT`` (or the arguments) say otherwise. Renders run in this process's job runner."""
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
-    demo = build_app(data_dir=data_dir)
+    studio = make_studio(data_dir)
+    try:
+        demo = build_app(studio)
+        demo.queue(max_size=QUEUE_MAX_SIZE, default_concurrency_limit=1)
+        name = server_name or os.environ.get("GRADIO_SERVER_NAME") or "127.0.0.1"
+        port = server_port or int(os.environ.get("GRADIO_SERVER_PORT") or 7860)
+        return demo.launch(server_name=name, server_port=port, **launch_options(), **kwargs)
+    finally:
+        if not kwargs.get("prevent_thread_lock"):
+            studio.runner.close()  # running jobs stop as `interrupted` and resume at the next start
+
+
+def mount(app: Any, runner: Any, users: Any = None, path: str = "/") -> Any:
+    """Serve the studio inside the HTTP API's FastAPI app (``python -m studio serve``): one server, one job runner.
+
+    Args:
+        app: The app of `studio.api.create_app`.
+        runner: Its job runner (the studio renders with it, so API and studio jobs share one queue).
+        users: `studio.auth.Users` when the server has authentication: the studio then asks for the same user name
+            and secret (a sign-in page), and each user sees their own projects and jobs.
+        path: Where the studio lives in the app.
+    """
+    demo = build_app(make_studio(runner=runner))
     demo.queue(max_size=QUEUE_MAX_SIZE, default_concurrency_limit=1)
-    name = server_name or os.environ.get("GRADIO_SERVER_NAME") or "127.0.0.1"
-    port = server_port or int(os.environ.get("GRADIO_SERVER_PORT") or 7860)
-    return demo.launch(server_name=name, server_port=port, **launch_options(), **kwargs)
+    auth = (lambda user, secret: users.check_basic(user, secret) is not None) if users is not None else None
+    return gr.mount_gradio_app(app, demo, path=path, auth=auth, **launch_options())

@@ -45,7 +45,7 @@ class Studio:
 
     Attributes:
         workspace: Where projects live.
-        runner: The background job runner that renders (see `studio.ui.compose`); None until it is attached.
+        runner: The `studio.jobs.JobRunner` that renders (and checks uploads), shared with the HTTP API.
         narrators, painters, writers: Provider choices shown in the panels (``auto`` first).
     """
 
@@ -68,6 +68,10 @@ class Studio:
 
     def save(self, project: Project, session: dict, request: gr.Request | None) -> Project:
         return self.workspace.save(project, self.owner(session, request))
+
+    def upload(self, project: Project, file: str, kind: str, session: dict, request: gr.Request | None) -> str:
+        """Check an uploaded file (the job runner's checks) and keep it in the project; returns its ``uploads/`` name."""
+        return self.workspace.add_upload(project, file, kind, self.runner.uploads, self.owner(session, request))
 
 
 def friendly(fn: Callable) -> Callable:

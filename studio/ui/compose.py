@@ -18,7 +18,8 @@ from ..errors import StudioError
 from ..presets import TIERS, available_presets, load_preset
 from ..visuals import illustrate
 from ..voice import narrate
-from .common import GPU, Studio, bind, gpu, named, notes_md, progress_to, scene_choices, served, view
+from . import rendering
+from .common import GPU, Studio, bind, checked_session, gpu, named, notes_md, progress_to, scene_choices, served, view
 
 PREVIEW_PRESET = "draft"
 
@@ -62,14 +63,15 @@ def save_settings(studio: Studio, session: dict, captions: bool, caption_style: 
 def set_music(studio: Studio, session: dict, file: str | None = None, request: gr.Request = None) -> dict:
     """Background music (checked by its content, looped and ducked under the narration); empty removes it."""
     project = studio.project(session, request)
-    music = studio.workspace.upload_path(project, studio.workspace.add_upload(project, file, "music")) if file else None
+    music = studio.workspace.upload_path(project, studio.upload(project, file, "music", session, request)) if file else None
     return {"view": view(studio.save(replace(project, music=music), session, request))}
 
 
 def set_watermark(studio: Studio, session: dict, file: str | None = None, request: gr.Request = None) -> dict:
     """A logo drawn in a corner of every frame (checked by its content); empty removes it."""
     project = studio.project(session, request)
-    mark = studio.workspace.upload_path(project, studio.workspace.add_upload(project, file, "watermark")) if file else None
+    mark = (studio.workspace.upload_path(project, studio.upload(project, file, "watermark", session, request))
+            if file else None)
     return {"view": view(studio.save(replace(project, watermark=mark), session, request))}
 
 
@@ -96,6 +98,53 @@ def preview_scene(studio: Studio, session: dict, scene_id: str, narrator: str, p
     return {"preview": served(result.path), "view": view(project),
             "status": f"Scene {number}: {result.duration_s:.1f} s at {result.width}x{result.height}, "
                       f"rendered in {seconds:.1f} s with {result.encoder}."}
+
+
+def render(studio: Studio, session: dict, preset: str, narrator: str, painter: str, request: gr.Request = None) -> dict:
+    """Start a background render job of the project (the UI stays free; a reload finds the job again)."""
+    session = checked_session(session)
+    project = studio.project(session, request)
+    job = rendering.submit(studio.runner, project, studio.owner(session, request), preset=preset or "draft",
+                           narrator=narrator or "auto", painter=painter or "auto")
+    return {**_job_fields(studio, job, studio.owner(session, request)), "session": {**session, "job": job.id}}
+
+
+def poll(studio: Studio, session: dict, request: gr.Request = None) -> dict:
+    """The session's render job as it is now (the timer calls this while a job runs; a page load reattaches)."""
+    session = checked_session(session)
+    if not session.get("job"):
+        return {"timer": gr.Timer(active=False)}
+    owner = studio.owner(session, request)
+    try:
+        job = studio.runner.get(session["job"], owner)
+    except StudioError:  # removed by the retention policy, or another user's id
+        return {"timer": gr.Timer(active=False), "session": {**session, "job": None}, "progress": progress_html(None)}
+    return _job_fields(studio, job, owner)
+
+
+def cancel(studio: Studio, session: dict, request: gr.Request = None) -> dict:
+    """Cancel the session's running render: the job stops its work (ffmpeg included) and ends ``canceled``."""
+    session = checked_session(session)
+    if not session.get("job"):
+        raise StudioError("no render is running")
+    owner = studio.owner(session, request)
+    job = studio.runner.get(session["job"], owner)
+    if not job.terminal:
+        job = studio.runner.cancel(job.id, owner)
+    return _job_fields(studio, job, owner)
+
+
+def _job_fields(studio: Studio, job, owner: str) -> dict:
+    """Progress bar, buttons, timer, and (when done) the video and its download."""
+    state = rendering.status(job)
+    out = {"progress": progress_html(state), "timer": gr.Timer(active=not job.terminal),
+           "render": gr.Button(interactive=job.terminal), "cancel": gr.Button(interactive=not job.terminal)}
+    if job.state == "done":
+        path = served(studio.runner.video_path(job.id, owner))
+        out.update(video=path, download=gr.DownloadButton(value=path, visible=True))
+    else:
+        out.update(video=None, download=gr.DownloadButton(value=None, visible=False))
+    return out
 
 
 def show(view_: dict | None) -> dict:
@@ -192,6 +241,15 @@ def wire(studio: Studio, ui: SimpleNamespace) -> None:
     fn, outputs = named(bind(set_watermark, studio), {"view": ui.view})
     p.watermark.upload(fn, inputs_kwargs=dict(session=ui.session, file=p.watermark), outputs=outputs, **light)
     p.no_watermark.click(fn, inputs_kwargs=dict(session=ui.session), outputs=outputs, **light)
+    job_outputs = {"progress": p.progress, "timer": p.timer, "render": p.render, "cancel": p.cancel, "video": p.video,
+                   "download": p.download, "session": ui.session}
+    fn, outputs = named(bind(render, studio), job_outputs)
+    p.render.click(fn, inputs_kwargs=dict(session=ui.session, preset=p.preset, narrator=ui.voice.narrator,
+                                          painter=ui.visuals.painter), outputs=outputs, **light)
+    fn, outputs = named(bind(poll, studio), job_outputs)
+    p.timer.tick(fn, inputs_kwargs=dict(session=ui.session), outputs=outputs, show_progress="hidden", **light)
+    fn, outputs = named(bind(cancel, studio), job_outputs)
+    p.cancel.click(fn, inputs_kwargs=dict(session=ui.session), outputs=outputs, **light)
     fn, outputs = named(bind(preview_scene, studio), {"preview": p.preview, "view": ui.view, "status": p.status})
     p.preview_button.click(fn, inputs_kwargs=dict(session=ui.session, scene_id=p.scene, narrator=ui.voice.narrator,
                                                   painter=ui.visuals.painter), outputs=outputs,

@@ -24,7 +24,8 @@ from ..storyboard import write_storyboard as write_storyboard_
 from ..visuals import illustrate as illustrate_
 from ..voice import narrate as narrate_
 from .brief import check_voice
-from .common import GPU, Studio, friendly, gpu, view
+from . import rendering
+from .common import GPU, Studio, friendly, gpu, served, view
 from .storyboard import check_media
 from .workspace import owner_for
 
@@ -137,12 +138,66 @@ def register(studio: Studio) -> None:
                               media_root=project.folder)
         return describe(ws.save(project, owner(request)))
 
+    def render(project_id: str, preset: str = "draft", narrator: str = "auto", painter: str = "auto",
+               request: gr.Request = None) -> dict:
+        """Step 4: render the project as a background job (the same queue as the HTTP API's jobs); returns the job.
+
+        Args:
+            project_id: The project.
+            preset: draft, standard, premium or maximum.
+            narrator: auto, or a narrator's name (scenes narrated before with the same one are reused).
+            painter: auto, or a painter's name (scenes painted before with the same one are reused).
+        """
+        project = ws.load(project_id, owner(request))
+        return rendering.status(rendering.submit(studio.runner, project, owner(request), preset=preset,
+                                                 narrator=narrator, painter=painter))
+
+    def job(job_id: str, request: gr.Request = None) -> dict:
+        """A render job now: state, percent, step, scene, ETA, error, and the video's facts when done.
+
+        Args:
+            job_id: The id returned by /render.
+        """
+        return rendering.status(studio.runner.get(job_id, owner(request)))
+
+    def wait(job_id: str, timeout_s: float = 600, request: gr.Request = None) -> dict:
+        """Wait until the job ends (or `timeout_s` passes) and return it.
+
+        Args:
+            job_id: The job.
+            timeout_s: Longest wait, in seconds (at most 3600).
+        """
+        timeout = min(max(float(timeout_s), 0.0), 3600.0)
+        return rendering.status(studio.runner.wait(job_id, timeout_s=timeout, owner=owner(request)))
+
+    def cancel(job_id: str, request: gr.Request = None) -> dict:
+        """Cancel a waiting or running job; it ends `canceled` moments later.
+
+        Args:
+            job_id: The job.
+        """
+        return rendering.status(studio.runner.cancel(job_id, owner(request)))
+
+    def video(job_id: str, request: gr.Request = None) -> str:
+        """The finished MP4 of a job."""
+        return served(studio.runner.video_path(job_id, owner(request)))
+
     light = dict(concurrency_limit=None)
     gr.api(friendly(write_storyboard), api_name="write_storyboard", concurrency_id=GPU, concurrency_limit=1)
     gr.api(friendly(get_project), api_name="project", **light)
     gr.api(friendly(edit_storyboard), api_name="edit_storyboard", **light)
     gr.api(friendly(narrate), api_name="narrate", concurrency_id=GPU, concurrency_limit=1)
     gr.api(friendly(illustrate), api_name="illustrate", concurrency_id=GPU, concurrency_limit=1)
+    gr.api(friendly(render), api_name="render", **light)
+    gr.api(friendly(job), api_name="job", **light)
+    gr.api(friendly(wait), api_name="wait", **light)
+    gr.api(friendly(cancel), api_name="cancel", **light)
+    # A file answer needs a file component (gr.api returns JSON only): a hidden one, reached only through the API.
+    with gr.Column(visible=False):
+        job_id = gr.Textbox(label="job_id")
+        mp4 = gr.File(label="video")
+        fetch = gr.Button()
+    fetch.click(friendly(video), inputs=[job_id], outputs=[mp4], api_name="video", **light)
 
 
 __all__ = ["register", "describe", "owner", "StudioError"]

@@ -75,7 +75,7 @@ def use_media(studio: Studio, session: dict, scene_id: str, file: str | None, pr
         raise StudioError("pick a scene in the gallery first")
     if not file:
         raise StudioError("choose an image or a video clip to upload")
-    name = studio.workspace.add_upload(project, file, "media")
+    name = studio.upload(project, file, "media", session, request)
     project = project.edit_scene(scene_id, media=name)
     return _illustrate(studio, session, request, project, [scene_id], "auto", preset, None)
 

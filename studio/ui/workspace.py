@@ -22,38 +22,31 @@ import shutil
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
-from ..assets import atomic_write_text, file_digest
+from ..assets import atomic_write_text
 from ..errors import StudioError
-from ..media import AUDIO_SUFFIXES, IMAGE_SUFFIXES, VIDEO_SUFFIXES, probe
 from ..project import Project
 
 DATA_ENV = "STUDIO_DATA_DIR"
 SPACES_DATA = Path("/data")  # Hugging Face Spaces' persistent storage, when the Space has it
 PROJECT_ID_RE = re.compile(r"^p[0-9a-f]{24}$")
-OWNER_RE = re.compile(r"^[A-Za-z0-9_.@-]{1,64}$")
-UPLOAD_RE = re.compile(r"^uploads/[0-9a-f]{32}\.[a-z0-9]{2,5}$")
+OWNER_RE = re.compile(r"^[A-Za-z0-9_@+-][A-Za-z0-9_.@+-]{0,63}$")  # as the job runner's owners
+UPLOAD_RE = re.compile(r"^uploads/[0-9a-f]{32}\.[a-z0-9]{2,5}$")  # <upload id><ext>
 OWNER_FILE = "owner.json"
-# Upload limits (the HTTP layer also caps every upload at `MAX_UPLOAD_BYTES`).
-MAX_UPLOAD_BYTES = 200 * 1024 * 1024
-MAX_IMAGE_PIXELS = 50_000_000
-UPLOAD_KINDS = {
-    "media": IMAGE_SUFFIXES | VIDEO_SUFFIXES,
-    "music": AUDIO_SUFFIXES,
-    "watermark": {".png", ".jpg", ".jpeg", ".webp"},
-}
+# What each use of an upload accepts, by the kind the content check finds.
+UPLOAD_KINDS = {"media": ("image", "video"), "music": ("audio", "video"), "watermark": ("image",)}
 
 
 def default_data_dir() -> Path:
-    """``$STUDIO_DATA_DIR``; else ``/data/studio`` when ``/data`` (a Space's persistent storage) is writable; else
-    ``$XDG_DATA_HOME/studio`` (``~/.local/share/studio``)."""
-    env = os.environ.get(DATA_ENV, "").strip()
-    if env:
-        return Path(env).expanduser()
-    if SPACES_DATA.is_dir() and os.access(SPACES_DATA, os.W_OK):
+    """``$STUDIO_DATA_DIR``; else ``/data/studio`` when ``/data`` (a Space's persistent storage) is writable; else the
+    job runner's default (``$XDG_DATA_HOME/studio``, ``~/.local/share/studio``). The app, its projects and its jobs
+    share the folder."""
+    from ..journal import default_data_dir as journal_default
+
+    if not os.environ.get(DATA_ENV, "").strip() and SPACES_DATA.is_dir() and os.access(SPACES_DATA, os.W_OK):
         return SPACES_DATA / "studio"
-    base = os.environ.get("XDG_DATA_HOME", "").strip() or Path.home() / ".local" / "share"
-    return Path(base) / "studio"
+    return journal_default()
 
 
 def new_guest_key() -> str:
@@ -62,15 +55,17 @@ def new_guest_key() -> str:
 
 
 def owner_for(username: str | None, guest_key: str | None) -> str:
-    """Who is asking: the signed-in user's name, or ``guest-<key>`` for an anonymous browser (or API client)."""
+    """Who is asking: the signed-in user's name (the same user as in the HTTP API), or ``guest-<key>`` for an
+    anonymous browser on a server without authentication."""
     if username:
-        owner = f"user-{username}"
+        owner = username
     elif guest_key and re.fullmatch(r"[0-9a-f]{32}", guest_key):
         owner = f"guest-{guest_key}"
     else:
         raise StudioError("this session has no user: reload the page (an anonymous browser gets a key on load)")
     if not OWNER_RE.match(owner):
-        raise StudioError(f"user name {username!r} has characters Studio does not keep: use letters, digits, '.', '_', '-' or '@'")
+        raise StudioError(f"user name {username!r} has characters Studio does not keep: use letters, digits and "
+                          "_ . @ + -")
     return owner
 
 
@@ -169,37 +164,38 @@ class Workspace:
         shutil.rmtree(trash, ignore_errors=True)
 
     # -- uploads -------------------------------------------------------------------------------------------------
-    def add_upload(self, project: Project, source: Path | str, kind: str) -> str:
-        """Check an uploaded file by its content and copy it into the project under a name the server makes.
+    def add_upload(self, project: Project, source: Path | str, kind: str, store: Any, owner: str) -> str:
+        """Check an uploaded file by its content and keep it in the project under a name the server made.
+
+        The check is the job runner's (`studio.uploads.UploadStore`: format whitelist, no playlists, pixel and length
+        limits, a full decode), so the app and the HTTP API accept exactly the same files.
 
         Args:
             project: The project it belongs to (saved).
             source: The uploaded file (Gradio's temporary copy).
             kind: ``media`` (an image or video for a scene), ``music`` (audio) or ``watermark`` (an image).
+            store: The runner's upload store.
+            owner: Who uploads it.
 
         Returns:
-            Its path relative to the project folder: ``uploads/<sha256 prefix><suffix>``.
+            Its path relative to the project folder: ``uploads/<upload id><ext>``.
         """
         if kind not in UPLOAD_KINDS:
             raise StudioError(f"`kind` must be one of {', '.join(UPLOAD_KINDS)}, got {kind!r}")
         source = Path(source)
-        suffix = source.suffix.lower()
-        allowed = UPLOAD_KINDS[kind]
-        if suffix not in allowed:
-            raise StudioError(f"the {kind} file must be one of {', '.join(sorted(allowed))}; got {source.name!r}")
         if not source.is_file():
             raise StudioError(f"the uploaded file {source.name!r} is missing; upload it again")
-        size = source.stat().st_size
-        if size > MAX_UPLOAD_BYTES:
-            raise StudioError(f"{source.name!r} is {size / 1e6:.0f} MB; the limit is {MAX_UPLOAD_BYTES / 1e6:.0f} MB")
-        _check_content(source, kind)
-        name = f"uploads/{file_digest(source)[:32]}{'.jpg' if suffix == '.jpeg' else suffix}"
+        with open(source, "rb") as handle:
+            upload = store.save(owner, handle, filename=source.name)
+        wanted = UPLOAD_KINDS[kind]
+        if upload.kind not in wanted or (kind == "music" and not upload.info.get("has_audio")):
+            store.delete(owner, upload.id)
+            raise StudioError(f"{upload.name!r} is {'an' if upload.kind in ('image', 'audio') else 'a'} {upload.kind} file; the "
+                              f"{kind} must be {' or '.join(wanted)}" + (" with sound" if kind == "music" else ""))
+        name = f"uploads/{upload.id}{Path(upload.file).suffix}"
         target = project.folder / name
-        if not target.is_file():
-            target.parent.mkdir(exist_ok=True)
-            tmp = target.with_name(f".{target.name}.part")
-            shutil.copyfile(source, tmp)
-            os.replace(tmp, target)
+        target.parent.mkdir(exist_ok=True)
+        _link_or_copy(str(store.path(upload)), str(target))
         return name
 
     def upload_path(self, project: Project, name: str) -> Path:
@@ -227,27 +223,3 @@ def _link_or_copy(src: str, dst: str) -> str:
         shutil.copy2(src, dst)
     return dst
 
-
-def _check_content(path: Path, kind: str) -> None:
-    """Open the file by its content: images with Pillow (pixel limit), audio and video with FFmpeg's libraries."""
-    suffix = path.suffix.lower()
-    if suffix in IMAGE_SUFFIXES:
-        from PIL import Image, UnidentifiedImageError
-
-        try:
-            with Image.open(path) as image:
-                width, height = image.size
-                if width * height > MAX_IMAGE_PIXELS:
-                    raise StudioError(f"{path.name!r} is {width}x{height}; images may have at most "
-                                      f"{MAX_IMAGE_PIXELS // 1_000_000} million pixels")
-                image.verify()
-        except StudioError:
-            raise
-        except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
-            raise StudioError(f"{path.name!r} is not a readable image ({exc}); upload a PNG, JPEG or WebP") from None
-        return
-    info = probe(path)  # raises StudioError naming the file
-    if kind == "music" and not info.has_audio:
-        raise StudioError(f"{path.name!r} holds no audio; upload a music file (wav, mp3, ogg, m4a, flac)")
-    if kind == "media" and (not info.has_video or info.duration_s <= 0):
-        raise StudioError(f"{path.name!r} holds no video that can be played; upload an image or a video clip")
