@@ -24,7 +24,9 @@ def server(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def client(server):
-    return gradio_client.Client(server[0] + "/", verbose=False)
+    client = gradio_client.Client(server[0] + "/", verbose=False)
+    yield client
+    client.close()
 
 
 def test_api_lists_every_step_by_name(client):

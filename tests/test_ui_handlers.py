@@ -371,3 +371,18 @@ def test_render_job_reuses_what_the_panels_made(studio, session):
     assert compose.poll(studio, stranger, None)["session"]["job"] is None
     with pytest.raises(StudioError, match="no job"):
         compose.cancel(studio, stranger, None)
+
+
+def test_projects_panel_lists_jobs_and_shows_a_finished_one(studio, session):
+    session, shown = written(studio, session, source="# Tide\n\nThe tide comes in.")
+    session = compose.render(studio, session, "draft", "espeak", "cards", None)["session"]
+    _wait_job(studio, session)
+    jobs = projects.list_jobs(studio, session, None)["jobs"]
+    assert list(jobs["job"]) == [session["job"]] and list(jobs["state"]) == ["done"]
+    assert list(jobs["title"]) == ["Tide"] and list(jobs["percent"]) == ["100%"]
+    result = projects.show_job(studio, session, session["job"], None)
+    assert video_facts(Path(result["job_video"]))["has_audio"] and result["job_download"].visible
+    assert result["job_note"].startswith("**done**")
+    assert projects.list_jobs(studio, {"guest": OTHER, "project": None, "job": None}, None)["jobs"].empty
+    with pytest.raises(StudioError, match="no job"):
+        projects.show_job(studio, {"guest": OTHER, "project": None, "job": None}, session["job"], None)

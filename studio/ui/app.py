@@ -68,15 +68,15 @@ def ui_secret(data_dir: Path) -> str:
     return value
 
 
-def make_studio(data_dir: Path | str | None = None, runner: Any = None) -> Studio:
+def make_studio(data_dir: Path | str | None = None, runner: Any = None, single_user: str | None = None) -> Studio:
     """The app's shared parts: the job runner (a new one for `data_dir` unless given), the workspace in the same
-    data folder, and the provider choices of this installation."""
+    data folder, and the provider choices of this installation (`single_user`: see `Studio`)."""
     if runner is None:
         from ..jobs import JobRunner
 
         runner = JobRunner(Path(data_dir) if data_dir is not None else default_data_dir())
     return Studio(workspace=Workspace(runner.data_dir), runner=runner, narrators=providers.names("narrator"),
-                  painters=providers.names("painter"), writers=providers.names("storyboard"))
+                  painters=providers.names("painter"), writers=providers.names("storyboard"), single_user=single_user)
 
 
 def header(view_: dict | None) -> str:
@@ -203,10 +203,13 @@ def mount(app: Any, runner: Any, users: Any = None, path: str = "/") -> Any:
         app: The app of `studio.api.create_app`.
         runner: Its job runner (the studio renders with it, so API and studio jobs share one queue).
         users: `studio.auth.Users` when the server has authentication: the studio then asks for the same user name
-            and secret (a sign-in page), and each user sees their own projects and jobs.
+            and secret (a sign-in page), and each user sees their own projects and jobs. Without it (a loopback
+            server) every browser is the API's one ``local`` user, so studio and API show the same jobs.
         path: Where the studio lives in the app.
     """
-    demo = build_app(make_studio(runner=runner))
+    from ..api import LOCAL_USER
+
+    demo = build_app(make_studio(runner=runner, single_user=None if users is not None else LOCAL_USER))
     demo.queue(max_size=QUEUE_MAX_SIZE, default_concurrency_limit=1)
     auth = (lambda user, secret: users.check_basic(user, secret) is not None) if users is not None else None
     return gr.mount_gradio_app(app, demo, path=path, auth=auth, **launch_options())

@@ -46,6 +46,8 @@ class Studio:
     Attributes:
         workspace: Where projects live.
         runner: The `studio.jobs.JobRunner` that renders (and checks uploads), shared with the HTTP API.
+        single_user: On a local server without authentication (``studio serve``): the one user every browser and
+            API caller is (the HTTP API's ``local``), so the studio and the API see the same jobs.
         narrators, painters, writers: Provider choices shown in the panels (``auto`` first).
     """
 
@@ -54,10 +56,13 @@ class Studio:
     narrators: list[str] = field(default_factory=list)
     painters: list[str] = field(default_factory=list)
     writers: list[str] = field(default_factory=list)
+    single_user: str | None = None
 
     def owner(self, session: dict, request: gr.Request | None) -> str:
+        """Who is asking: the signed-in user; else the one user of a local server (`single_user`); else the
+        anonymous browser's own key (a public server without sign-in, such as a Space: browsers never share)."""
         username = getattr(request, "username", None) if request is not None else None
-        return owner_for(username, checked_session(session)["guest"])
+        return owner_for(username or self.single_user, checked_session(session)["guest"])
 
     def project(self, session: dict, request: gr.Request | None) -> Project:
         """The session's current project, loaded from disk (it must belong to the caller)."""

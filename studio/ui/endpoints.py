@@ -32,8 +32,10 @@ from .workspace import owner_for
 API_GUEST = "api"  # the owner of projects made through the API on a server without authentication
 
 
-def owner(request: gr.Request | None) -> str:
+def caller(studio: Studio, request: gr.Request | None) -> str:
+    """The signed-in user, else the local server's one user, else the anonymous API user."""
     username = getattr(request, "username", None) if request is not None else None
+    username = username or studio.single_user
     return owner_for(username, None) if username else API_GUEST
 
 
@@ -80,7 +82,7 @@ def register(studio: Studio) -> None:
         """
         project = write_storyboard_(source, mode=mode, writer=writer, title=title or None, aspect=aspect, style=style,
                                     language=language, voice=check_voice(voice), target_s=float(target_s) or None)
-        return describe(ws.create(project, owner(request)))
+        return describe(ws.create(project, caller(studio, request)))
 
     def get_project(project_id: str, request: gr.Request = None) -> dict:
         """The project: settings, scenes, what each scene has, and which providers ran and why.
@@ -88,7 +90,7 @@ def register(studio: Studio) -> None:
         Args:
             project_id: The id returned by /write_storyboard.
         """
-        return describe(ws.load(project_id, owner(request)))
+        return describe(ws.load(project_id, caller(studio, request)))
 
     def edit_storyboard(project_id: str, scenes: list[dict], request: gr.Request = None) -> dict:
         """Replace the storyboard with `scenes` (dicts with narration, visual_prompt, duration_s, seed, transition;
@@ -98,9 +100,9 @@ def register(studio: Studio) -> None:
             project_id: The project.
             scenes: The scenes, in order.
         """
-        project = ws.load(project_id, owner(request))
+        project = ws.load(project_id, caller(studio, request))
         check_media(studio, project, scenes)
-        return describe(ws.save(project.with_storyboard(scenes), owner(request)))
+        return describe(ws.save(project.with_storyboard(scenes), caller(studio, request)))
 
     @gpu
     def narrate(project_id: str, scene_ids: list[str] | None = None, narrator: str = "auto", voice: str = "",
@@ -114,13 +116,13 @@ def register(studio: Studio) -> None:
             voice: A voice name; empty: keep the project's.
             preset: Whose provider preferences `auto` follows.
         """
-        project = ws.load(project_id, owner(request))
+        project = ws.load(project_id, caller(studio, request))
         if voice:
             from dataclasses import replace
 
             project = replace(project, voice=check_voice(voice))
         project = narrate_(project, narrator=narrator, preset=load_preset(preset), only=_only(project, scene_ids))
-        return describe(ws.save(project, owner(request)))
+        return describe(ws.save(project, caller(studio, request)))
 
     @gpu
     def illustrate(project_id: str, scene_ids: list[str] | None = None, painter: str = "auto", preset: str = "draft",
@@ -133,10 +135,10 @@ def register(studio: Studio) -> None:
             painter: auto, or a painter's name.
             preset: Gives the frame size and whose provider preferences `auto` follows.
         """
-        project = ws.load(project_id, owner(request))
+        project = ws.load(project_id, caller(studio, request))
         project = illustrate_(project, painter=painter, preset=load_preset(preset), only=_only(project, scene_ids),
                               media_root=project.folder)
-        return describe(ws.save(project, owner(request)))
+        return describe(ws.save(project, caller(studio, request)))
 
     def render(project_id: str, preset: str = "draft", narrator: str = "auto", painter: str = "auto",
                request: gr.Request = None) -> dict:
@@ -148,8 +150,8 @@ def register(studio: Studio) -> None:
             narrator: auto, or a narrator's name (scenes narrated before with the same one are reused).
             painter: auto, or a painter's name (scenes painted before with the same one are reused).
         """
-        project = ws.load(project_id, owner(request))
-        return rendering.status(rendering.submit(studio.runner, project, owner(request), preset=preset,
+        project = ws.load(project_id, caller(studio, request))
+        return rendering.status(rendering.submit(studio.runner, project, caller(studio, request), preset=preset,
                                                  narrator=narrator, painter=painter))
 
     def job(job_id: str, request: gr.Request = None) -> dict:
@@ -158,7 +160,7 @@ def register(studio: Studio) -> None:
         Args:
             job_id: The id returned by /render.
         """
-        return rendering.status(studio.runner.get(job_id, owner(request)))
+        return rendering.status(studio.runner.get(job_id, caller(studio, request)))
 
     def wait(job_id: str, timeout_s: float = 600, request: gr.Request = None) -> dict:
         """Wait until the job ends (or `timeout_s` passes) and return it.
@@ -168,7 +170,7 @@ def register(studio: Studio) -> None:
             timeout_s: Longest wait, in seconds (at most 3600).
         """
         timeout = min(max(float(timeout_s), 0.0), 3600.0)
-        return rendering.status(studio.runner.wait(job_id, timeout_s=timeout, owner=owner(request)))
+        return rendering.status(studio.runner.wait(job_id, timeout_s=timeout, owner=caller(studio, request)))
 
     def cancel(job_id: str, request: gr.Request = None) -> dict:
         """Cancel a waiting or running job; it ends `canceled` moments later.
@@ -176,11 +178,11 @@ def register(studio: Studio) -> None:
         Args:
             job_id: The job.
         """
-        return rendering.status(studio.runner.cancel(job_id, owner(request)))
+        return rendering.status(studio.runner.cancel(job_id, caller(studio, request)))
 
     def video(job_id: str, request: gr.Request = None) -> str:
         """The finished MP4 of a job."""
-        return served(studio.runner.video_path(job_id, owner(request)))
+        return served(studio.runner.video_path(job_id, caller(studio, request)))
 
     light = dict(concurrency_limit=None)
     gr.api(friendly(write_storyboard), api_name="write_storyboard", concurrency_id=GPU, concurrency_limit=1)
@@ -200,4 +202,4 @@ def register(studio: Studio) -> None:
     fetch.click(friendly(video), inputs=[job_id], outputs=[mp4], api_name="video", **light)
 
 
-__all__ = ["register", "describe", "owner", "StudioError"]
+__all__ = ["register", "describe", "caller", "StudioError"]
