@@ -17,6 +17,12 @@ import httpx
 from .conftest import ROOT
 
 
+class ServerURL(str):
+    """A running server's base URL, with its process id (`pid`) for checks on its child processes."""
+
+    pid: int
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -25,7 +31,7 @@ def free_port() -> int:
 
 @contextlib.contextmanager
 def running(argv: list[str], data_dir: Path, *, port: int | None = None, ready_path: str = "/",
-            env: dict | None = None, timeout_s: float = 90.0) -> Iterator[str]:
+            env: dict | None = None, timeout_s: float = 90.0) -> Iterator[ServerURL]:
     """Run `argv` (a server) with its data in `data_dir`; yields its base URL once `ready_path` answers 200."""
     port = port or free_port()
     environment = {**os.environ, "PYTHONPATH": str(ROOT), "STUDIO_DATA_DIR": str(data_dir),
@@ -48,7 +54,9 @@ def running(argv: list[str], data_dir: Path, *, port: int | None = None, ready_p
             if time.monotonic() > deadline:
                 raise RuntimeError(f"the server did not answer within {timeout_s:.0f} s:\n{_tail(log.name)}")
             time.sleep(0.3)
-        yield url
+        server = ServerURL(url)
+        server.pid = proc.pid
+        yield server
     finally:
         if proc.poll() is None:
             # A SIGINT after the SIGTERM makes uvicorn stop waiting for open streams (browsers' and clients' heartbeats),

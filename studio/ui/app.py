@@ -47,8 +47,10 @@ CSS = """
 .render-progress .label { margin-top: 6px; font-size: 0.9em; }
 .render-progress.idle { color: var(--body-text-color-subdued); }
 .preset-table table { font-size: 0.85em; }
+.preset-table td:nth-child(-n+2), .preset-table th:nth-child(-n+2) { white-space: nowrap; }
 #storyboard-table *, #projects-table *, #jobs-table * { font-family: var(--font); }
 .scene-tools, .tool-row { align-items: end; }
+.scene-tools button { margin-bottom: 4px; }
 footer { display: none !important; }
 """
 

@@ -185,12 +185,6 @@ def layout(studio: Studio) -> SimpleNamespace:
             watermark_note = gr.Markdown("No watermark.")
     with gr.Row(equal_height=False):
         with gr.Column(scale=1):
-            gr.Markdown("### Preview one scene (Draft)")
-            scene = gr.Dropdown([], label="Scene", elem_id="preview-scene")
-            preview_btn = gr.Button("Preview scene", elem_id="preview")
-            preview = gr.Video(label="Preview", interactive=False, elem_id="preview-video", height=260)
-            status = gr.Markdown()
-        with gr.Column(scale=1):
             gr.Markdown("### Render")
             with gr.Row():
                 render_btn = gr.Button("Render", variant="primary", elem_id="render")
@@ -198,6 +192,12 @@ def layout(studio: Studio) -> SimpleNamespace:
             progress_bar = gr.HTML(progress_html(None), elem_id="render-progress")
             video = gr.Video(label="Video", interactive=False, elem_id="render-video", height=260)
             download = gr.DownloadButton("Download MP4", visible=False, elem_id="download")
+        with gr.Column(scale=1):
+            gr.Markdown("### Preview one scene (Draft)")
+            scene = gr.Dropdown([], label="Scene", elem_id="preview-scene")
+            preview_btn = gr.Button("Preview scene", elem_id="preview")
+            preview = gr.Video(label="Preview", interactive=False, elem_id="preview-video", height=260)
+            status = gr.Markdown()
     timer = gr.Timer(1.0, active=False)
     return SimpleNamespace(preset=preset, presets=presets, captions=captions, caption_style=caption_style,
                            transition=transition, music=music, no_music=no_music, music_volume=music_volume,
@@ -217,6 +217,10 @@ def progress_html(job: dict | None) -> str:
     eta = job.get("eta_s")
     if eta is not None and state == "running":
         parts.append(f"about {int(eta) // 60}:{int(eta) % 60:02d} left")
+    video = job.get("video")
+    if video and state == "done":
+        parts.append(f"{video.get('duration_s', 0):.1f} s · {video.get('width')}x{video.get('height')} · "
+                     f"{html.escape(str(video.get('encoder', '')))} · {video.get('size_bytes', 0) / 1e6:.2f} MB")
     if job.get("error"):
         parts.append(html.escape(str(job["error"])))
     detail = " · ".join(parts)

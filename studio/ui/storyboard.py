@@ -239,19 +239,18 @@ def show(view_: dict | None) -> dict:
 def layout(studio: Studio) -> SimpleNamespace:
     title = gr.Textbox(label="Title", elem_id="project-title")
     frame = gr.Dataframe(table(None), headers=list(HEADERS.values()), datatype=DATATYPES, interactive=True,
-                         wrap=True, static_columns=[0, 5], column_widths=["9%", "34%", "27%", "9%", "7%", "7%", "7%"],
+                         wrap=True, static_columns=[0, 5],
+                         column_widths=["100px", "370px", "290px", "100px", "70px", "90px", "110px"],
                          show_row_numbers=True, label="Scenes: edit a cell, then press Enter or click elsewhere",
                          elem_id="storyboard-table", max_height=560)
     with gr.Row(equal_height=False, elem_classes=["scene-tools"]):
-        scene = gr.Number(value=1, minimum=0, precision=0, label="Scene (click a row)", min_width=140, scale=0,
-                          elem_id="scene-number")
-        with gr.Column(scale=4):
-            with gr.Row():
-                add = gr.Button("Add after", size="sm", elem_id="add-scene")
-                up = gr.Button("Move up", size="sm", elem_id="move-up")
-                down = gr.Button("Move down", size="sm", elem_id="move-down")
-                split = gr.Button("Split in two", size="sm", elem_id="split-scene")
-                delete = gr.Button("Delete", size="sm", variant="stop", elem_id="delete-scene")
+        scene = gr.Number(value=1, minimum=0, precision=0, label="Scene", info="click a row to pick it", min_width=170,
+                          scale=1, elem_id="scene-number")
+        add = gr.Button("Add after", size="sm", elem_id="add-scene", scale=1)
+        up = gr.Button("Move up", size="sm", elem_id="move-up", scale=1)
+        down = gr.Button("Move down", size="sm", elem_id="move-down", scale=1)
+        split = gr.Button("Split in two", size="sm", elem_id="split-scene", scale=1)
+        delete = gr.Button("Delete", size="sm", variant="stop", elem_id="delete-scene", scale=1)
     with gr.Accordion("Rewrite this scene with the LLM", open=False):
         with gr.Row():
             field = gr.Radio(list(REWRITE_FIELDS), value="narration", label="Rewrite")
