@@ -1160,13 +1160,16 @@ class JobRunner:
 
     def _event(self, run: _Run, kind: str, data: dict) -> None:
         wall = time.time()
-        if kind == "step_started":
+        if kind == "step_started":  # not an event of its own, but the job's row shows the new step at once
             run.step, run.scene_index, run.scene_total = data["step"], 0, data.get("total")
+            self.journal.execute("UPDATE jobs SET step = ?, scene_index = 0, scene_total = ?, updated_at = ? WHERE id = ?",
+                                 (run.step, run.scene_total, wall, run.job.id))
             return
         if kind == "scene":
             run.scene_index = (run.scene_index or 0) + 1
             run.scenes.setdefault(data["scene_id"], {})[data["step"]] = "reused" if data["reused"] else "made"
         elif kind == "segment":
+            run.scene_index, run.scene_total = (run.scene_index or 0) + 1, data["total"]
             for scene_id in data.get("scene_ids", ()):
                 run.scenes.setdefault(scene_id, {})["compose"] = "reused" if data["reused"] else "made"
         elif kind == "step":

@@ -12,7 +12,6 @@ import re
 import shutil
 import signal
 import subprocess
-import tempfile
 import unicodedata
 from pathlib import Path
 
@@ -111,13 +110,13 @@ class EspeakNarrator:
         check(cancel)
         out = Path(out)
 
-        # 2. Synthesize into a short temporary path (espeak-ng silently writes nothing to a `-w` path longer than
-        #    about 200 characters, which a project's asset folder easily is), then into place beside `out`
-        with atomic_path(out) as tmp, tempfile.TemporaryDirectory(prefix="studio-espeak-") as short:
-            wav = Path(short) / "speech.wav"
-            self._run(["-v", name, "-s", str(self.speed_wpm), "-w", str(wav)], text, name, cancel)
-            samples, sample_rate = read_wav(wav)
-            shutil.copyfile(wav, tmp)
+        # 2. Synthesize into a temporary file beside `out`
+        with atomic_path(out) as tmp:
+            # espeak-ng keeps only the first 199 characters of a `-w` path (and writes to the truncated name), so it
+            # runs in the file's folder and gets the short name alone.
+            self._run(["-v", name, "-s", str(self.speed_wpm), "-w", Path(tmp).name], text, name, cancel,
+                      cwd=Path(tmp).parent)
+            samples, sample_rate = read_wav(tmp)
             if not len(samples):
                 raise StudioError(f"espeak-ng produced no audio for {text[:60]!r} with voice {name!r}")
 
@@ -128,10 +127,10 @@ class EspeakNarrator:
         return Speech(duration_s=len(samples) / sample_rate, words=timings, sample_rate=sample_rate,
                       timing_source="estimated")
 
-    def _run(self, args: list[str], text: str, voice: str, cancel: CancelToken | None) -> bytes:
+    def _run(self, args: list[str], text: str, voice: str, cancel: CancelToken | None, cwd: Path | None = None) -> bytes:
         """Run espeak-ng with `text` on stdin (UTF-8); returns its stdout. A cancel kills it at once."""
         proc = subprocess.Popen([self.exe, "-b", "1", "--stdin", *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, start_new_session=True)
+                                stderr=subprocess.PIPE, start_new_session=True, cwd=cwd)
 
         def kill() -> None:
             if proc.poll() is None:

@@ -1,0 +1,327 @@
+"""The job runner in this process: journal, fairness, bounded queue, idempotency, cancel, resume, disk hygiene."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from pathlib import Path
+
+import pytest
+
+from studio.errors import StudioError
+from studio.jobs import Conflict, Gone, JobRequest, JobRunner, Limits, NotFound, QueueFull, RequestError, Retention
+
+from .conftest import video_facts
+from .jobs_support import child_pids, iter_events, new_children, storyboard, temp_files, wait_for, write_tiny_preset
+
+
+@pytest.fixture
+def tiny(tmp_path) -> Path:
+    return write_tiny_preset(tmp_path)
+
+
+@pytest.fixture
+def make_runner(tmp_path, tiny):
+    runners = []
+
+    def make(**options) -> JobRunner:
+        options.setdefault("presets", [tiny])
+        runner = JobRunner(options.pop("data_dir", tmp_path / "data"), **options)
+        runners.append(runner)
+        return runner
+
+    yield make
+    for runner in runners:
+        runner.close()
+
+
+def tiny_request(durations=(1.0, 1.0), **fields) -> dict:
+    return {"storyboard": storyboard(list(durations)), "preset": "tiny", "aspect": "1:1", **fields}
+
+
+def test_job_runs_to_done_and_journals_every_step(make_runner):
+    runner = make_runner()
+    job = runner.submit(tiny_request((1.0, 1.5, 1.0)), owner="alice")
+    assert job.state == "queued" and job.owner == "alice"
+    done = runner.wait(job.id, timeout_s=120)
+    assert done.state == "done", done.error
+    facts = video_facts(done.output)
+    assert (facts["width"], facts["height"]) == (96, 96) and facts["has_audio"]
+    assert facts["duration_s"] == pytest.approx(done.result["duration_s"], abs=0.1)
+    # fixed durations 1.0 + 1.5 + 1.0 minus two 0.2 s transitions
+    assert facts["duration_s"] == pytest.approx(3.1, abs=1 / 12 + 0.01)
+    assert [s["step"] for s in done.steps] == ["storyboard", "narrate", "illustrate", "compose"]
+    assert done.percent == 100 and done.attempts == 1 and done.error is None
+    assert len(done.scenes) == 3
+    assert all(v == {"narrate": "made", "illustrate": "made", "compose": "made"} for v in done.scenes.values())
+    kinds = [e.kind for e in runner.events(job.id)]
+    assert kinds[:2] == ["queued", "running"] and kinds[-1] == "done"
+    assert kinds.count("scene") == 6 and kinds.count("step") == 4 and "progress" in kinds
+    seqs = [e.seq for e in runner.events(job.id)]
+    assert seqs == list(range(1, len(seqs) + 1))
+    assert [e.seq for e in runner.events(job.id, after=3)] == seqs[3:]
+    assert temp_files(runner.data_dir) == []
+    assert runner.video_path(job.id, "alice") == done.output
+    with pytest.raises(NotFound):
+        runner.get(job.id, "bob")
+    with pytest.raises(NotFound):
+        runner.video_path(job.id, "bob")
+
+
+def test_idempotency_key_gives_one_job(make_runner):
+    runner = make_runner(start=False)
+    first = runner.submit(tiny_request(), owner="alice", idempotency_key="order-17")
+    again = runner.submit(tiny_request(), owner="alice", idempotency_key="order-17")
+    assert again.id == first.id
+    assert len(runner.list("alice")) == 1
+    other_user = runner.submit(tiny_request(), owner="bob", idempotency_key="order-17")
+    assert other_user.id != first.id  # keys are per user
+    with pytest.raises(Conflict) as err:
+        runner.submit(tiny_request((2.0,)), owner="alice", idempotency_key="order-17")
+    assert err.value.field == "Idempotency-Key"
+    with pytest.raises(RequestError):
+        runner.submit(tiny_request(), owner="alice", idempotency_key="has space")
+
+
+@pytest.mark.parametrize("request_data, field, words", [
+    ({"script": "word " * 5000, "preset": "tiny"}, "script", "limit is 20,000"),
+    ({"script": "word " * 3000, "preset": "tiny"}, "script", "limit of 900 s"),
+    ({"storyboard": storyboard([1.0] * 41), "preset": "tiny"}, "storyboard", "limit is 40"),
+    ({"storyboard": [{"narration": "x", "duration_s": 500}], "preset": "tiny"}, "storyboard[0].duration_s", "between 0.2 and 120"),
+    ({"storyboard": [{"narration": "x", "duration_s": float("nan")}]}, "storyboard[0].duration_s", "must be a number"),
+    ({"script": "hello", "preset": "maximum"}, "preset", "2,073,600 pixels"),
+    ({"script": "hello", "preset": "../../etc/passwd"}, "preset", "must be one of"),
+    ({"script": "hello", "colour": "red"}, "colour", "unknown field"),
+    ({"script": "hello", "brief": "also"}, "brief", "exactly one"),
+    ({}, "script", "exactly one"),
+    ({"script": "bad \x00 byte"}, "script", "control character"),
+    ({"script": "lone \ud800 surrogate"}, "script", "surrogate"),
+    ({"script": "hello", "providers": {"painter": "local"}}, "providers.painter", "must be one of"),
+    ({"script": "hello", "providers": {"narrator": "nope"}}, "providers.narrator", "must be one of"),
+    ({"script": "hello", "voice": "../../voice.onnx"}, "voice", "voice name"),
+    ({"script": "hello", "music": "../../etc/passwd"}, "music", "no upload"),
+    ({"storyboard": [{"narration": "x", "media": "/etc/passwd"}]}, "storyboard[0].media", "no upload"),
+    ({"script": "hello", "aspect": "4:3"}, "aspect", "16:9, 9:16, 1:1"),
+    ({"script": "hello", "seed": True}, "seed", "whole number"),
+    ({"storyboard": [{"narration": ""}]}, "storyboard[0].narration", "no narration and no duration_s"),
+    ([1, 2], "body", "JSON object"),
+])
+def test_bad_requests_are_refused_before_any_work_naming_the_field(make_runner, request_data, field, words):
+    runner = make_runner(start=False)
+    with pytest.raises((RequestError, NotFound)) as err:
+        runner.submit(request_data, owner="alice")
+    assert err.value.field == field
+    assert words in str(err.value)
+    assert runner.list() == []  # nothing was queued
+
+
+def test_limits_are_configurable_and_named(make_runner):
+    runner = make_runner(start=False, limits=Limits(max_scenes=2, max_pixels=100 * 100))
+    with pytest.raises(RequestError, match="limit is 2"):
+        runner.submit(tiny_request((1, 1, 1)), owner="a")
+    with pytest.raises(RequestError, match="10,000 pixels"):
+        runner.submit({"script": "hi", "preset": "draft", "aspect": "1:1"}, owner="a")  # 480x480 > 100x100
+    assert runner.submit(tiny_request((1, 1)), owner="a").state == "queued"  # 96x96 fits
+
+
+def test_a_script_over_the_scene_limit_fails_before_narration(make_runner):
+    runner = make_runner(limits=Limits(max_scenes=2))
+    script = "# Many\n\n" + "\n\n".join(f"Paragraph number {i} is here." for i in range(5))
+    job = runner.wait(runner.submit({"script": script, "preset": "tiny"}, owner="a").id, timeout_s=60)
+    assert job.state == "failed" and "limit is 2" in job.error
+    assert [s["step"] for s in job.steps] == []  # not even the storyboard step completed
+    assert not (job.project_dir / "assets").exists() or not any((job.project_dir / "assets").iterdir())
+
+
+def test_full_queue_refuses_at_once(make_runner):
+    runner = make_runner(start=False, max_queued=3, max_queued_per_owner=2)
+    runner.submit(tiny_request(), owner="alice")
+    runner.submit(tiny_request(), owner="alice")
+    with pytest.raises(QueueFull, match="you have 2 jobs waiting"):
+        runner.submit(tiny_request(), owner="alice")
+    runner.submit(tiny_request(), owner="bob")
+    started = time.perf_counter()
+    with pytest.raises(QueueFull, match="queue is full") as err:
+        runner.submit(tiny_request(), owner="carol")
+    assert time.perf_counter() - started < 0.5
+    assert err.value.status == 429 and err.value.retry_after_s > 0
+    assert runner.counts()["queued"] == 3
+
+
+def test_users_are_served_round_robin(make_runner):
+    runner = make_runner(start=False, max_queued_per_owner=10)
+    alice = [runner.submit(tiny_request((0.5,)), owner="alice").id for _ in range(5)]
+    bob = runner.submit(tiny_request((0.5,)), owner="bob").id
+    carol = runner.submit(tiny_request((0.5,)), owner="carol").id
+    runner.start()
+    for job_id in alice + [bob, carol]:
+        assert runner.wait(job_id, timeout_s=120).state == "done"
+    order = sorted(alice + [bob, carol], key=lambda j: runner.get(j).started_at)
+    # alice's first job was first in line; then bob and carol get a turn before alice's second
+    assert order[:3] == [alice[0], bob, carol]
+    assert order[3:] == alice[1:]
+
+
+@pytest.fixture
+def slow_painter():
+    """A painter that draws a card and then takes 0.4 s (respecting cancel), so a test can cancel mid-step."""
+    from studio import providers
+    from studio.visuals.cards import CardsPainter
+
+    class SlowCards(CardsPainter):
+        name = "slowcards"
+        model = "slowcards-test"
+
+        def paint(self, scene, *, cancel=None, **kwargs):
+            out = super().paint(scene, cancel=cancel, **kwargs)
+            if cancel is not None and cancel.wait(0.4):
+                cancel.check()
+            return out
+
+    providers.names("painter")  # load the built-in painters first
+    providers.register("painter", "slowcards", description="test painter")(lambda: SlowCards())
+    yield "slowcards"
+    providers._REGISTRY["painter"].pop("slowcards", None)
+    providers._INSTANCES.pop(("painter", "slowcards", ()), None)
+
+
+@pytest.mark.parametrize("step", ["narrate", "illustrate", "compose"])
+def test_cancel_stops_each_step_and_leaves_nothing(make_runner, slow_painter, step):
+    runner = make_runner()
+    baseline = child_pids()
+    long_text = " ".join(["The quick brown fox jumps over the lazy dog."] * 30)  # about a minute of speech
+    if step == "narrate":
+        request = {"storyboard": [{"narration": long_text} for _ in range(5)], "preset": "tiny", "aspect": "1:1"}
+    elif step == "illustrate":
+        request = {**tiny_request((1.0,) * 4), "providers": {"painter": slow_painter}}
+    else:  # a longer video at the draft size, so the encoder is busy when the cancel comes
+        request = {"storyboard": storyboard([4.0] * 3), "preset": "draft", "aspect": "1:1"}
+    job = runner.submit(request, owner="alice")
+
+    # Wait until the step is under way: espeak-ng speaking (narrate), a scene painted (illustrate), frames being
+    # encoded by ffmpeg (compose).
+    if step == "illustrate":
+        next(e for e in iter_events(runner, job.id, {"scene"}) if e.data["step"] == step)
+    else:
+        program = "espeak" if step == "narrate" else "ffmpeg"
+        wait_for(lambda: runner.get(job.id).step == step
+                 and any(p.name().startswith(program) for p in new_children(baseline)), timeout_s=120, interval_s=0.005)
+
+    asked = time.perf_counter()
+    runner.cancel(job.id, "alice")
+    ended = runner.wait(job.id, timeout_s=30)
+    latency = time.perf_counter() - asked
+    assert ended.state == "canceled", ended.error
+    assert latency < 5.0
+    assert step not in [s["step"] for s in ended.steps]  # it really was stopped inside that step
+    wait_for(lambda: not new_children(baseline), timeout_s=5)
+    assert new_children(baseline) == []
+    assert temp_files(runner.data_dir) == []
+    assert not (ended.project_dir / "assets").exists() and not (ended.project_dir / "renders").exists()
+    assert [e.kind for e in runner.events(job.id)][-1] == "canceled"
+    with pytest.raises(Conflict):
+        runner.cancel(job.id, "alice")
+
+
+def test_cancel_of_a_waiting_job_is_immediate(make_runner):
+    runner = make_runner(start=False)
+    job = runner.submit(tiny_request(), owner="alice")
+    assert runner.cancel(job.id, "alice").state == "canceled"
+    with pytest.raises(NotFound):
+        runner.cancel(job.id, "bob")
+
+
+def test_shutdown_interrupts_and_restart_resumes_from_assets(make_runner, tmp_path):
+    runner = make_runner()
+    job = runner.submit(tiny_request((1.0,) * 5), owner="alice")
+    next(iter_events(runner, job.id, {"segment"}))  # narration and visuals done, a segment rendered
+    runner.close()
+    conn = sqlite3.connect(tmp_path / "data" / "studio.db")
+    assert conn.execute("SELECT state FROM jobs WHERE id = ?", (job.id,)).fetchone()[0] == "interrupted"
+    conn.close()
+
+    again = make_runner()
+    done = again.wait(job.id, timeout_s=120)
+    assert done.state == "done" and done.attempts == 2
+    resumed = [e for e in again.events(job.id) if e.kind == "running"][-1]
+    assert resumed.data["resumed"] is True
+    after = [e for e in again.events(job.id, after=resumed.seq) if e.kind in ("scene", "segment")]
+    assert all(e.data["reused"] for e in after if e.kind == "scene")  # no scene narrated or painted twice
+    assert any(e.data["reused"] for e in after if e.kind == "segment")
+    video_facts(done.output)
+    assert temp_files(again.data_dir) == []
+
+
+def test_running_jobs_found_at_start_become_interrupted_then_failed_after_too_many(make_runner, tmp_path):
+    runner = make_runner(start=False)
+    job = runner.submit(tiny_request(), owner="alice")
+    runner.close()
+    # As a SIGKILL would leave it: running, with a half-written file and a work folder in its project.
+    conn = sqlite3.connect(tmp_path / "data" / "studio.db")
+    conn.execute("UPDATE jobs SET state = 'running', attempts = 1 WHERE id = ?", (job.id,))
+    conn.commit()
+    (job.project_dir / "renders").mkdir(parents=True)
+    (job.project_dir / "renders" / ".video.part-x1y2.mp4").write_bytes(b"truncated")
+    (job.project_dir / "renders" / ".video.render-abc").mkdir()
+    again = make_runner(start=False)
+    assert again.recovered == [job.id]
+    assert again.get(job.id).state == "interrupted"
+    assert temp_files(again.data_dir) == []
+    again.close()
+    conn.execute("UPDATE jobs SET state = 'running', attempts = 3 WHERE id = ?", (job.id,))
+    conn.commit()
+    conn.close()
+    third = make_runner(start=False)
+    failed = third.get(job.id)
+    assert failed.state == "failed" and "3 times" in failed.error
+
+
+def test_one_runner_per_data_folder(make_runner, tmp_path):
+    make_runner(start=False)
+    with pytest.raises(StudioError, match="in use by another Studio server"):
+        JobRunner(tmp_path / "data")
+
+
+def test_failed_job_says_why_and_cleans_up(make_runner):
+    runner = make_runner()
+    job = runner.submit({**tiny_request(), "voice": "zz", "providers": {"narrator": "espeak"}}, owner="a")
+    failed = runner.wait(job.id, timeout_s=60)
+    assert failed.state == "failed"
+    assert "'zz'" in failed.error and "espeak" in failed.error
+    assert failed.error_detail and "Traceback" in failed.error_detail
+    assert "Traceback" not in json.dumps(failed.to_dict())  # the user sees the message, not the log details
+    assert not (failed.project_dir / "assets").exists() and temp_files(runner.data_dir) == []
+    assert [e.kind for e in runner.events(job.id)][-1] == "failed"
+
+
+def test_retention_removes_old_renders(make_runner):
+    runner = make_runner(retention=Retention(max_age_s=3600, max_total_bytes=None))
+    first = runner.wait(runner.submit(tiny_request(), owner="a").id, timeout_s=60)
+    second = runner.wait(runner.submit(tiny_request((2.0,)), owner="a").id, timeout_s=60)
+    assert runner.expire() == []
+    assert runner.expire(now=time.time() + 7200) == [first.id, second.id]
+    assert not first.project_dir.exists()
+    with pytest.raises(Gone):
+        runner.video_path(first.id, "a")
+    assert runner.get(first.id, "a").expired
+
+
+def test_retention_caps_total_size_oldest_first(make_runner):
+    from studio.jobs import _folder_bytes
+
+    runner = make_runner(retention=Retention(max_age_s=None))
+    first = runner.wait(runner.submit(tiny_request(), owner="a").id, timeout_s=60)
+    second = runner.wait(runner.submit(tiny_request((2.0,)), owner="a").id, timeout_s=60)
+    runner.retention = Retention(max_age_s=None, max_total_bytes=_folder_bytes(second.project_dir) + 1)
+    assert runner.expire() == [first.id]
+    assert runner.get(first.id).expired and not runner.get(second.id).expired
+    assert runner.video_path(second.id).is_file()
+
+
+def test_job_request_round_trips(make_runner):
+    request = JobRequest.from_dict({"storyboard": storyboard([1.0, 2.0]), "preset": "draft", "title": "T",
+                                    "providers": {"narrator": "espeak"}, "captions": False})
+    again = JobRequest.from_dict(request.to_dict())
+    assert again == request and again.fingerprint() == request.fingerprint()
+    assert again.narrator == "espeak" and again.captions is False and again.source == "storyboard"
