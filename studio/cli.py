@@ -62,7 +62,9 @@ def build_parser() -> argparse.ArgumentParser:
     story.add_argument("--output", "-o", type=Path, required=True, help="the storyboard file to write (.csv or .json)")
 
     sub.add_parser("presets", help="list the render presets")
-    sub.add_parser("doctor", help="list every provider of every step and whether it can run here")
+    doctor = sub.add_parser("doctor", help="list every provider of every step and whether it can run here")
+    doctor.add_argument("--preset", help="check the model providers with this preset's [models] options "
+                                         "(default: each provider's own defaults)")
     _add_serve(sub)
     return parser
 
@@ -211,9 +213,17 @@ def cmd_presets(args: argparse.Namespace) -> int:
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
-    from . import providers
+    from . import devices, providers
     from .media import ffmpeg_exe
 
+    configs = None
+    if getattr(args, "preset", None):
+        from .presets import load_preset
+
+        preset = load_preset(args.preset)
+        configs = preset.models
+        print(f"preset: {preset.name} ({preset.source})")
+    print(f"device: {devices.describe()}")
     print(f"ffmpeg: {ffmpeg_exe()}")
     try:
         from .compose.encoders import working_encoders
@@ -223,8 +233,8 @@ def cmd_doctor(args: argparse.Namespace) -> int:
         pass
     for kind in providers.KINDS:
         print(f"{kind}:")
-        for name, ok, note in providers.availability(kind):
-            print(f"  {'ok ' if ok else 'no '} {name:10s} {note}")
+        for name, ok, note in providers.availability(kind, configs):
+            print(f"  {'ok ' if ok else 'no '} {name:15s} {note}")
     return 0
 
 
