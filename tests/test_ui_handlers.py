@@ -386,3 +386,105 @@ def test_projects_panel_lists_jobs_and_shows_a_finished_one(studio, session):
     assert projects.list_jobs(studio, {"guest": OTHER, "project": None, "job": None}, None)["jobs"].empty
     with pytest.raises(StudioError, match="no job"):
         projects.show_job(studio, {"guest": OTHER, "project": None, "job": None}, session["job"], None)
+
+
+# -- the model providers through the panels ----------------------------------------------------------------------------
+STORY_JSON = json.dumps({"title": "Why the Sky Is Blue", "scenes": [
+    {"narration": "Sunlight looks white, but it holds every colour.", "visual_prompt": "sunlight through a prism"},
+    {"narration": "Air scatters blue light far more than red.", "visual_prompt": "blue sky over a field"}]})
+
+
+def test_brief_written_and_a_scene_rewritten_by_an_llm_server(studio, session, monkeypatch):
+    from .openai_server import OpenAIServer
+
+    answers = [STORY_JSON, json.dumps({"text": "Tiny air molecules bounce blue light all over the sky."})]
+    with OpenAIServer(answers=answers) as server:
+        monkeypatch.setenv("OPENAI_BASE_URL", server.url)
+        monkeypatch.setenv("STUDIO_LLM_MODEL", "tiny-chat")
+        session, shown = written(studio, session, source="Why the sky is blue", mode="brief", writer="auto")
+        assert [s["narration"] for s in shown["scenes"]][1] == "Air scatters blue light far more than red."
+        assert shown["title"] == "Why the Sky Is Blue" and "openai" in brief.show(shown)["notes"]
+
+        shown = voice.narrate_all(studio, session, "espeak", "", "draft", None, None)["view"]
+        before = audio_files(shown)
+        result = storyboard.rewrite(studio, session, 2, "narration", "simpler, for children", "openai", "draft", None)
+        shown = result["view"]
+        assert shown["scenes"][1]["narration"] == "Tiny air molecules bounce blue light all over the sky."
+        assert "rewritten by openai" in result["notes"] and result["scene"] == 2
+        assert shown["scenes"][1]["audio"] is None  # the rewritten scene is narrated again, and only it
+        first = shown["scenes"][0]
+        assert (first["audio"], digest(first["audio"])) == before[first["id"]][:2]
+        assert "simpler, for children" in json.dumps(server.chats[-1])
+
+
+def test_rewrite_offline_tidies_and_says_an_llm_is_needed_for_instructions(studio, session):
+    session, shown = written(studio, session, source="# T\n\nthe the hive   hums , all day\n\nBees rest.")
+    result = storyboard.rewrite(studio, session, 1, "narration", "", "rules", "draft", None)
+    assert result["view"]["scenes"][0]["narration"] == "The hive hums, all day."
+    with pytest.raises(StudioError, match="needs an LLM"):
+        storyboard.rewrite(studio, session, 1, "narration", "shorter", "rules", "draft", None)
+    with pytest.raises(StudioError, match="`field`"):
+        storyboard.rewrite(studio, session, 1, "title", "", "rules", "draft", None)
+
+
+def test_bark_and_diffusers_through_the_panels(studio, session, tiny_models):
+    from dataclasses import replace as dc_replace
+
+    from studio import load_preset
+
+    tiny = dc_replace(load_preset("draft"), models=tiny_models.preset_models())
+    session, shown = written(studio, session, source="# Sea\n\nWaves roll in.\n\nGulls cry above.")
+    target = shown["scenes"][1]["id"]
+    shown = voice.narrate_scene(studio, session, target, "Gulls cry above the waves.", "bark", "", tiny, None,
+                                None)["view"]
+    assert shown["scenes"][1]["audio_s"] > 0 and shown["scenes"][0]["audio"] is None
+    assert "bark" in voice.show(shown)["notes"]
+    shown = visuals.repaint(studio, session, target, "gulls over the sea", 7, "diffusers-image", tiny, None,
+                            None)["view"]
+    from PIL import Image
+
+    with Image.open(shown["scenes"][1]["visual"]) as image:
+        assert image.size == (480, 480)  # fitted to Draft's 1:1 frame
+    assert "diffusers-image" in visuals.show(shown)["notes"] and shown["scenes"][0]["visual"] is None
+
+
+def test_gpu_decorator_uses_spaces_when_it_is_installed(monkeypatch):
+    import sys
+    import types
+
+    from studio.ui.common import gpu
+
+    def plain(x):
+        return x + 1
+
+    assert gpu(plain) is plain  # no `spaces` package here: a no-op
+    calls = []
+    fake = types.ModuleType("spaces")
+
+    def GPU(fn=None, duration=None):  # noqa: N802  (the real decorator's name)
+        def wrap(func):
+            def run(*args, **kwargs):
+                calls.append(duration)
+                return func(*args, **kwargs)
+            return run
+        return wrap(fn) if fn is not None else wrap
+
+    fake.GPU = GPU
+    monkeypatch.setitem(sys.modules, "spaces", fake)
+    assert gpu(plain)(1) == 2 and calls == [None]
+    assert gpu(duration=120)(plain)(2) == 3 and calls == [None, 120]
+
+
+def test_data_folder_defaults(monkeypatch, tmp_path):
+    from studio.ui import workspace
+
+    monkeypatch.setenv("STUDIO_DATA_DIR", str(tmp_path / "here"))
+    assert workspace.default_data_dir() == tmp_path / "here"
+    monkeypatch.delenv("STUDIO_DATA_DIR")
+    spaces_data = tmp_path / "data"
+    spaces_data.mkdir()
+    monkeypatch.setattr(workspace, "SPACES_DATA", spaces_data)
+    assert workspace.default_data_dir() == spaces_data / "studio"  # a Space's persistent storage
+    monkeypatch.setattr(workspace, "SPACES_DATA", tmp_path / "absent")
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
+    assert workspace.default_data_dir() == tmp_path / "xdg" / "studio"

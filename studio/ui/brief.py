@@ -12,7 +12,8 @@ import gradio as gr
 from ..errors import StudioError
 from ..project import ASPECTS
 from ..storyboard import MODES, write_storyboard
-from .common import GPU, Studio, bind, checked_session, gpu, named, notes_md, progress_to, view
+from .common import (GPU, Studio, bind, checked_session, gpu, named, notes_md, preset_of, progress_to, providers_md,
+                     view)
 
 EXAMPLES_DIR = Path(__file__).resolve().parent.parent.parent / "examples"
 EXAMPLE_BRIEFS = (
@@ -46,15 +47,16 @@ def example_rows() -> list[list[str]]:
 # -- functions --------------------------------------------------------------------------------------------------
 @gpu
 def write(studio: Studio, session: dict, source: str, title: str, style: str, aspect: str, language: str,
-          target_s: float | None, voice: str, writer: str, mode: str, request: gr.Request = None,
-          progress=gr.Progress()) -> dict:
+          target_s: float | None, voice: str, writer: str, mode: str, preset: str = "draft",
+          request: gr.Request = None, progress=gr.Progress()) -> dict:
     """Write a storyboard from the brief or script into a new project and make it the session's project."""
     session = checked_session(session)
     owner = studio.owner(session, request)
     target = float(target_s) if target_s else None  # 0 or empty: as long as the script or brief needs
     project = write_storyboard(source or "", mode=mode or "auto", writer=writer or "auto", title=title or None,
                                aspect=aspect or "16:9", style=(style or "").strip(), language=(language or "en").strip(),
-                               voice=check_voice(voice), target_s=target, on_progress=progress_to(progress))
+                               voice=check_voice(voice), target_s=target, preset=preset_of(preset),
+                               on_progress=progress_to(progress))
     project = studio.workspace.create(project, owner)
     shown = view(project)
     return {
@@ -94,6 +96,8 @@ def layout(studio: Studio) -> SimpleNamespace:
                 voice = gr.Dropdown(["", "en_US-joe-medium", "en-us", "en-gb", "en-us+f3"], value="",
                                     label="Voice", allow_custom_value=True, info="empty: the narrator's default")
                 writer = gr.Dropdown(["auto", *studio.writers], value="auto", label="Storyboard writer")
+    with gr.Accordion("Storyboard writers on this machine", open=False):
+        gr.Markdown(providers_md("storyboard"), elem_classes=["studio-notes"])
     write_btn = gr.Button("Write storyboard", variant="primary", elem_id="write-storyboard")
     notes = gr.Markdown(elem_classes=["studio-notes"])
     gr.Examples(example_rows(), inputs=[source, title, style, aspect], label="Examples: briefs and scripts",
@@ -109,6 +113,6 @@ def wire(studio: Studio, ui: SimpleNamespace) -> None:
     fn, outputs = named(bind(write, studio), {"session": ui.session, "view": ui.view, "notes": p.notes, "tabs": ui.tabs})
     p.write.click(fn, inputs_kwargs=dict(session=ui.session, source=p.source, title=p.title, style=p.style,
                                          aspect=p.aspect, language=p.language, target_s=p.target_s, voice=p.voice,
-                                         writer=p.writer, mode=p.mode),
+                                         writer=p.writer, mode=p.mode, preset=ui.compose.preset),
                   outputs=outputs, concurrency_id=GPU, concurrency_limit=1, api_visibility="private")
 

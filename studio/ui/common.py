@@ -19,6 +19,7 @@ from typing import Any, Callable
 import gradio as gr
 
 from ..errors import Cancelled, StudioError
+from ..presets import Preset, load_preset
 from ..progress import ProgressFn
 from ..project import Project
 from .workspace import Workspace, new_guest_key, owner_for, project_id_of
@@ -134,6 +135,11 @@ def bind(fn: Callable, studio: Studio) -> Callable:
     return fix(fn, studio=studio)
 
 
+def preset_of(value: Any) -> Preset:
+    """The preset a panel names (a tier name from the preset radio; a `Preset` when called from Python)."""
+    return value if isinstance(value, Preset) else load_preset(value or "draft")
+
+
 def progress_to(progress: Any) -> ProgressFn:
     """A Studio ``on_progress(fraction, message)`` that drives a ``gr.Progress`` bar."""
 
@@ -223,6 +229,22 @@ def notes_md(view_: dict | None, *prefixes: str) -> str:
         return ""
     notes = [n for n in view_["notes"] if not prefixes or n.startswith(prefixes)]
     return "\n".join(f"- {html.escape(n)}" for n in notes)
+
+
+def providers_md(kind: str, preset: str = "draft") -> str:
+    """Every provider of `kind`: whether it can run on this machine and why not, and the order ``auto`` tries
+    them in for `preset` (checks are cheap: no model is loaded)."""
+    from .. import providers
+    from ..presets import load_preset
+
+    loaded = load_preset(preset)
+    order = [n for n in loaded.providers.get(kind, ()) if n != "local"]
+    lines = [f"`auto` tries {', '.join(order) or 'them in registration order'} ({loaded.label} preset) and takes the "
+             "first that runs here:"]
+    for name, ok, note in providers.availability(kind, configs=loaded.models):
+        if name != "local":
+            lines.append(f"- {'✅' if ok else '⛔'} **{name}**: {html.escape(note)}")
+    return "\n".join(lines)
 
 
 def scene_choices(view_: dict | None) -> list[tuple[str, str]]:

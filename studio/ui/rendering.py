@@ -36,8 +36,8 @@ def job_request(project: Project, *, preset: str, narrator: str = "auto", painte
         "caption_style": project.caption_style, "music_volume": project.music_volume,
         "providers": {"narrator": narrator or "auto", "painter": painter or "auto"},
     }
-    if project.voice:
-        request["voice"] = project.voice
+    # The voice travels in the seeded project.json, not in the request: the request's check takes plain names only,
+    # and Bark's speaker presets are named like v2/en_speaker_6.
     return request
 
 

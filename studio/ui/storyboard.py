@@ -18,14 +18,14 @@ import gradio as gr
 
 from ..errors import StudioError
 from ..project import STORYBOARD_COLUMNS, Project, Scene, new_scene_id
+from ..storyboard import REWRITE_FIELDS, rewrite_scene
 from ..storyboard.text import count_words, split_sentences
-from .common import GPU, Studio, bind, checked_session, gpu, named, notes_md, progress_to, served, view
+from .common import GPU, Studio, bind, gpu, named, notes_md, preset_of, served, view
 
 # The table's headers, in `STORYBOARD_COLUMNS` order (CSV files keep the library's column names).
 HEADERS = {"id": "id", "narration": "narration", "visual_prompt": "visual prompt", "duration_s": "duration (s)",
            "seed": "seed", "media": "media", "transition": "transition"}
 DATATYPES = ["str", "str", "str", "number", "number", "str", "str"]
-REWRITE_FIELDS = ("narration", "visual_prompt")
 
 
 def table(view_: dict | None):
@@ -170,29 +170,16 @@ def split_scene(studio: Studio, session: dict, scene: Any, request: gr.Request =
 
 
 @gpu
-def rewrite(studio: Studio, session: dict, scene: Any, field: str, instruction: str, writer: str,
-            request: gr.Request = None, progress=gr.Progress()) -> dict:
-    """Rewrite one scene's narration or visual prompt with an LLM writer, keeping every other scene."""
+def rewrite(studio: Studio, session: dict, scene: Any, field: str, instruction: str, writer: str, preset: str = "draft",
+            request: gr.Request = None) -> dict:
+    """Rewrite one scene's narration or visual prompt with the storyboard writer (an LLM follows `instruction`;
+    the offline ``rules`` writer can only tidy the text), keeping every other scene and their assets."""
     project = studio.project(session, request)
     index = _scene_number(project, scene)
-    if field not in REWRITE_FIELDS:
-        raise StudioError(f"`field` must be one of {', '.join(REWRITE_FIELDS)}, got {field!r}")
-    rewritten = rewrite_scene_text(project, project.scenes[index].id, field=field, instruction=(instruction or "").strip(),
-                                   writer=writer or "auto", on_progress=progress_to(progress))
-    return {**_saved(studio, rewritten, session, request), "scene": index + 1,
-            "notes": notes_md(view(rewritten), "rewrite:", "storyboard:")}
-
-
-def rewrite_scene_text(project: Project, scene_id: str, *, field: str, instruction: str, writer: str,
-                       on_progress=None) -> Project:
-    """The adapter to the library's ``rewrite_scene`` (the LLM storyboard writers of issue 3)."""
-    try:
-        from ..storyboard import rewrite_scene  # type: ignore[attr-defined]
-    except ImportError:
-        raise StudioError("rewriting a scene needs an LLM storyboard writer, which this installation does not have "
-                          "yet; edit the scene's text in the table instead") from None
-    return rewrite_scene(project, scene_id, field=field, instruction=instruction, writer=writer,
-                         on_progress=on_progress)
+    rewritten = rewrite_scene(project, project.scenes[index].id, field=field, instruction=(instruction or "").strip(),
+                              writer=writer or "auto", preset=preset_of(preset))
+    shown = _saved(studio, rewritten, session, request)["view"]
+    return {"view": shown, "scene": index + 1, "notes": notes_md({**shown, "notes": shown["notes"][-1:]})}
 
 
 def import_storyboard(studio: Studio, session: dict, file: str | None, request: gr.Request = None) -> dict:
@@ -253,8 +240,10 @@ def layout(studio: Studio) -> SimpleNamespace:
         delete = gr.Button("Delete", size="sm", variant="stop", elem_id="delete-scene", scale=1)
     with gr.Accordion("Rewrite this scene with the LLM", open=False):
         with gr.Row():
-            field = gr.Radio(list(REWRITE_FIELDS), value="narration", label="Rewrite")
-            writer = gr.Dropdown(["auto", *studio.writers], value="auto", label="Writer")
+            field = gr.Radio([("narration", "narration"), ("visual prompt", "visual_prompt")], value="narration",
+                             label="Rewrite")
+            writer = gr.Dropdown(["auto", *studio.writers], value="auto", label="Writer",
+                                 info="an LLM follows the instruction; rules (offline) only tidies the text")
         instruction = gr.Textbox(label="How", placeholder="e.g. shorter and friendlier; mention the bees by name")
         rewrite_btn = gr.Button("Rewrite scene", elem_id="rewrite-scene")
     with gr.Row():
@@ -288,8 +277,8 @@ def wire(studio: Studio, ui: SimpleNamespace) -> None:
         button.click(fn, inputs_kwargs=dict(session=ui.session, scene=p.scene), outputs=outputs, **light)
     fn, outputs = named(bind(rewrite, studio), {**edits, "notes": p.notes})
     p.rewrite.click(fn, inputs_kwargs=dict(session=ui.session, scene=p.scene, field=p.field, instruction=p.instruction,
-                                           writer=p.writer), outputs=outputs, concurrency_id=GPU, concurrency_limit=1,
-                    api_visibility="private")
+                                           writer=p.writer, preset=ui.compose.preset), outputs=outputs,
+                    concurrency_id=GPU, concurrency_limit=1, api_visibility="private")
     fn, outputs = named(bind(import_storyboard, studio), {"view": ui.view})
     p.import_file.upload(fn, inputs_kwargs=dict(session=ui.session, file=p.import_file), outputs=outputs, **light)
     for button, handler in ((p.export_csv, export_csv), (p.export_json, export_json)):

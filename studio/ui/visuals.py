@@ -11,16 +11,16 @@ from typing import Any
 import gradio as gr
 
 from ..errors import StudioError
-from ..presets import load_preset
 from ..visuals import illustrate
-from .common import GPU, Studio, bind, gpu, named, notes_md, progress_to, scene_choices, served, shorten, view
+from .common import (GPU, Studio, bind, gpu, named, notes_md, preset_of, progress_to, providers_md, scene_choices,
+                     served, shorten, view)
 
 MAX_SEED = 2**31 - 1
 
 
 def _illustrate(studio: Studio, session: dict, request: Any, project, only, painter: str, preset: str,
                 progress: Any) -> dict:
-    project = illustrate(project, painter=painter or "auto", preset=load_preset(preset or "draft"), only=only,
+    project = illustrate(project, painter=painter or "auto", preset=preset_of(preset), only=only,
                          media_root=project.folder, on_progress=progress_to(progress))
     shown = view(studio.save(project, session, request))
     return {"view": shown, "notes": notes_md(shown, "painter:", "visuals:")}
@@ -134,6 +134,8 @@ def layout(studio: Studio) -> SimpleNamespace:
                               scale=2)
         style = gr.Textbox(label="Style for every scene", placeholder="e.g. flat pastel illustration", scale=3)
         paint_btn = gr.Button("Paint all", variant="primary", scale=1, min_width=140, elem_id="paint-all")
+    with gr.Accordion("Painters on this machine", open=False):
+        gr.Markdown(providers_md("painter"), elem_classes=["studio-notes"])
     notes = gr.Markdown(elem_classes=["studio-notes"])
     shown = gr.Gallery(label="Scenes", columns=4, height="auto", object_fit="contain", allow_preview=False,
                        elem_id="visuals-gallery", buttons=["download"])

@@ -10,12 +10,13 @@ from typing import Any
 import gradio as gr
 
 from ..errors import StudioError
-from ..presets import load_preset
 from ..voice import narrate
 from .brief import check_voice
-from .common import GPU, Studio, bind, fix, gpu, named, notes_md, progress_to, served, view
+from .common import (GPU, Studio, bind, fix, gpu, named, notes_md, preset_of, progress_to, providers_md, served,
+                     view)
 
-VOICES = ("", "en_US-joe-medium", "en-us", "en-gb", "en-us+f3", "de", "fr", "es")
+# Common names; any voice name may be typed (Piper, espeak-ng, Bark speaker presets).
+VOICES = ("", "en_US-joe-medium", "en-us", "en-gb", "en-us+f3", "de", "fr", "es", "v2/en_speaker_6", "v2/en_speaker_0")
 
 
 def _narrate(studio: Studio, session: dict, request: Any, project, only, narrator: str, voice: str, preset: str,
@@ -23,7 +24,7 @@ def _narrate(studio: Studio, session: dict, request: Any, project, only, narrato
     voice_ = check_voice(voice)
     if voice_ != project.voice:
         project = replace(project, voice=voice_)
-    project = narrate(project, narrator=narrator or "auto", preset=load_preset(preset or "draft"), only=only,
+    project = narrate(project, narrator=narrator or "auto", preset=preset_of(preset), only=only,
                       on_progress=progress_to(progress))
     shown = view(studio.save(project, session, request))
     return {"view": shown, "notes": notes_md(shown, "narrator:")}
@@ -74,8 +75,11 @@ def layout(studio: Studio) -> SimpleNamespace:
     with gr.Row(equal_height=False, elem_classes=["tool-row"]):
         narrator = gr.Dropdown(["auto", *studio.narrators], value="auto", label="Narrator", scale=2)
         voice = gr.Dropdown(list(VOICES), value="", label="Voice", allow_custom_value=True, scale=2,
-                            info="empty: the narrator's default (Piper: en_US-joe-medium; espeak-ng: from the language)")
+                            info="empty: the narrator's default (Piper: en_US-joe-medium; espeak-ng: from the "
+                                 "language; Bark: v2/en_speaker_6)")
         narrate_btn = gr.Button("Narrate all", variant="primary", scale=1, min_width=160, elem_id="narrate-all")
+    with gr.Accordion("Narrators on this machine", open=False):
+        gr.Markdown(providers_md("narrator"), elem_classes=["studio-notes"])
     notes = gr.Markdown(elem_classes=["studio-notes"])
     cards_area = gr.Column(elem_id="voice-cards")
     return SimpleNamespace(narrator=narrator, voice=voice, narrate=narrate_btn, notes=notes, cards=cards_area)
