@@ -46,13 +46,16 @@ def browser():
 
 
 @pytest.fixture
-def page(browser):
+def page(browser, request):
     context = browser.new_context(viewport={"width": 1280, "height": 900}, accept_downloads=True)
     page = context.new_page()
-    page.set_default_timeout(30_000)
+    page.set_default_timeout(45_000)
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
+    failed_before = request.session.testsfailed
     yield page
+    if request.session.testsfailed > failed_before:  # keep what the page showed, to see why
+        shot(page, f"failed-{request.node.name}")
     context.close()
     assert not errors, f"the page raised JavaScript errors: {errors}"
 
@@ -149,6 +152,10 @@ def test_brief_to_video_in_the_browser(server, page):
         if scene_id != edited_id:
             assert after[scene_id] == before[scene_id], "another scene's audio file changed"
     page.locator(".voice-audio audio").nth(2).wait_for(state="attached")
+    wait_for(lambda: page.evaluate("""() => [...document.querySelectorAll('.voice-audio')].every(player => {
+        const times = player.querySelectorAll('time');  // the last one shows the clip's length once it has loaded
+        return times.length && times[times.length - 1].textContent.trim() !== '0:00'; })"""), 30,
+             "the players to load their audio")
     shot(page, "3-voice")
 
     # 5. Visuals: paint every scene.

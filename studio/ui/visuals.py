@@ -145,11 +145,11 @@ def layout(studio: Studio) -> SimpleNamespace:
             seed = gr.Number(0, precision=0, minimum=0, maximum=MAX_SEED, label="Seed", scale=1)
         prompt = gr.Textbox(label="Visual prompt", lines=2)
         with gr.Row():
-            repaint_btn = gr.Button("Repaint with this prompt and seed", elem_id="repaint")
-            seed_btn = gr.Button("New seed", elem_id="new-seed")
-        with gr.Row(equal_height=True):
-            upload = gr.UploadButton("Use my own image or clip", file_types=["image", "video"], elem_id="upload-media")
-            drop = gr.Button("Stop using my file")
+            repaint_btn = gr.Button("Repaint with this prompt and seed", size="sm", elem_id="repaint")
+            seed_btn = gr.Button("New seed", size="sm", elem_id="new-seed")
+            upload = gr.UploadButton("Use my own image or clip", file_types=["image", "video"], size="sm",
+                                     elem_id="upload-media")
+            drop = gr.Button("Stop using my file", size="sm")
         media_note = gr.Markdown()
     return SimpleNamespace(painter=painter, style=style, paint=paint_btn, notes=notes, gallery=shown, scene=scene,
                            seed=seed, prompt=prompt, repaint=repaint_btn, new_seed=seed_btn, upload=upload, drop=drop,
