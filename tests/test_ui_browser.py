@@ -22,10 +22,8 @@ from ._servers import running  # noqa: E402
 from .conftest import ROOT, video_facts  # noqa: E402
 
 ARTIFACTS = ROOT / "test-artifacts" / "ui"
-SCRIPT = ("Bees make honey from nectar. They keep it in wax cells.\n\n"
-          "The hive stays warm in winter.\n\n"
-          "In spring the queen lays eggs again.")
-EDITED = "All winter long the hive hums and stays warm."
+BRIEF = "How honeybees turn nectar into honey, for curious children"
+EDITED = "Bees sip nectar from flowers and carry it home to the hive."
 
 
 @pytest.fixture(scope="module")
@@ -109,22 +107,23 @@ def write_storyboard(page, url: str, script: str) -> str:
 
 def test_brief_to_video_in_the_browser(server, page):
     url, data = server
-    # 1. Brief: type a script and write the storyboard.
+    # 1. Brief: type a brief and write the storyboard (offline: an outline from the brief's own words).
     page.goto(url + "/")
-    page.locator("#brief-source textarea").fill(SCRIPT)
+    page.locator("#brief-source textarea").fill(BRIEF)
+    page.locator("#brief-style input, #brief-style textarea").first.fill("warm flat illustration")
     shot(page, "1-brief")
     page.click("#write-storyboard")
-    page.locator('#storyboard-table [data-testid="cell-2-1"]').wait_for()
+    page.locator('#storyboard-table [data-testid="cell-3-1"]').wait_for()
     project_id = page.locator(".studio-header code").first.inner_text()
     scenes = project_on_disk(data, project_id)["scenes"]
-    assert [s["narration"] for s in scenes] == ["Bees make honey from nectar. They keep it in wax cells.",
-                                                "The hive stays warm in winter.", "In spring the queen lays eggs again."]
+    assert len(scenes) == 4 and scenes[0]["narration"].startswith("This video is about how honeybees turn nectar")
+    assert "rules" in page.locator(".studio-notes").first.inner_text()  # which writer ran, and why
 
     # 2. Voice: narrate every scene.
     tab(page, "3 · Voice")
     page.click("#narrate-all")
     wait_for(lambda: all(audio_state(data, project_id).values()), 60, "every scene's narration")
-    page.locator(".voice-audio audio").nth(2).wait_for(state="attached")
+    page.locator(".voice-audio audio").nth(3).wait_for(state="attached")
     before = audio_state(data, project_id)
 
     # 3. Storyboard: edit scene 2's narration in the table.
@@ -151,7 +150,7 @@ def test_brief_to_video_in_the_browser(server, page):
     for scene_id in before:
         if scene_id != edited_id:
             assert after[scene_id] == before[scene_id], "another scene's audio file changed"
-    page.locator(".voice-audio audio").nth(2).wait_for(state="attached")
+    page.locator(".voice-audio audio").nth(3).wait_for(state="attached")
     wait_for(lambda: page.evaluate("""() => [...document.querySelectorAll('.voice-audio')].every(player => {
         const times = player.querySelectorAll('time');  // the last one shows the clip's length once it has loaded
         return times.length && times[times.length - 1].textContent.trim() !== '0:00'; })"""), 30,
@@ -161,7 +160,7 @@ def test_brief_to_video_in_the_browser(server, page):
     # 5. Visuals: paint every scene.
     tab(page, "4 · Visuals")
     page.click("#paint-all")
-    wait_for(lambda: page.locator("#visuals-gallery img").count() == 3, 60, "three cards in the gallery")
+    wait_for(lambda: page.locator("#visuals-gallery img").count() == 4, 60, "a card per scene in the gallery")
     shot(page, "4-visuals")
 
     # 6. Compose: preview one scene, then render at Draft; the video plays and the download is a real MP4.

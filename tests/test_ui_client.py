@@ -87,3 +87,13 @@ def test_render_at_draft_through_the_client(client):
     assert abs(facts["duration_s"] - ended["video"]["duration_s"]) < 0.1
     with pytest.raises(Exception, match="already done"):
         client.predict(job_id=job["id"], api_name="/cancel")
+
+
+def test_uploads_over_the_limit_are_refused_by_the_server(server):
+    import httpx
+
+    url, _ = server
+    # The page's upload limit is the job runner's (50 MB by default): a bigger body is refused before it is stored.
+    big = b"\0" * (50_000_000 + 1024)
+    answer = httpx.post(url + "/gradio_api/upload", files={"files": ("big.png", big, "image/png")}, timeout=60)
+    assert answer.status_code == 413, answer.text[:200]

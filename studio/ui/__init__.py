@@ -8,7 +8,11 @@ Importing `studio` never imports Gradio; this package loads it on first use of `
 from __future__ import annotations
 
 import importlib
+import os
 from typing import Any
+
+# Gradio must not report usage anywhere: set before any module of this package imports it.
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 __all__ = ["build_app", "launch", "make_studio"]
 

@@ -24,9 +24,8 @@ from . import brief, compose, endpoints, projects, storyboard, visuals, voice
 from .common import Studio, bind, checked_session, named, shorten, view
 from .workspace import Workspace, default_data_dir
 
-# Queue and upload limits: a full queue answers "busy" at once instead of piling up work.
+# A full queue answers "busy" at once instead of piling up work.
 QUEUE_MAX_SIZE = 32
-MAX_FILE_SIZE = "200mb"
 CACHE_MAX_AGE_S = (3600, 24 * 3600)  # remove served copies older than a day, checking every hour
 # System fonts only: the page loads nothing from outside the server.
 THEME = gr.themes.Soft(primary_hue="indigo", secondary_hue="amber", neutral_hue="slate",
@@ -142,17 +141,17 @@ def build_app(studio: Studio | None = None, *, data_dir: Path | str | None = Non
         project_view = gr.State(None)
         head = gr.Markdown(header(None), elem_classes=["studio-header"])
         with gr.Tabs(selected="brief") as tabs:
-            with gr.Tab("1 · Brief", id="brief"):
+            with gr.Tab("1 · Brief", id="brief", render_children=True):
                 brief_ui = brief.layout(studio)
-            with gr.Tab("2 · Storyboard", id="storyboard"):
+            with gr.Tab("2 · Storyboard", id="storyboard", render_children=True):
                 storyboard_ui = storyboard.layout(studio)
-            with gr.Tab("3 · Voice", id="voice"):
+            with gr.Tab("3 · Voice", id="voice", render_children=True):
                 voice_ui = voice.layout(studio)
-            with gr.Tab("4 · Visuals", id="visuals"):
+            with gr.Tab("4 · Visuals", id="visuals", render_children=True):
                 visuals_ui = visuals.layout(studio)
-            with gr.Tab("5 · Compose", id="compose"):
+            with gr.Tab("5 · Compose", id="compose", render_children=True):
                 compose_ui = compose.layout(studio)
-            with gr.Tab("6 · Projects", id="projects") as projects_tab:
+            with gr.Tab("6 · Projects", id="projects", render_children=True) as projects_tab:
                 projects_ui = projects.layout(studio)
         ui = SimpleNamespace(session=session, view=project_view, tabs=tabs, header=head, projects_tab=projects_tab,
                              brief=brief_ui, storyboard=storyboard_ui, voice=voice_ui, visuals=visuals_ui,
@@ -176,9 +175,11 @@ def build_app(studio: Studio | None = None, *, data_dir: Path | str | None = Non
     return demo
 
 
-def launch_options() -> dict:
-    """What `launch` and `mount_gradio_app` share: limits, no extra served folders, the look."""
-    return dict(max_file_size=MAX_FILE_SIZE, allowed_paths=[], theme=THEME, css=CSS, footer_links=["api"])
+def launch_options(studio: Studio) -> dict:
+    """What `launch` and `mount_gradio_app` share: the upload limit (the job runner's, so the page refuses what the
+    runner would), no extra served folders, the look."""
+    return dict(max_file_size=studio.runner.uploads.limits.max_bytes, allowed_paths=[], theme=THEME, css=CSS,
+                footer_links=["api"])
 
 
 def launch(data_dir: Path | str | None = None, *, server_name: str | None = None, server_port: int | None = None,
@@ -192,7 +193,7 @@ def launch(data_dir: Path | str | None = None, *, server_name: str | None = None
         demo.queue(max_size=QUEUE_MAX_SIZE, default_concurrency_limit=1)
         name = server_name or os.environ.get("GRADIO_SERVER_NAME") or "127.0.0.1"
         port = server_port or int(os.environ.get("GRADIO_SERVER_PORT") or 7860)
-        return demo.launch(server_name=name, server_port=port, **launch_options(), **kwargs)
+        return demo.launch(server_name=name, server_port=port, **launch_options(studio), **kwargs)
     finally:
         if not kwargs.get("prevent_thread_lock"):
             studio.runner.close()  # running jobs stop as `interrupted` and resume at the next start
@@ -211,7 +212,8 @@ def mount(app: Any, runner: Any, users: Any = None, path: str = "/") -> Any:
     """
     from ..api import LOCAL_USER
 
-    demo = build_app(make_studio(runner=runner, single_user=None if users is not None else LOCAL_USER))
+    studio = make_studio(runner=runner, single_user=None if users is not None else LOCAL_USER)
+    demo = build_app(studio)
     demo.queue(max_size=QUEUE_MAX_SIZE, default_concurrency_limit=1)
     auth = (lambda user, secret: users.check_basic(user, secret) is not None) if users is not None else None
-    return gr.mount_gradio_app(app, demo, path=path, auth=auth, **launch_options())
+    return gr.mount_gradio_app(app, demo, path=path, auth=auth, **launch_options(studio))

@@ -86,7 +86,7 @@ def layout(studio: Studio) -> SimpleNamespace:
         with gr.Column(scale=2):
             title = gr.Textbox(label="Title", placeholder="from the script or brief")
             style = gr.Textbox(label="Style", placeholder="e.g. flat pastel illustration",
-                               info="applied to every scene's visuals")
+                               info="applied to every scene's visuals", elem_id="brief-style")
             aspect = gr.Radio(list(ASPECTS), value="16:9", label="Aspect ratio")
             with gr.Row():
                 language = gr.Dropdown(list(LANGUAGES), value="en", label="Language", allow_custom_value=True)

@@ -113,7 +113,9 @@ def wire(studio: Studio, ui: SimpleNamespace) -> None:
                                            key=f"voice-narrate-{card['id']}", elem_classes=["voice-narrate"])
                     fn_, outputs_ = named(fix(narrate_scene, studio=studio, scene_id=card["id"]),
                                           {"view": ui.view, "notes": p.notes})
+                    # The key keeps the event the same across re-renders, so a click that races a redraw still
+                    # reaches it (a redraw would otherwise replace it under the button).
                     button.click(fn_, inputs_kwargs=dict(session=ui.session, narration=text, narrator=p.narrator,
                                                          voice=p.voice, preset=ui.compose.preset),
-                                 outputs=outputs_, **gpu_slot)
+                                 outputs=outputs_, key=f"voice-narrate-click-{card['id']}", **gpu_slot)
 
