@@ -50,7 +50,6 @@ CSS = """
 #storyboard-table *, #projects-table *, #jobs-table * { font-family: var(--font); }
 .scene-tools, .tool-row { align-items: end; }
 .scene-tools button { margin-bottom: 4px; }
-footer { display: none !important; }
 """
 
 
@@ -63,7 +62,10 @@ def ui_secret(data_dir: Path) -> str:
     except OSError:
         pass
     value = secrets.token_urlsafe(32)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:  # another process made it a moment ago
+        return path.read_text("ascii").strip()
     with os.fdopen(fd, "w") as handle:
         handle.write(value)
     return value
@@ -171,7 +173,6 @@ def build_app(studio: Studio | None = None, *, data_dir: Path | str | None = Non
         demo.load(fn, inputs_kwargs=dict(session=session), outputs=load_outputs, concurrency_limit=None,
                   api_visibility="private").then(poll, inputs_kwargs=dict(session=session), outputs=poll_outputs,
                                                  concurrency_limit=None, api_visibility="private")
-    demo.studio = studio  # for tests and for mounting next to the HTTP API
     return demo
 
 

@@ -8,7 +8,6 @@ import html
 import time
 from dataclasses import replace
 from types import SimpleNamespace
-from typing import Any
 
 import gradio as gr
 
@@ -19,7 +18,8 @@ from ..presets import TIERS, available_presets, load_preset
 from ..visuals import illustrate
 from ..voice import narrate
 from . import rendering
-from .common import GPU, Studio, bind, checked_session, gpu, named, notes_md, progress_to, scene_choices, served, view
+from .common import (GPU, Studio, bind, checked_session, gpu, named, preset_of, progress_to, scene_choices, served,
+                     view)
 
 PREVIEW_PRESET = "draft"
 
@@ -76,23 +76,25 @@ def set_watermark(studio: Studio, session: dict, file: str | None = None, reques
 
 
 @gpu
-def preview_scene(studio: Studio, session: dict, scene_id: str, narrator: str, painter: str,
+def preview_scene(studio: Studio, session: dict, scene_id: str, narrator: str, painter: str, preset: str = "draft",
                   request: gr.Request = None, progress=gr.Progress()) -> dict:
-    """Narrate and paint one scene if needed, then render just that scene at Draft."""
+    """Narrate and paint one scene if needed (with the panels' choices, so nothing they made is replaced), then
+    render just that scene at Draft."""
     project = studio.project(session, request)
     if not scene_id:
         raise StudioError("pick the scene to preview")
     project.scene(scene_id)  # raises if unknown
-    preset = load_preset(PREVIEW_PRESET)
+    chosen = preset_of(preset)
     report = progress_to(progress)
-    project = narrate(project, narrator=narrator or "auto", preset=preset, only=[scene_id],
+    project = narrate(project, narrator=narrator or "auto", preset=chosen, only=[scene_id],
                       on_progress=lambda f, m: report(0.4 * f, m))
-    project = illustrate(project, painter=painter or "auto", preset=preset, only=[scene_id], media_root=project.folder,
+    project = illustrate(project, painter=painter or "auto", preset=chosen, only=[scene_id], media_root=project.folder,
                          on_progress=lambda f, m: report(0.4 + 0.1 * f, m))
     project = studio.save(project, session, request)
     out = project.renders_dir / f"preview-{scene_id}.mp4"
     started = time.perf_counter()
-    result = compose(project, preset, out, only=[scene_id], on_progress=lambda f, m: report(0.5 + 0.5 * f, m))
+    result = compose(project, load_preset(PREVIEW_PRESET), out, only=[scene_id],
+                     on_progress=lambda f, m: report(0.5 + 0.5 * f, m))
     seconds = time.perf_counter() - started
     number = [s.id for s in project.scenes].index(scene_id) + 1
     return {"preview": served(result.path), "view": view(project),
@@ -256,5 +258,5 @@ def wire(studio: Studio, ui: SimpleNamespace) -> None:
     p.cancel.click(fn, inputs_kwargs=dict(session=ui.session), outputs=outputs, **light)
     fn, outputs = named(bind(preview_scene, studio), {"preview": p.preview, "view": ui.view, "status": p.status})
     p.preview_button.click(fn, inputs_kwargs=dict(session=ui.session, scene_id=p.scene, narrator=ui.voice.narrator,
-                                                  painter=ui.visuals.painter), outputs=outputs,
+                                                  painter=ui.visuals.painter, preset=p.preset), outputs=outputs,
                            concurrency_id=GPU, concurrency_limit=1, api_visibility="private")

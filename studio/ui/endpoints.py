@@ -15,6 +15,8 @@ authentication, else the anonymous API user; project ids are random and a caller
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import gradio as gr
 
 from ..errors import StudioError
@@ -66,7 +68,7 @@ def register(studio: Studio) -> None:
     @gpu
     def write_storyboard(source: str, title: str = "", style: str = "", aspect: str = "16:9", language: str = "en",
                          target_s: float = 0, voice: str = "", writer: str = "auto", mode: str = "auto",
-                         request: gr.Request = None) -> dict:
+                         preset: str = "draft", request: gr.Request = None) -> dict:
         """Step 1: write a storyboard from a brief or a script into a new project.
 
         Args:
@@ -79,9 +81,11 @@ def register(studio: Studio) -> None:
             voice: Narrator voice name; empty: the narrator's default.
             writer: Storyboard writer, or auto.
             mode: auto, script or brief.
+            preset: Whose writer preferences and model options `auto` follows.
         """
         project = write_storyboard_(source, mode=mode, writer=writer, title=title or None, aspect=aspect, style=style,
-                                    language=language, voice=check_voice(voice), target_s=float(target_s) or None)
+                                    language=language, voice=check_voice(voice), target_s=float(target_s) or None,
+                                    preset=load_preset(preset))
         return describe(ws.create(project, caller(studio, request)))
 
     def get_project(project_id: str, request: gr.Request = None) -> dict:
@@ -118,8 +122,6 @@ def register(studio: Studio) -> None:
         """
         project = ws.load(project_id, caller(studio, request))
         if voice:
-            from dataclasses import replace
-
             project = replace(project, voice=check_voice(voice))
         project = narrate_(project, narrator=narrator, preset=load_preset(preset), only=_only(project, scene_ids))
         return describe(ws.save(project, caller(studio, request)))

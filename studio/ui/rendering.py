@@ -31,8 +31,9 @@ def job_request(project: Project, *, preset: str, narrator: str = "auto", painte
             item["transition"] = scene.transition
         scenes.append(item)
     request: dict[str, Any] = {
-        "storyboard": scenes, "preset": preset, "aspect": project.aspect, "title": project.title,
-        "style": project.style, "language": project.language, "seed": project.seed, "captions": project.captions,
+        # Title and style are shown in job lists; the job renders the seeded project's own (which may be longer).
+        "storyboard": scenes, "preset": preset, "aspect": project.aspect, "title": _cap(project.title),
+        "style": _cap(project.style), "language": project.language, "seed": project.seed, "captions": project.captions,
         "caption_style": project.caption_style, "music_volume": project.music_volume,
         "providers": {"narrator": narrator or "auto", "painter": painter or "auto"},
     }
@@ -89,6 +90,11 @@ def status(job: Any) -> dict:
         "message": data.get("message"), "video": data.get("video"), "title": data.get("title"),
         "preset": data.get("preset"), "created_at": data.get("created_at"),
     }
+
+
+def _cap(text: str, limit: int = 200) -> str:
+    """`text` within the request limit for titles and styles (`studio.jobs.Limits.max_text_chars`)."""
+    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
 
 
 def _link_or_copy(src: str, dst: str) -> str:

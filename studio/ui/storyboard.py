@@ -17,12 +17,12 @@ from typing import Any
 import gradio as gr
 
 from ..errors import StudioError
-from ..project import STORYBOARD_COLUMNS, Project, Scene, new_scene_id
-from ..storyboard import REWRITE_FIELDS, rewrite_scene
+from ..project import Project, Scene, new_scene_id
+from ..storyboard import rewrite_scene
 from ..storyboard.text import count_words, split_sentences
 from .common import GPU, Studio, bind, gpu, named, notes_md, preset_of, served, view
 
-# The table's headers, in `STORYBOARD_COLUMNS` order (CSV files keep the library's column names).
+# The table's headers, in `studio.project.STORYBOARD_COLUMNS` order (CSV files keep the library's column names).
 HEADERS = {"id": "id", "narration": "narration", "visual_prompt": "visual prompt", "duration_s": "duration (s)",
            "seed": "seed", "media": "media", "transition": "transition"}
 DATATYPES = ["str", "str", "str", "number", "number", "str", "str"]

@@ -1,7 +1,8 @@
 """Where the studio keeps each user's projects, and how a request reaches only its own.
 
 The data folder (``STUDIO_DATA_DIR``, else ``/data/studio`` on a Hugging Face Space with persistent storage, else a
-per-user folder) holds::
+per-user folder) is shared with the job runner (``studio.db``, ``jobs/``, ``uploads/``: see `studio.journal`) and
+holds the studio's own::
 
     projects/<project id>/      one Studio project folder (project.json, assets/, renders/, uploads/) + owner.json
     ui-secret                   the key that encrypts the browser's saved session (so a reload survives a restart)
@@ -9,7 +10,8 @@ per-user folder) holds::
 A project id is a random 96-bit token (``p`` + 24 hex digits); ``owner.json`` names the user it belongs to. A
 request names a project by id, and `Workspace.load` answers "no such project" unless the caller owns it, so a user
 never sees, opens or changes another user's project, and no id ever becomes a path outside ``projects/``.
-Uploaded files are checked by their content and stored under names the server makes (``uploads/<sha256>.png``).
+Uploaded files are checked by their content (the job runner's upload checks) and kept under names the server makes
+(``uploads/<upload id>.png``).
 """
 
 from __future__ import annotations
