@@ -271,15 +271,18 @@ def create_app(runner: JobRunner, auth: Users | None = None, *, close_runner: bo
         return _error(exc.status_code, detail, None, getattr(exc, "headers", None))
 
     # -- who is asking ---------------------------------------------------------------------------------------------
-    def user(request: Request, _basic: Annotated[Any, Depends(basic)] = None,
-             _bearer: Annotated[Any, Depends(bearer)] = None) -> str:
-        if auth is None:
+    if auth is None:
+        def user() -> str:  # a local server: one user, no sign-in (and no security schemes in the document)
             return LOCAL_USER
-        who = auth.authenticate(request.headers.get("authorization"))
-        if who is None:
-            raise StarletteHTTPException(401, "sign in: HTTP basic (user and secret) or a bearer token",
-                                         headers={"WWW-Authenticate": 'Basic realm="studio", Bearer realm="studio"'})
-        return who
+    else:
+        def user(request: Request, _basic: Annotated[Any, Depends(basic)] = None,
+                 _bearer: Annotated[Any, Depends(bearer)] = None) -> str:
+            # The two security dependencies document the schemes; the header is checked here, in one place.
+            who = auth.authenticate(request.headers.get("authorization"))
+            if who is None:
+                raise StarletteHTTPException(401, "sign in: HTTP basic (user and secret) or a bearer token",
+                                             headers={"WWW-Authenticate": 'Basic realm="studio", Bearer realm="studio"'})
+            return who
 
     User = Annotated[str, Depends(user)]
     JobId = Annotated[str, PathParam(description="a job id (32 hex digits)", max_length=200)]

@@ -89,6 +89,8 @@ def _add_serve(sub) -> None:
                                                       "(default 1920x1080 = 2073600)")
     serve.add_argument("--executor", default="local", help="where scene work runs: local (default), ray (a local Ray), "
                                                            "ray:auto or ray://HOST:10001 (a cluster); ?cpu=N&gpu=N")
+    serve.add_argument("--one-pass", action="store_true", help="compose each video in one pass (a little faster on one "
+                                                               "machine; a resumed job then encodes the whole video again)")
     serve.add_argument("--keep-days", type=float, default=7.0, help="remove finished renders after this many days (default 7)")
     serve.add_argument("--max-disk-gb", type=float, help="remove the oldest finished renders beyond this total")
     serve.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
@@ -265,7 +267,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     runner = JobRunner(args.data_dir, executor=create_executor(args.executor), cpu_slots=args.cpu_jobs,
                        gpu_slots=args.gpu_jobs, max_queued=args.max_queued, max_queued_per_owner=args.max_queued_per_user,
-                       limits=limits, retention=retention, presets=args.preset_file)
+                       limits=limits, retention=retention, presets=args.preset_file, segments=not args.one_pass)
     app = create_app(runner, auth=users, close_runner=True)
     if not args.no_ui:  # the studio app at /, rendering with the same runner
         from .ui.app import mount

@@ -27,6 +27,7 @@ executor, with an event per scene and per segment, so a job can journal exactly 
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from dataclasses import dataclass, field, replace
@@ -175,8 +176,6 @@ class _SceneWorker:
     """The body of a Ray actor: runs tasks with a `CancelToken` per task that `cancel(key)` can trip."""
 
     def __init__(self) -> None:
-        import os
-
         self._tokens: dict[str, CancelToken] = {}
         self._lock = threading.Lock()
         self.pid = os.getpid()
@@ -202,8 +201,6 @@ class _SceneWorker:
         return True
 
     def info(self) -> dict:
-        import os
-
         return {"pid": os.getpid()}
 
 
@@ -271,6 +268,8 @@ class RayExecutor(Executor):
         self._ray = ray
         self._started_ray = False
         if not ray.is_initialized():
+            if address is None:  # a local Ray: give its agents time to start on a busy machine (default 15 s)
+                os.environ.setdefault("RAY_raylet_start_wait_time_s", "120")
             ray.init(address=address, runtime_env=runtime_env if runtime_env is not None else ray_runtime_env(),
                      include_dashboard=False, log_to_driver=False, **(init_options or {}))
             self._started_ray = True

@@ -1189,6 +1189,8 @@ class JobRunner:
         run.timings["run_s"] = round(time.perf_counter() - run.started, 3)
         if state == "failed":
             log.warning("job %s failed: %s", job.id, error)
+            # the user's message names files inside their project, not where the server keeps them
+            error = (error or "").replace(f"{job.project_dir}{os.sep}", "").replace(str(self.data_dir), "<data folder>")
             if detail:
                 log.info("job %s details:\n%s", job.id, detail)
         # Files first, the journal last: a crash in between leaves a job that is still `running`, resumed next time.

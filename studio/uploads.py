@@ -196,7 +196,7 @@ class UploadStore:
         except UnidentifiedImageError:
             return None  # not an image: try audio and video
         except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
-            raise RequestError(f"the image cannot be read ({exc})", field="file") from exc
+            raise RequestError(f"the image cannot be read ({_reason(exc, path)})", field="file") from exc
         if fmt not in IMAGE_FORMATS:
             raise RequestError(f"{fmt} images are not accepted; upload {', '.join(IMAGE_FORMATS)}", field="file")
         if width < 1 or height < 1 or width * height > self.limits.max_pixels:
@@ -206,7 +206,7 @@ class UploadStore:
             with Image.open(path) as img:
                 img.load()  # decode it completely: a truncated or corrupt file fails here, not in a render
         except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
-            raise RequestError(f"the image cannot be decoded ({exc})", field="file") from exc
+            raise RequestError(f"the image cannot be decoded ({_reason(exc, path)})", field="file") from exc
         return "image", IMAGE_FORMATS[fmt], {"format": fmt.lower(), "width": width, "height": height}
 
     def _check_media(self, path: Path) -> tuple[str, str, dict]:
@@ -227,7 +227,8 @@ class UploadStore:
                     raise ValueError("no frame could be decoded")
         except (av.error.FFmpegError, ValueError, IndexError, OSError, StopIteration) as exc:
             raise RequestError("the file is not an image, audio or video this server accepts (PNG, JPEG, WebP, MP4, "
-                               f"MOV, MKV, WebM, AVI, WAV, MP3, OGG, FLAC, AAC): {exc}", field="file") from exc
+                               f"MOV, MKV, WebM, AVI, WAV, MP3, OGG, FLAC, AAC): {_reason(exc, path)}",
+                               field="file") from exc
         if fmt not in MEDIA_FORMATS:
             raise RequestError(f"{fmt} files are not accepted", field="file")
         if video is None and audio is None:
@@ -306,6 +307,12 @@ class UploadStore:
                     self.delete(row["owner"], row["id"])
                     removed += 1
         return removed
+
+
+def _reason(exc: BaseException, path: Path) -> str:
+    """A decoder's complaint without the server's own file path in it."""
+    text = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+    return str(text).replace(str(path), "the file").replace(path.name, "the file")
 
 
 def _chunks(source: IO[bytes] | Iterable[bytes]) -> Iterable[bytes]:
