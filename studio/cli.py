@@ -60,6 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
     story = sub.add_parser("storyboard", help="write a storyboard (.csv or .json) to inspect and edit before rendering")
     _add_source(story, storyboard=False)
     story.add_argument("--output", "-o", type=Path, required=True, help="the storyboard file to write (.csv or .json)")
+    story.add_argument("--preset", help="a preset whose storyboard writers (and their models) `auto` uses "
+                                        "(default: every writer in registration order)")
 
     sub.add_parser("presets", help="list the render presets")
     doctor = sub.add_parser("doctor", help="list every provider of every step and whether it can run here")
@@ -134,7 +136,8 @@ def _storyboard_from(source, args: argparse.Namespace, fields: dict):
 
     mode, text = source
     story = {k: fields.pop(k) for k in ("title", "aspect", "style", "language", "voice", "seed") if k in fields}
-    return write_storyboard(text, mode=mode, writer=args.writer, **story)
+    # The preset orders `auto` and gives the writers their models (e.g. the tier's LLM size).
+    return write_storyboard(text, mode=mode, writer=args.writer, preset=getattr(args, "preset", None), **story)
 
 
 def cmd_render(args: argparse.Namespace) -> int:

@@ -264,6 +264,33 @@ def plan_memory(device: str, loaded_bytes: int, *, free_bytes: int | None = None
                                                  "sequential offload, VAE tiling and attention slicing (slow)")
 
 
+def check_gpu_memory(device: str, loaded_bytes: int, *, forced: bool, what: str) -> str:
+    """The cheap GPU-memory part of a provider's check: a note on how the model would be placed, or
+    `ProviderUnavailable` when so little GPU memory is free that only layer-by-layer offloading would fit (far too slow
+    for `auto` to choose; a user who names the device gets it anyway).
+
+    Args:
+        device: Where the model would run (``cuda``, ``cuda:N``; other devices get no memory check).
+        loaded_bytes: The model's size once loaded.
+        forced: The user named the device (``device="cuda"``).
+        what: The model, for the message.
+    """
+    from .errors import ProviderUnavailable
+
+    if not device.startswith("cuda"):
+        return f"on {device}"
+    found = gpus()
+    index = int(device.split(":")[1]) if ":" in device else 0
+    if index >= len(found):
+        return f"on {device}"
+    plan = plan_memory(device, loaded_bytes, free_bytes=found[index].free_bytes)
+    if plan.mode == "sequential" and not forced:
+        raise ProviderUnavailable(f"{what} needs about {loaded_bytes / GIB:.1f} GiB on the GPU and only "
+                                  f"{found[index].free_gib:.1f} GiB is free ({found[index].name}): free GPU memory, "
+                                  "choose a smaller model, or pass device='cuda' to run it layer by layer (slow)")
+    return f"on {device}, {plan.reason}"
+
+
 def dtype_bytes(dtype: Any) -> int:
     """Bytes per parameter of a torch dtype."""
     return int(getattr(dtype, "itemsize", 4))

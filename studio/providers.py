@@ -167,7 +167,8 @@ _INSTANCES: dict[tuple, Any] = {}
 
 def create(kind: str, name: str = "auto", prefer: Sequence[str] | None = None,
            configs: Mapping[str, Mapping[str, Any]] | None = None, **options: Any) -> tuple[Any, Choice]:
-    """Choose a provider and build it; instances are cached per process (models load once).
+    """Choose a provider and build it; instances are cached per process (models load once), and a provider's model is
+    released when the same provider is asked for with other options (another model, steps, device ...).
 
     Args:
         kind: One of `KINDS`.
@@ -180,6 +181,10 @@ def create(kind: str, name: str = "auto", prefer: Sequence[str] | None = None,
     merged = {**(configs or {}).get(choice.name, {}), **options}
     key = (kind, choice.name, tuple(sorted((k, repr(v)) for k, v in merged.items())))
     if key not in _INSTANCES:
+        # A model is kept while the same one is used: another model of this provider replaces it (GPU memory).
+        for old in [k for k in _INSTANCES if k[:2] == key[:2] and hasattr(_INSTANCES[k], "release")]:
+            log.info("%s %s: releasing the previous model for one with other options", kind, choice.name)
+            _INSTANCES.pop(old).release()
         _INSTANCES[key] = _REGISTRY[kind][choice.name].factory(**merged)
     return _INSTANCES[key], choice
 

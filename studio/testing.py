@@ -26,7 +26,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import os
 import shutil
 from pathlib import Path
 from typing import Any, Iterator, Sequence
@@ -204,8 +203,9 @@ def tiny_bark(folder: str | Path, *, seed: int = 0) -> Path:
 _UNET_CHANNELS = (8, 16)
 
 
-def _clip_tokenizer() -> Any:
-    """A CLIP tokenizer written here: every byte symbol and its ``</w>`` (word end) form, and no merges."""
+def clip_tokenizer() -> Any:
+    """A CLIP tokenizer written here (no download): every byte symbol and its ``</w>`` (word end) form, no merges,
+    so every character is a token. Enough to drive any CLIP text encoder's real code path."""
     from transformers import CLIPTokenizer
     from transformers.convert_slow_tokenizer import bytes_to_unicode
 
@@ -221,7 +221,7 @@ def _sd_components(seed: int) -> dict[str, Any]:
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
-    tokenizer = _clip_tokenizer()
+    tokenizer = clip_tokenizer()
     with _seeded(seed):
         unet = UNet2DConditionModel(block_out_channels=_UNET_CHANNELS, layers_per_block=1, sample_size=32,
                                     in_channels=4, out_channels=4, norm_num_groups=2, attention_head_dim=2,
@@ -345,8 +345,7 @@ def use_one_thread() -> None:
     import torch
 
     torch.set_num_threads(1)
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
-__all__ = ["tiny_llm", "tiny_bark", "tiny_sd", "tiny_motion_adapter", "tiny_animatediff", "put_in_hub_cache",
-           "ScriptedChat", "TinyModels", "use_one_thread", "BARK_VOICES", "BARK_SAMPLE_RATE"]
+__all__ = ["tiny_llm", "tiny_bark", "tiny_sd", "tiny_motion_adapter", "tiny_animatediff", "clip_tokenizer",
+           "put_in_hub_cache", "ScriptedChat", "TinyModels", "use_one_thread", "BARK_VOICES", "BARK_SAMPLE_RATE"]

@@ -262,3 +262,23 @@ def test_fp16_on_the_gpu_and_release_frees_its_memory(tiny_models, tmp_path):
     del loaded  # the test's own reference would keep the weights alive
     providers.release("painter", "diffusers-image")
     assert torch.cuda.memory_allocated() <= base + 1024
+
+
+def test_animatediff_can_animate_the_scenes_still(tiny_models, image_painter, tmp_path):
+    still = image_painter.paint(SCENE, index=0, size=(96, 64), style="", project_seed=0, out=tmp_path / "still.png")
+    options = {**tiny_models.options("diffusers-video"), "steps": 5, "from_still": True, "strength": 0.6}
+    painter, _ = providers.create("painter", "diffusers-video", **options)
+    text_frames = painter.make_frames(SCENE, size=(96, 64), style="", project_seed=0)  # no still yet: from text
+    assert painter.last_source == "text"
+    scene = SCENE.with_visual(still)
+    seen = []
+    frames = painter.make_frames(scene, size=(96, 64), style="", project_seed=0,
+                                 on_progress=lambda f, m: seen.append(m))
+    assert painter.last_source == "still" and frames.shape == text_frames.shape
+    assert not np.array_equal(frames, text_frames)
+    assert seen == ["step 1/3", "step 2/3", "step 3/3"]  # 5 steps x strength 0.6 from the still
+    # The still is part of the clip's cache key
+    key = painter.variant(scene, index=0, style="", project_seed=0)
+    other = image_painter.paint(replace(SCENE, seed=9), index=0, size=(96, 64), style="", project_seed=0,
+                                out=tmp_path / "other.png")
+    assert key["still_sha256"] and key != painter.variant(SCENE.with_visual(other), index=0, style="", project_seed=0)

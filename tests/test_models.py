@@ -71,6 +71,19 @@ def test_doctor_shows_device_and_why_each_provider_can_or_cannot_run():
         assert "suno/bark-small" in lines["bark"] or "GPU" in lines["bark"]
 
 
+def test_cli_storyboard_uses_the_presets_writers_and_models(tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_CACHE": str(tmp_path / "empty-hub")}
+    for name in ("OPENAI_BASE_URL", "OPENAI_API_BASE", "STUDIO_LLM_MODEL"):
+        env.pop(name, None)
+    proc = subprocess.run([sys.executable, "-m", "studio", "storyboard", "--brief", "Why the sky is blue", "--preset",
+                           "premium", "-o", str(tmp_path / "sky.csv")], cwd=ROOT, capture_output=True, text=True,
+                          timeout=120, env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert "storyboard: rules: first of [openai, transformers, rules]" in proc.stdout
+    assert "hf download Qwen/Qwen2.5-3B-Instruct" in proc.stdout  # premium's model, not the writer's default
+    assert (tmp_path / "sky.csv").is_file()
+
+
 def test_shipped_presets_auto_pick_offline_providers_on_a_machine_without_weights(monkeypatch, tmp_path):
     import huggingface_hub.constants
 
@@ -170,6 +183,10 @@ def test_release_drops_cached_models_and_the_next_use_loads_again(tiny_models, t
     assert second is not first and not second.loaded
     second.paint(Scene("a", "x", "hills"), index=0, size=(64, 64), style="", project_seed=0, out=tmp_path / "a.png")
     assert second.loaded
+    # Another model (or other options) of the same provider replaces it, so two never sit in GPU memory together
+    third, _ = providers.create("painter", "diffusers-image", **{**options, "steps": 3})
+    assert not second.loaded and third is not second
+    assert providers.create("painter", "cards")[0] is providers.create("painter", "cards")[0]
 
 
 def test_a_whole_video_from_a_brief_with_the_tiny_model_providers(tiny_models, tmp_path):
@@ -211,3 +228,43 @@ def test_a_whole_video_from_a_brief_with_the_tiny_model_providers(tiny_models, t
     for scene in again.project.scenes:  # each clip covers its scene: narration plus the pads
         assert float(video_facts(scene.visual)["duration_s"]) >= scene.audio_duration_s
     assert video_facts(again.output)["duration_s"] == pytest.approx(summary.duration_s, abs=0.1)
+
+
+def test_auto_skips_a_model_when_the_gpu_has_too_little_free_memory(tiny_models, monkeypatch):
+    # A machine whose only GPU has 100 MB free: the tiny SD would fit only layer by layer, so auto moves on
+    fake = (devices.Gpu(0, "Fake GPU", 16 * devices.GIB, 100 * 1024 ** 2, "nvidia-smi"),)
+    monkeypatch.setattr(devices, "gpus", lambda: fake)
+    monkeypatch.setattr(devices, "best_device", lambda: "cuda")
+    options = {**tiny_models.options("diffusers-image"), "device": None}
+    choice = providers.choose("painter", "auto", prefer=["diffusers-image", "cards"], configs={"diffusers-image": options})
+    assert choice.name == "cards" and "only 0.1 GiB is free (Fake GPU)" in choice.reason
+    # With 8 GiB free it fits, and the note says how it would be placed
+    roomy = (devices.Gpu(0, "Fake GPU", 16 * devices.GIB, 8 * devices.GIB, "nvidia-smi"),)
+    monkeypatch.setattr(devices, "gpus", lambda: roomy)
+    choice = providers.choose("painter", "auto", prefer=["diffusers-image", "cards"], configs={"diffusers-image": options})
+    assert choice.name == "diffusers-image" and "on cuda, fits" in choice.reason
+    # Naming the device is the user's choice: allowed even when short
+    monkeypatch.setattr(devices, "gpus", lambda: fake)
+    assert devices.check_gpu_memory("cuda", 10 * devices.GIB, forced=True, what="m").startswith("on cuda, far short")
+    with pytest.raises(ProviderUnavailable, match="layer by layer"):
+        devices.check_gpu_memory("cuda", 10 * devices.GIB, forced=False, what="m")
+
+
+def test_the_dtype_option_reaches_every_loaded_model(tiny_models):
+    # What a GPU gets by default (float16): checked here by asking for it on the CPU, loading only.
+    import torch
+
+    image, _ = providers.create("painter", "diffusers-image", **tiny_models.options("diffusers-image"), dtype="float16")
+    assert image.load().pipe.unet.dtype == torch.float16 and image.load().pipe.text_encoder.dtype == torch.float16
+    clip, _ = providers.create("painter", "diffusers-video", **tiny_models.options("diffusers-video"), dtype="bfloat16")
+    assert clip.load().pipe.unet.dtype == torch.bfloat16
+    voice, _ = providers.create("narrator", "bark", **tiny_models.options("bark"), dtype="float16")
+    voice.load()
+    assert voice._bark.dtype == torch.float16
+    writer, _ = providers.create("storyboard", "transformers", **tiny_models.options("transformers"), dtype="bfloat16")
+    writer.load()
+    assert writer._lm.dtype == torch.bfloat16
+    for kind, name in (("painter", "diffusers-image"), ("painter", "diffusers-video"), ("narrator", "bark"),
+                       ("storyboard", "transformers")):
+        providers.release(kind, name)
+    assert not image.loaded and not clip.loaded and voice._bark is None and writer._lm is None

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import threading
-from pathlib import Path
 from typing import Any
 
 from .. import devices
@@ -42,7 +41,8 @@ def _check(model: str = DEFAULT_MODEL, device: str | None = None, cache_dir: str
     if where == "cpu" and device is None and found.parameters > CPU_MAX_PARAMETERS:
         raise ProviderUnavailable(f"{found.describe()} is too large to write on a CPU in reasonable time and no GPU "
                                   "is here; pass device='cpu' to run it anyway, or choose a smaller model")
-    return f"{found.describe()} on {where}"
+    placed = devices.check_gpu_memory(where, found.loaded_bytes(2), forced=device is not None, what=found.model)
+    return f"{found.describe()} {placed}"
 
 
 @register("storyboard", "transformers", check=_check,

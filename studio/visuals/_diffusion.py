@@ -45,12 +45,8 @@ def check_diffusers(model: str, *, steps: int, device: str | None, cache_dir: st
         if parameters > CPU_MAX_PARAMETERS or steps > CPU_MAX_STEPS:
             raise ProviderUnavailable(f"{found.describe()} with {steps} steps is too slow on a CPU and no GPU is here; "
                                       "pass device='cpu' to use it anyway, or a Turbo model with 1-4 steps")
-    note = f"{found.describe()}, {steps} steps, on {where}"
-    if where.startswith("cuda"):
-        free = devices.free_gpu_bytes()
-        plan = devices.plan_memory(where, parameters * 2, free_bytes=free)
-        note += f" ({plan.reason})"
-    return found, note
+    placed = devices.check_gpu_memory(where, parameters * 2, forced=device is not None, what=found.model)
+    return found, f"{found.describe()}, {steps} steps, {placed}"
 
 
 def mix_seed(project_seed: int, scene_seed: int) -> int:
@@ -83,7 +79,8 @@ def size_multiple(pipe: Any) -> int:
     else:
         transformer = getattr(pipe, "transformer", None)
         config = getattr(transformer, "config", None)
-        multiple = vae_scale * int(getattr(config, "patch_size", 2) or 2)
+        # Transformer pipelines patchify the latents (FLUX packs 2x2 with patch_size 1): at least 2 latent pixels.
+        multiple = vae_scale * max(2, int(getattr(config, "patch_size", 2) or 2))
     return math.lcm(multiple, 8)  # pipelines check for multiples of 8 whatever their VAE
 
 
@@ -213,6 +210,11 @@ class PipelineHolder:
     @property
     def loaded(self) -> bool:
         return self._loaded is not None
+
+    def set(self, loaded: Loaded) -> None:
+        """Use a pipeline built elsewhere (already on its device), instead of loading one."""
+        with self._lock:
+            self._loaded = loaded
 
     def release(self) -> None:
         with self._lock:

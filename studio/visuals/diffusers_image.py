@@ -129,6 +129,14 @@ class DiffusersImagePainter:
     def loaded(self) -> bool:
         return self._holder.loaded
 
+    def use_pipeline(self, pipe: Any, device: str) -> None:
+        """Paint with a pipeline built elsewhere and already on `device` (benchmarks of random-weight architectures,
+        notebooks), instead of loading this painter's model."""
+        import torch
+
+        dtype = getattr(pipe, "dtype", torch.float32)
+        self._holder.set(diffusion.Loaded(pipe, device, dtype, devices.MemoryPlan("full", False, False, "given")))
+
     def paint(self, scene: Scene, *, index: int, size: tuple[int, int], style: str, project_seed: int, out: Path,
               cancel: CancelToken | None = None, on_progress: ProgressFn | None = None) -> Path:
         """Paint the scene's still into a PNG of exactly `size` at `out` (atomically).

@@ -1,5 +1,7 @@
 """The ``diffusers-video`` painter: a short clip per scene from text, with AnimateDiff (diffusers' ``AnimateDiffPipeline``
-and a ``MotionAdapter`` on a Stable Diffusion 1.5 model), for the presets that ask for motion.
+and a ``MotionAdapter`` on a Stable Diffusion 1.5 model), for the presets that ask for motion. With ``from_still`` it
+animates the scene's current still instead (AnimateDiff's video-to-video pipeline on the still), so a picture the user
+liked starts to move.
 
 AnimateDiff makes 16 frames (2 s at 8 fps) at a time. The clip is extended to the scene's length by playing the frames
 forwards and backwards (a seamless loop, no jump back to the first frame), fitted to the output size and written as an
@@ -73,8 +75,9 @@ def _check(model: str = DEFAULT_MODEL, adapter: str | None = DEFAULT_ADAPTER, st
 def diffusers_video(model: str = DEFAULT_MODEL, adapter: str | None = DEFAULT_ADAPTER, steps: int = 20,
                     guidance_scale: float = 7.5, frames: int = 16, fps: int = 8,
                     negative_prompt: str = diffusion.DEFAULT_NEGATIVE, style_prompt: str = "",
-                    native_size: int | None = None, crf: int = 18, device: str | None = None,
-                    dtype: str | None = None, cache_dir: str | None = None) -> "DiffusersVideoPainter":
+                    native_size: int | None = None, crf: int = 18, from_still: bool = False, strength: float = 0.6,
+                    device: str | None = None, dtype: str | None = None,
+                    cache_dir: str | None = None) -> "DiffusersVideoPainter":
     """An AnimateDiff clip painter.
 
     Args:
@@ -89,6 +92,10 @@ def diffusers_video(model: str = DEFAULT_MODEL, adapter: str | None = DEFAULT_AD
         style_prompt: Words added to every prompt.
         native_size: Side of the square the model was trained at (None: from the model; 512 for SD 1.5).
         crf: x264 quality of the written clip (lower is better and bigger).
+        from_still: Animate the scene's current still (`Scene.visual`, e.g. painted before by ``diffusers-image``)
+            instead of starting from noise: AnimateDiff's video-to-video pipeline on the still repeated, so the clip
+            keeps its picture. Scenes without a still are made from text.
+        strength: How far the clip may move away from the still (0..1; with `from_still`).
         device: ``cuda``, ``mps``, ``cpu``; None picks the best here.
         dtype: ``float16``, ``bfloat16`` or ``float32``; None: float16 on a GPU, float32 on a CPU.
         cache_dir: The hub cache to load from (default: ``HF_HUB_CACHE``).
@@ -103,13 +110,26 @@ def diffusers_video(model: str = DEFAULT_MODEL, adapter: str | None = DEFAULT_AD
         raise StudioError(f"`crf` must be a whole number from 0 to 51, got {crf!r}")
     if native_size is not None and (not isinstance(native_size, int) or not 64 <= native_size <= 4096):
         raise StudioError(f"`native_size` must be a whole number of pixels from 64 to 4096, got {native_size!r}")
+    if not 0.05 <= float(strength) <= 1.0:
+        raise StudioError(f"`strength` must be between 0.05 and 1, got {strength!r}")
     found = find_weights(model, layout="diffusers", cache_dir=cache_dir)
     motion = _adapter_for(model, adapter, cache_dir)
     if motion is None and not _is_animatediff(found.folder):
         raise StudioError(f"`model` {model} is not an AnimateDiff pipeline and no `adapter` was given")
     return DiffusersVideoPainter(found, motion, steps=steps, guidance_scale=float(guidance_scale), frames=frames,
                                  fps=fps, negative_prompt=negative_prompt, style_prompt=style_prompt,
-                                 native_size=native_size, crf=crf, device=devices.check_device(device), dtype=dtype)
+                                 native_size=native_size, crf=crf, from_still=bool(from_still),
+                                 strength=float(strength), device=devices.check_device(device), dtype=dtype)
+
+
+def still_of(scene: Scene) -> Path | None:
+    """The scene's current still image, if it has one on disk (a clip or nothing gives None)."""
+    from ..media import IMAGE_SUFFIXES
+
+    visual = scene.visual
+    if visual is None or Path(visual).suffix.lower() not in IMAGE_SUFFIXES or not Path(visual).is_file():
+        return None
+    return Path(visual)
 
 
 def clip_length_s(scene: Scene) -> float | None:
@@ -141,7 +161,7 @@ class DiffusersVideoPainter:
 
     def __init__(self, weights: LocalWeights, adapter: LocalWeights | None, *, steps: int, guidance_scale: float,
                  frames: int, fps: int, negative_prompt: str, style_prompt: str, native_size: int | None, crf: int,
-                 device: str | None, dtype: str | None) -> None:
+                 device: str | None, dtype: str | None, from_still: bool = False, strength: float = 0.6) -> None:
         self.weights = weights
         self.adapter = adapter
         self.steps = steps
@@ -154,16 +174,24 @@ class DiffusersVideoPainter:
         self.crf = crf
         self.device = device
         self.dtype = dtype
+        self.from_still = from_still
+        self.strength = strength
         self.model = (f"diffusers-video-v{VERSION}:{weights.model}+{adapter.model if adapter else '-'}:steps{steps}:"
                       f"cfg{guidance_scale:g}:frames{frames}@{fps}:neg={negative_prompt}:style={style_prompt}:"
-                      f"native={native_size}:crf{crf}")
+                      f"native={native_size}:crf{crf}" + (f":still{strength:g}" if from_still else ""))
         self._holder = diffusion.PipelineHolder()
+        self._from_video: Any = None
         self.denoising_steps = 0
+        self.last_source = ""  # "text" or "still": how the last clip was started
 
     def variant(self, scene: Scene, *, index: int, style: str, project_seed: int) -> dict:
         """The clip's length is part of its cache key (a scene whose narration got longer gets a longer clip)."""
+        from ..assets import file_digest
+
         length = clip_length_s(scene)
-        return {"length_s": round(length, 2) if length else None}
+        still = still_of(scene) if self.from_still else None
+        return {"length_s": round(length, 2) if length else None,
+                "still_sha256": file_digest(still) if still is not None else None}
 
     def _build(self) -> diffusion.Loaded:
         from diffusers import AnimateDiffPipeline, DDIMScheduler, MotionAdapter
@@ -199,6 +227,14 @@ class DiffusersVideoPainter:
     def loaded(self) -> bool:
         return self._holder.loaded
 
+    def use_pipeline(self, pipe: Any, device: str) -> None:
+        """Paint with a pipeline built elsewhere and already on `device` (benchmarks of random-weight architectures,
+        notebooks), instead of loading this painter's model."""
+        import torch
+
+        dtype = getattr(pipe, "dtype", torch.float32)
+        self._holder.set(diffusion.Loaded(pipe, device, dtype, devices.MemoryPlan("full", False, False, "given")))
+
     def make_frames(self, scene: Scene, *, size: tuple[int, int], style: str, project_seed: int,
                     cancel: CancelToken | None = None, on_progress: ProgressFn | None = None) -> np.ndarray:
         """AnimateDiff's frames for a scene, fitted to `size`: uint8 array (frames, height, width, 3)."""
@@ -214,21 +250,33 @@ class DiffusersVideoPainter:
         gen_size = diffusion.generation_size(size, self.native_size or diffusion.native_size(pipe), multiple)
         seed = diffusion.mix_seed(project_seed, scene.seed)
         counter = [0]
+        still = still_of(scene) if self.from_still else None
+        if still is not None and self._from_video is None:
+            from diffusers import AnimateDiffVideoToVideoPipeline
+
+            self._from_video = AnimateDiffVideoToVideoPipeline.from_pipe(pipe)  # shares the loaded components
+            self._from_video.set_progress_bar_config(disable=True)
+        steps = max(1, int(self.steps * self.strength)) if still is not None else self.steps
 
         def run(at: tuple[int, int]) -> Any:
             options: dict[str, Any] = {
-                "prompt": prompt, "num_frames": self.frames, "num_inference_steps": self.steps,
+                "prompt": prompt, "num_inference_steps": self.steps,
                 "guidance_scale": self.guidance_scale, "width": at[0], "height": at[1], "output_type": "np",
                 "generator": torch.Generator("cpu").manual_seed(seed),
-                "callback_on_step_end": diffusion.step_callback(self.steps, on_progress, cancel, counter),
+                "callback_on_step_end": diffusion.step_callback(steps, on_progress, cancel, counter),
             }
             if self.guidance_scale > 1.0 and self.negative_prompt:
                 options["negative_prompt"] = self.negative_prompt
             with torch.inference_mode():
-                return pipe(**options).frames[0]
+                if still is None:
+                    return pipe(num_frames=self.frames, **options).frames[0]
+                with Image.open(still) as image:
+                    frame = fit_image(image, at)
+                return self._from_video(video=[frame] * self.frames, strength=self.strength, **options).frames[0]
 
         raw = diffusion.with_memory_retry(run, gen_size, loaded, multiple, f"the clip of {scene.id}")
         self.denoising_steps += counter[0]
+        self.last_source = "still" if still is not None else "text"
         check(cancel)
         raw = np.clip(np.asarray(raw, dtype=np.float32) * 255.0 + 0.5, 0, 255).astype(np.uint8)
         return np.stack([np.asarray(fit_image(Image.fromarray(frame), size)) for frame in raw])
@@ -272,4 +320,5 @@ class DiffusersVideoPainter:
 
     def release(self) -> None:
         """Drop the pipeline and free the memory it held (GPU memory first of all)."""
+        self._from_video = None
         self._holder.release()

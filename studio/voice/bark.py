@@ -58,7 +58,8 @@ def _check(model: str = DEFAULT_MODEL, voice: str | None = DEFAULT_VOICE, device
     if where == "cpu" and device is None:
         raise ProviderUnavailable(f"{found.describe()} is here, but no GPU: Bark on a CPU takes several times the "
                                   "audio's length; pass device='cpu' to use it anyway")
-    return f"{found.describe()}, voice {voice or 'none'}, on {where}"
+    placed = devices.check_gpu_memory(where, found.loaded_bytes(2), forced=device is not None, what=found.model)
+    return f"{found.describe()}, voice {voice or 'none'}, {placed}"
 
 
 def _voice_files(found: LocalWeights, voice: str) -> None:
@@ -197,6 +198,12 @@ class BarkNarrator:
             self._bark, self._processor, self.device = model, processor, device
             log.info("bark: %s loaded on %s (%s; %s)", self.weights.model, device, dtype, plan.reason)
 
+    def use_model(self, model: Any, processor: Any) -> None:
+        """Speak with a ``BarkModel`` and processor built elsewhere, already on their device (benchmarks of
+        random-weight architectures, notebooks), instead of loading this narrator's model."""
+        with self._lock:
+            self._bark, self._processor, self.device = model, processor, str(model.device)
+
     def voices(self) -> list[str]:
         """The voice presets this model has."""
         self.load()
@@ -222,6 +229,10 @@ class BarkNarrator:
         if wanted is None:
             return None
         if wanted in presets:
+            try:
+                _voice_files(self.weights, wanted)  # Bark's hub repos fetch preset files one by one
+            except ProviderUnavailable as exc:
+                raise StudioError(f"`voice` {wanted}: {exc}") from None
             return wanted
         if wanted.endswith(".npz"):
             path = Path(wanted).expanduser()
