@@ -63,30 +63,35 @@ def free_port() -> int:
 
 
 class LiveServer:
-    """A uvicorn server on 127.0.0.1 in a thread of this process, serving `app` (stopped by `stop`)."""
+    """A uvicorn server on 127.0.0.1 in a thread of this process, serving `app` (stopped by `stop`).
+
+    uvicorn binds the port itself, as `studio serve` does: a socket handed to it pre-bound is served without
+    TCP_NODELAY, which adds a 40 ms delayed-ACK stall to every response.
+    """
 
     def __init__(self, app) -> None:
         import uvicorn
 
-        self.sock = socket.socket()
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind(("127.0.0.1", 0))
-        self.port = self.sock.getsockname()[1]
-        self.url = f"http://127.0.0.1:{self.port}"
-        config = uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=2)
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
-        self.thread.start()
-        deadline = time.monotonic() + 20
-        while not self.server.started:
-            if time.monotonic() > deadline or not self.thread.is_alive():
-                raise RuntimeError("the test server did not start")
-            time.sleep(0.02)
+        for attempt in range(5):  # another process may take the free port before uvicorn binds it
+            self.port = free_port()
+            self.url = f"http://127.0.0.1:{self.port}"
+            config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning",
+                                    timeout_graceful_shutdown=2)
+            self.server = uvicorn.Server(config)
+            self.thread = threading.Thread(target=self.server.run, daemon=True)
+            self.thread.start()
+            deadline = time.monotonic() + 20
+            while not self.server.started and self.thread.is_alive() and time.monotonic() < deadline:
+                time.sleep(0.02)
+            if self.server.started:
+                return
+            self.server.should_exit = True
+            self.thread.join(5)
+        raise RuntimeError("the test server did not start")
 
     def stop(self) -> None:
         self.server.should_exit = True
         self.thread.join(10)
-        self.sock.close()
 
 
 def read_sse(client, url: str, *, headers: dict | None = None, timeout_s: float = 60.0,
