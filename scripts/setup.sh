@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install Studio on a fresh Debian/Ubuntu machine: system packages, a virtual environment (.venv), Python packages.
 #   scripts/setup.sh          what the app needs (espeak-ng, fonts, Python packages, the Piper voice extra)
-#   scripts/setup.sh --dev    also what the tests and benchmarks need (ffprobe from Debian's ffmpeg, tesseract OCR)
+#   scripts/setup.sh --dev    also what the tests and benchmarks need (ffprobe from Debian's ffmpeg, tesseract OCR,
+#                             Chromium for the studio's browser tests)
 # STUDIO_NO_PIPER=1 skips the GPL-3.0 Piper extra (Studio then narrates with espeak-ng).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -12,6 +13,7 @@ dev=0
 # 1. System packages (only those missing, so a second run is quick and needs no network)
 packages="espeak-ng fonts-dejavu-core"
 [ "$dev" = 1 ] && packages="$packages ffmpeg tesseract-ocr"
+[ "$dev" = 1 ] && packages="$packages chromium"  # Playwright drives it headless (no browser download needed)
 python3 -m venv --help >/dev/null 2>&1 || packages="$packages python3-venv"
 missing=""
 for p in $packages; do

@@ -126,6 +126,7 @@ def _add_serve(sub) -> None:
     serve.add_argument("--keep-days", type=float, default=7.0, help="remove finished renders after this many days (default 7)")
     serve.add_argument("--max-disk-gb", type=float, help="remove the oldest finished renders beyond this total")
     serve.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
+    serve.add_argument("--no-ui", action="store_true", help="serve only the HTTP API, not the studio app at /")
 
 
 def _project_fields(args: argparse.Namespace) -> dict:
@@ -301,6 +302,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
                        gpu_slots=args.gpu_jobs, max_queued=args.max_queued, max_queued_per_owner=args.max_queued_per_user,
                        limits=limits, retention=retention, presets=args.preset_file, segments=not args.one_pass)
     app = create_app(runner, auth=users, close_runner=True)
+    if not args.no_ui:  # the studio app at /, rendering with the same runner
+        from .ui.app import mount
+
+        app = mount(app, runner, users)
     print(f"Studio API on http://{args.host}:{args.port}  (docs at /docs; data in {runner.data_dir}; "
           f"{'auth: ' + str(len(users.secrets)) + ' users' if users else 'no auth: this machine only'})", flush=True)
     if runner.recovered:

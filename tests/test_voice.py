@@ -167,6 +167,17 @@ def test_espeak_speaks_other_languages_and_cancel_kills_it(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["fr.wav"]
 
 
+def test_espeak_writes_into_a_deep_folder(tmp_path):
+    # espeak-ng writes nothing to a `-w` path longer than about 200 characters; project asset folders are that deep.
+    deep = tmp_path / ("d" * 120) / ("e" * 60)
+    deep.mkdir(parents=True)
+    out = deep / (hashlib.sha256(b"x").hexdigest() + ".wav")
+    assert len(str(out)) > 250
+    speech = _narrator("espeak").speak(SENTENCE, voice=None, seed=0, language="en", out=out)
+    samples, rate, _ = _wav(out)
+    assert speech.duration_s == pytest.approx(len(samples) / rate) and _rms(samples) > 0.01
+
+
 # -- narrate() ----------------------------------------------------------------------------------------------------------
 @pytest.fixture
 def project(tmp_path) -> Project:

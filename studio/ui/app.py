@@ -1,0 +1,220 @@
+"""The app builder: the six panels in tabs over one per-user session, the API endpoints, and how it is served.
+
+    from studio.ui import build_app, launch
+    launch()                                    # python app.py: 127.0.0.1:7860, offline defaults
+
+Per-user state is the browser's session (`gr.BrowserState`: an anonymous key, the open project's id, the running
+job's id) and a `gr.State` view of the project that every panel draws from; the project itself is on disk. Nothing
+about a user lives in a module global.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import gradio as gr
+
+from .. import providers
+from ..errors import StudioError
+from . import brief, compose, endpoints, projects, storyboard, visuals, voice
+from .common import Studio, bind, checked_session, named, shorten, view
+from .workspace import Workspace, default_data_dir
+
+# A full queue answers "busy" at once instead of piling up work.
+QUEUE_MAX_SIZE = 32
+CACHE_MAX_AGE_S = (3600, 24 * 3600)  # remove served copies older than a day, checking every hour
+# System fonts only: the page loads nothing from outside the server.
+THEME = gr.themes.Soft(primary_hue="indigo", secondary_hue="amber", neutral_hue="slate",
+                       font=["system-ui", "Segoe UI", "Roboto", "sans-serif"],
+                       font_mono=["ui-monospace", "DejaVu Sans Mono", "monospace"])
+CSS = """
+.studio-header h1 { margin-bottom: 0; }
+.studio-header p { margin-top: 2px; color: var(--body-text-color-subdued); }
+.studio-notes { font-size: 0.85em; color: var(--body-text-color-subdued); }
+.studio-notes ul { margin: 0; }
+.scene-card { margin-bottom: 8px; }
+.scene-head p { margin: 6px 10px 0; }
+.render-progress { border: 1px solid var(--border-color-primary); border-radius: 8px; padding: 10px; }
+.render-progress .bar { height: 14px; background: var(--neutral-200); border-radius: 7px; overflow: hidden; }
+.render-progress .fill { height: 100%; background: var(--color-accent); transition: width 0.6s ease; }
+.render-progress.done .fill { background: #16a34a; }
+.render-progress.failed .fill, .render-progress.canceled .fill, .render-progress.interrupted .fill { background: #dc2626; }
+.render-progress .label { margin-top: 6px; font-size: 0.9em; }
+.render-progress.idle { color: var(--body-text-color-subdued); }
+.preset-table table { font-size: 0.85em; }
+.preset-table td:nth-child(-n+2), .preset-table th:nth-child(-n+2) { white-space: nowrap; }
+#storyboard-table *, #projects-table *, #jobs-table * { font-family: var(--font); }
+.scene-tools, .tool-row { align-items: end; }
+.scene-tools button { margin-bottom: 4px; }
+"""
+
+
+def ui_secret(data_dir: Path) -> str:
+    """The key that encrypts the browser's saved session, kept in the data folder so a reload still finds its project
+    after the server restarts."""
+    path = Path(data_dir) / "ui-secret"
+    try:
+        return path.read_text("ascii").strip()
+    except OSError:
+        pass
+    value = secrets.token_urlsafe(32)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:  # another process made it a moment ago
+        return path.read_text("ascii").strip()
+    with os.fdopen(fd, "w") as handle:
+        handle.write(value)
+    return value
+
+
+def make_studio(data_dir: Path | str | None = None, runner: Any = None, single_user: str | None = None) -> Studio:
+    """The app's shared parts: the job runner (a new one for `data_dir` unless given), the workspace in the same
+    data folder, and the provider choices of this installation (`single_user`: see `Studio`)."""
+    if runner is None:
+        from ..jobs import JobRunner
+
+        runner = JobRunner(Path(data_dir) if data_dir is not None else default_data_dir())
+    return Studio(workspace=Workspace(runner.data_dir), runner=runner, narrators=providers.names("narrator"),
+                  painters=providers.names("painter"), writers=providers.names("storyboard"), single_user=single_user)
+
+
+def header(view_: dict | None) -> str:
+    if not view_:
+        return "# Studio\nBrief → storyboard → voice → visuals → compose. Start with a brief or a script."
+    seconds = sum((s["audio_s"] or s["duration_s"] or 0) for s in view_["scenes"])
+    length = f" · about {seconds:.0f} s narrated" if seconds else ""
+    return (f"# Studio\n**{shorten(view_['title'], 80)}** · {len(view_['scenes'])} scenes · {view_['aspect']}{length}"
+            f" · project `{view_['id']}`")
+
+
+# -- functions --------------------------------------------------------------------------------------------------
+def restore(studio: Studio, session: Any, request: gr.Request = None) -> dict:
+    """On page load: the browser's session (a new anonymous key the first time) and its project, if it still has one."""
+    session = checked_session(session)
+    shown = None
+    if session.get("project"):
+        try:
+            shown = view(studio.project(session, request))
+        except StudioError:
+            session = {**session, "project": None, "job": None}  # deleted, or not this user's
+    return {"session": session, "view": shown}
+
+
+PANELS = (("brief", brief), ("storyboard", storyboard), ("voice", voice), ("visuals", visuals), ("compose", compose))
+
+
+def redraw(ui: SimpleNamespace, view_: dict | None, picked: str | None) -> dict:
+    """Every panel's fields from the project view (after any step, a reload or opening a project)."""
+    out: dict = {ui.header: header(view_)}
+    for name, module in PANELS:
+        panel = getattr(ui, name)
+        shown = module.show(view_, picked) if module is visuals else module.show(view_)
+        for key, value in shown.items():
+            out[getattr(panel, key)] = value
+    return out
+
+
+def redraw_outputs(ui: SimpleNamespace) -> list:
+    """Every component `redraw` may change."""
+    names = {"brief": ["notes"], "storyboard": ["table", "title", "scene"], "voice": ["notes", "voice"],
+             "visuals": ["gallery", "style", "notes", "scene", "prompt", "seed", "media_note"],
+             "compose": ["scene", "captions", "caption_style", "music_volume", "transition", "music_note",
+                         "watermark_note", "presets"]}
+    return [ui.header] + [getattr(getattr(ui, panel), key) for panel, keys in names.items() for key in keys]
+
+
+# -- layout and wiring ------------------------------------------------------------------------------------------
+def build_app(studio: Studio | None = None, *, data_dir: Path | str | None = None, runner: Any = None) -> gr.Blocks:
+    """The studio as a ``gr.Blocks`` app (not launched): six panels, the per-user session, the API endpoints.
+
+    Args:
+        studio: The shared parts (workspace, job runner); default: `make_studio(data_dir, runner)`.
+        data_dir: The data folder (default: `studio.ui.workspace.default_data_dir`).
+        runner: The background job runner that renders.
+    """
+    studio = studio or make_studio(data_dir, runner)
+    with gr.Blocks(title="Studio", delete_cache=CACHE_MAX_AGE_S) as demo:
+        endpoints.register(studio)  # first, so the API's readable names are theirs (UI events are private)
+        session = gr.BrowserState(None, storage_key="studio-session", secret=ui_secret(studio.workspace.root))
+        project_view = gr.State(None)
+        head = gr.Markdown(header(None), elem_classes=["studio-header"])
+        with gr.Tabs(selected="brief") as tabs:
+            with gr.Tab("1 · Brief", id="brief", render_children=True):
+                brief_ui = brief.layout(studio)
+            with gr.Tab("2 · Storyboard", id="storyboard", render_children=True):
+                storyboard_ui = storyboard.layout(studio)
+            with gr.Tab("3 · Voice", id="voice", render_children=True):
+                voice_ui = voice.layout(studio)
+            with gr.Tab("4 · Visuals", id="visuals", render_children=True):
+                visuals_ui = visuals.layout(studio)
+            with gr.Tab("5 · Compose", id="compose", render_children=True):
+                compose_ui = compose.layout(studio)
+            with gr.Tab("6 · Projects", id="projects", render_children=True) as projects_tab:
+                projects_ui = projects.layout(studio)
+        ui = SimpleNamespace(session=session, view=project_view, tabs=tabs, header=head, projects_tab=projects_tab,
+                             brief=brief_ui, storyboard=storyboard_ui, voice=voice_ui, visuals=visuals_ui,
+                             compose=compose_ui, projects=projects_ui)
+        for module in (brief, storyboard, voice, visuals, compose, projects):
+            module.wire(studio, ui)
+
+        outputs = redraw_outputs(ui)
+        project_view.change(lambda v, picked: redraw(ui, v, picked), inputs=[project_view, visuals_ui.scene],
+                            outputs=outputs, concurrency_limit=None, api_visibility="private", show_progress="hidden")
+        fn, load_outputs = named(bind(restore, studio), {"session": session, "view": project_view})
+        c = compose_ui
+        poll, poll_outputs = named(bind(compose.poll, studio), {
+            "progress": c.progress, "timer": c.timer, "render": c.render, "cancel": c.cancel, "video": c.video,
+            "download": c.download, "session": session})
+        # A reload finds the project again, then reattaches to its render job (the timer runs while it does).
+        demo.load(fn, inputs_kwargs=dict(session=session), outputs=load_outputs, concurrency_limit=None,
+                  api_visibility="private").then(poll, inputs_kwargs=dict(session=session), outputs=poll_outputs,
+                                                 concurrency_limit=None, api_visibility="private")
+    return demo
+
+
+def launch_options(studio: Studio) -> dict:
+    """What `launch` and `mount_gradio_app` share: the upload limit (the job runner's, so the page refuses what the
+    runner would), no extra served folders, the look."""
+    return dict(max_file_size=studio.runner.uploads.limits.max_bytes, allowed_paths=[], theme=THEME, css=CSS,
+                footer_links=["api"])
+
+
+def launch(data_dir: Path | str | None = None, *, server_name: str | None = None, server_port: int | None = None,
+           **kwargs: Any):
+    """Build the studio and serve it (``python app.py``): 127.0.0.1:7860 unless ``GRADIO_SERVER_NAME`` /
+    ``GRADIO_SERVER_PORT`` (or the arguments) say otherwise. Renders run in this process's job runner."""
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+    studio = make_studio(data_dir)
+    try:
+        demo = build_app(studio)
+        demo.queue(max_size=QUEUE_MAX_SIZE, default_concurrency_limit=1)
+        name = server_name or os.environ.get("GRADIO_SERVER_NAME") or "127.0.0.1"
+        port = server_port or int(os.environ.get("GRADIO_SERVER_PORT") or 7860)
+        return demo.launch(server_name=name, server_port=port, **launch_options(studio), **kwargs)
+    finally:
+        if not kwargs.get("prevent_thread_lock"):
+            studio.runner.close()  # running jobs stop as `interrupted` and resume at the next start
+
+
+def mount(app: Any, runner: Any, users: Any = None, path: str = "/") -> Any:
+    """Serve the studio inside the HTTP API's FastAPI app (``python -m studio serve``): one server, one job runner.
+
+    Args:
+        app: The app of `studio.api.create_app`.
+        runner: Its job runner (the studio renders with it, so API and studio jobs share one queue).
+        users: `studio.auth.Users` when the server has authentication: the studio then asks for the same user name
+            and secret (a sign-in page), and each user sees their own projects and jobs. Without it (a loopback
+            server) every browser is the API's one ``local`` user, so studio and API show the same jobs.
+        path: Where the studio lives in the app.
+    """
+    from ..api import LOCAL_USER
+
+    studio = make_studio(runner=runner, single_user=None if users is not None else LOCAL_USER)
+    demo = build_app(studio)
+    demo.queue(max_size=QUEUE_MAX_SIZE, default_concurrency_limit=1)
+    auth = (lambda user, secret: users.check_basic(user, secret) is not None) if users is not None else None
+    return gr.mount_gradio_app(app, demo, path=path, auth=auth, **launch_options(studio))

@@ -1,0 +1,262 @@
+"""Panel 5, Compose: the preset (what each tier means here), captions, music, transitions, watermark; "Preview
+scene" renders one scene at Draft in seconds; "Render" starts a background job with a live progress bar and a
+working Cancel, then shows the video and a download button."""
+
+from __future__ import annotations
+
+import html
+import time
+from dataclasses import replace
+from types import SimpleNamespace
+
+import gradio as gr
+
+from ..compose import STYLES, TRANSITIONS
+from ..compose.render import compose
+from ..errors import StudioError
+from ..presets import TIERS, available_presets, load_preset
+from ..visuals import illustrate
+from ..voice import narrate
+from . import rendering
+from .common import (GPU, Studio, bind, checked_session, gpu, named, preset_of, progress_to, scene_choices, served,
+                     view)
+
+PREVIEW_PRESET = "draft"
+
+
+def preset_table(aspect: str = "16:9") -> str:
+    """What each tier means on this machine: resolution for the aspect, fps, the encoder it would use, GPU or CPU."""
+    from ..compose.encoders import pick_encoder
+
+    rows = ["| preset | video | encoder on this machine | for |", "|---|---|---|---|"]
+    for name in available_presets():
+        preset = load_preset(name)
+        width, height = preset.size(aspect)
+        encoder = pick_encoder(preset)  # NVENC only when a real test encode works (probed once per process)
+        where = "GPU (NVENC)" if "nvenc" in encoder else "CPU"
+        opts = preset.encoder[encoder]
+        rows.append(f"| **{html.escape(preset.label)}** | {width}x{height} @ {preset.fps} fps | {encoder} "
+                    f"{opts.get('preset', '')} ({where}) | {html.escape(preset.summary)} |")
+    return "\n".join(rows)
+
+
+def preset_choices() -> list[tuple[str, str]]:
+    return [(load_preset(name).label, name) for name in available_presets() if name in TIERS]
+
+
+# -- functions --------------------------------------------------------------------------------------------------
+def save_settings(studio: Studio, session: dict, captions: bool, caption_style: str, music_volume: float,
+                  transition: str, request: gr.Request = None) -> dict:
+    """Keep the panel's settings on the project (a reload shows them again; a render uses them)."""
+    project = studio.project(session, request)
+    if caption_style not in STYLES:
+        raise StudioError(f"`caption_style` must be one of {', '.join(STYLES)}, got {caption_style!r}")
+    if transition not in ("auto", "keep", *TRANSITIONS):
+        raise StudioError(f"`transition` must be auto, keep or one of {', '.join(TRANSITIONS)}, got {transition!r}")
+    project = replace(project, captions=bool(captions), caption_style=caption_style, music_volume=float(music_volume))
+    if transition != "keep":  # "keep": each scene's own choice from the Storyboard table
+        value = None if transition == "auto" else transition
+        project = project.with_scenes([replace(s, transition=value) for s in project.scenes])
+    return {"view": view(studio.save(project, session, request))}
+
+
+def set_music(studio: Studio, session: dict, file: str | None = None, request: gr.Request = None) -> dict:
+    """Background music (checked by its content, looped and ducked under the narration); empty removes it."""
+    project = studio.project(session, request)
+    music = studio.workspace.upload_path(project, studio.upload(project, file, "music", session, request)) if file else None
+    return {"view": view(studio.save(replace(project, music=music), session, request))}
+
+
+def set_watermark(studio: Studio, session: dict, file: str | None = None, request: gr.Request = None) -> dict:
+    """A logo drawn in a corner of every frame (checked by its content); empty removes it."""
+    project = studio.project(session, request)
+    mark = (studio.workspace.upload_path(project, studio.upload(project, file, "watermark", session, request))
+            if file else None)
+    return {"view": view(studio.save(replace(project, watermark=mark), session, request))}
+
+
+@gpu
+def preview_scene(studio: Studio, session: dict, scene_id: str, narrator: str, painter: str, preset: str = "draft",
+                  request: gr.Request = None, progress=gr.Progress()) -> dict:
+    """Narrate and paint one scene if needed (with the panels' choices, so nothing they made is replaced), then
+    render just that scene at Draft."""
+    project = studio.project(session, request)
+    if not scene_id:
+        raise StudioError("pick the scene to preview")
+    project.scene(scene_id)  # raises if unknown
+    chosen = preset_of(preset)
+    report = progress_to(progress)
+    project = narrate(project, narrator=narrator or "auto", preset=chosen, only=[scene_id],
+                      on_progress=lambda f, m: report(0.4 * f, m))
+    project = illustrate(project, painter=painter or "auto", preset=chosen, only=[scene_id], media_root=project.folder,
+                         on_progress=lambda f, m: report(0.4 + 0.1 * f, m))
+    project = studio.save(project, session, request)
+    out = project.renders_dir / f"preview-{scene_id}.mp4"
+    started = time.perf_counter()
+    result = compose(project, load_preset(PREVIEW_PRESET), out, only=[scene_id],
+                     on_progress=lambda f, m: report(0.5 + 0.5 * f, m))
+    seconds = time.perf_counter() - started
+    number = [s.id for s in project.scenes].index(scene_id) + 1
+    return {"preview": served(result.path), "view": view(project),
+            "status": f"Scene {number}: {result.duration_s:.1f} s at {result.width}x{result.height}, "
+                      f"rendered in {seconds:.1f} s with {result.encoder}."}
+
+
+def render(studio: Studio, session: dict, preset: str, narrator: str, painter: str, request: gr.Request = None) -> dict:
+    """Start a background render job of the project (the UI stays free; a reload finds the job again)."""
+    session = checked_session(session)
+    project = studio.project(session, request)
+    job = rendering.submit(studio.runner, project, studio.owner(session, request), preset=preset or "draft",
+                           narrator=narrator or "auto", painter=painter or "auto")
+    return {**_job_fields(studio, job, studio.owner(session, request)), "session": {**session, "job": job.id}}
+
+
+def poll(studio: Studio, session: dict, request: gr.Request = None) -> dict:
+    """The session's render job as it is now (the timer calls this while a job runs; a page load reattaches)."""
+    session = checked_session(session)
+    if not session.get("job"):
+        return {"timer": gr.Timer(active=False)}
+    owner = studio.owner(session, request)
+    try:
+        job = studio.runner.get(session["job"], owner)
+    except StudioError:  # removed by the retention policy, or another user's id
+        return {"timer": gr.Timer(active=False), "session": {**session, "job": None}, "progress": progress_html(None)}
+    return _job_fields(studio, job, owner)
+
+
+def cancel(studio: Studio, session: dict, request: gr.Request = None) -> dict:
+    """Cancel the session's running render: the job stops its work (ffmpeg included) and ends ``canceled``."""
+    session = checked_session(session)
+    if not session.get("job"):
+        raise StudioError("no render is running")
+    owner = studio.owner(session, request)
+    job = studio.runner.get(session["job"], owner)
+    if not job.terminal:
+        job = studio.runner.cancel(job.id, owner)
+    return _job_fields(studio, job, owner)
+
+
+def _job_fields(studio: Studio, job, owner: str) -> dict:
+    """Progress bar, buttons, timer, and (when done) the video and its download."""
+    state = rendering.status(job)
+    out = {"progress": progress_html(state), "timer": gr.Timer(active=not job.terminal),
+           "render": gr.Button(interactive=job.terminal), "cancel": gr.Button(interactive=not job.terminal)}
+    if job.state == "done":
+        path = served(studio.runner.video_path(job.id, owner))
+        out.update(video=path, download=gr.DownloadButton(value=path, visible=True))
+    else:
+        out.update(video=None, download=gr.DownloadButton(value=None, visible=False))
+    return out
+
+
+def show(view_: dict | None) -> dict:
+    if not view_:
+        return {"scene": gr.Dropdown(choices=[], value=None)}
+    transitions = {s["transition"] for s in view_["scenes"]}
+    transition = "keep" if len(transitions) > 1 else ((transitions.pop() or "auto") if transitions else "auto")
+    return {
+        "scene": gr.Dropdown(choices=scene_choices(view_), value=view_["scenes"][0]["id"] if view_["scenes"] else None),
+        "captions": view_["captions"], "caption_style": view_["caption_style"],
+        "music_volume": view_["music_volume"], "transition": transition,
+        "music_note": f"Music: `{view_['music']}`" if view_["music"] else "No music.",
+        "watermark_note": f"Watermark: `{view_['watermark']}`" if view_["watermark"] else "No watermark.",
+        "presets": preset_table(view_["aspect"]),
+    }
+
+
+# -- layout -----------------------------------------------------------------------------------------------------
+def layout(studio: Studio) -> SimpleNamespace:
+    with gr.Row(equal_height=False):
+        with gr.Column(scale=3):
+            preset = gr.Radio(preset_choices(), value="draft", label="Preset", elem_id="preset")
+            presets = gr.Markdown(preset_table(), elem_classes=["preset-table"])
+        with gr.Column(scale=2):
+            with gr.Row():
+                captions = gr.Checkbox(True, label="Burn captions in")
+                caption_style = gr.Dropdown(list(STYLES), value="bold", label="Caption style")
+            transition = gr.Dropdown([("auto (per scene)", "auto"), ("as set in the table", "keep"),
+                                      *[(t, t) for t in TRANSITIONS]], value="auto", label="Transitions")
+            with gr.Row(equal_height=True):
+                music = gr.UploadButton("Music…", file_types=["audio"], size="sm")
+                no_music = gr.Button("No music", size="sm")
+            music_volume = gr.Slider(0, 1, value=0.15, step=0.01, label="Music volume (when nobody speaks)")
+            music_note = gr.Markdown("No music.")
+            with gr.Row(equal_height=True):
+                watermark = gr.UploadButton("Watermark…", file_types=[".png", ".jpg", ".jpeg", ".webp"], size="sm")
+                no_watermark = gr.Button("No watermark", size="sm")
+            watermark_note = gr.Markdown("No watermark.")
+    with gr.Row(equal_height=False):
+        with gr.Column(scale=1):
+            gr.Markdown("### Render")
+            with gr.Row():
+                render_btn = gr.Button("Render", variant="primary", elem_id="render")
+                cancel_btn = gr.Button("Cancel", variant="stop", elem_id="cancel", interactive=False)
+            progress_bar = gr.HTML(progress_html(None), elem_id="render-progress")
+            video = gr.Video(label="Video", interactive=False, elem_id="render-video", height=260)
+            download = gr.DownloadButton("Download MP4", visible=False, elem_id="download")
+        with gr.Column(scale=1):
+            gr.Markdown("### Preview one scene (Draft)")
+            scene = gr.Dropdown([], label="Scene", elem_id="preview-scene")
+            preview_btn = gr.Button("Preview scene", elem_id="preview")
+            preview = gr.Video(label="Preview", interactive=False, elem_id="preview-video", height=260)
+            status = gr.Markdown()
+    timer = gr.Timer(1.0, active=False)
+    return SimpleNamespace(preset=preset, presets=presets, captions=captions, caption_style=caption_style,
+                           transition=transition, music=music, no_music=no_music, music_volume=music_volume,
+                           music_note=music_note, watermark=watermark, no_watermark=no_watermark,
+                           watermark_note=watermark_note, scene=scene, preview_button=preview_btn, preview=preview,
+                           status=status, render=render_btn, cancel=cancel_btn, progress=progress_bar, video=video,
+                           download=download, timer=timer)
+
+
+def progress_html(job: dict | None) -> str:
+    """The render's progress bar: state, step, scene, percent and ETA (plain HTML, text escaped)."""
+    if not job:
+        return "<div class='render-progress idle'>No render yet.</div>"
+    percent = max(0.0, min(100.0, float(job.get("percent") or 0.0)))
+    state = html.escape(str(job.get("state", "")))
+    parts = [html.escape(str(job[k])) for k in ("step", "scene") if job.get(k)]
+    eta = job.get("eta_s")
+    if eta is not None and state == "running":
+        parts.append(f"about {int(eta) // 60}:{int(eta) % 60:02d} left")
+    video = job.get("video")
+    if video and state == "done":
+        parts.append(f"{video.get('duration_s', 0):.1f} s · {video.get('width')}x{video.get('height')} · "
+                     f"{html.escape(str(video.get('encoder', '')))} · {video.get('size_bytes', 0) / 1e6:.2f} MB")
+    if job.get("error"):
+        parts.append(html.escape(str(job["error"])))
+    detail = " · ".join(parts)
+    return (f"<div class='render-progress {state}' data-state='{state}' data-percent='{percent:.0f}'>"
+            f"<div class='bar'><div class='fill' style='width:{percent:.1f}%'></div></div>"
+            f"<div class='label'><b>{state}</b> {percent:.0f}%{' · ' + detail if detail else ''}</div></div>")
+
+
+# -- wiring -----------------------------------------------------------------------------------------------------
+def wire(studio: Studio, ui: SimpleNamespace) -> None:
+    p = ui.compose
+    light = dict(concurrency_limit=None, api_visibility="private")
+    fn, outputs = named(bind(save_settings, studio), {"view": ui.view})
+    settings = dict(session=ui.session, captions=p.captions, caption_style=p.caption_style,
+                    music_volume=p.music_volume, transition=p.transition)
+    for component in (p.captions, p.caption_style, p.transition):
+        component.input(fn, inputs_kwargs=settings, outputs=outputs, **light)
+    p.music_volume.release(fn, inputs_kwargs=settings, outputs=outputs, **light)
+    fn, outputs = named(bind(set_music, studio), {"view": ui.view})
+    p.music.upload(fn, inputs_kwargs=dict(session=ui.session, file=p.music), outputs=outputs, **light)
+    p.no_music.click(fn, inputs_kwargs=dict(session=ui.session), outputs=outputs, **light)
+    fn, outputs = named(bind(set_watermark, studio), {"view": ui.view})
+    p.watermark.upload(fn, inputs_kwargs=dict(session=ui.session, file=p.watermark), outputs=outputs, **light)
+    p.no_watermark.click(fn, inputs_kwargs=dict(session=ui.session), outputs=outputs, **light)
+    job_outputs = {"progress": p.progress, "timer": p.timer, "render": p.render, "cancel": p.cancel, "video": p.video,
+                   "download": p.download, "session": ui.session}
+    fn, outputs = named(bind(render, studio), job_outputs)
+    p.render.click(fn, inputs_kwargs=dict(session=ui.session, preset=p.preset, narrator=ui.voice.narrator,
+                                          painter=ui.visuals.painter), outputs=outputs, **light)
+    fn, outputs = named(bind(poll, studio), job_outputs)
+    p.timer.tick(fn, inputs_kwargs=dict(session=ui.session), outputs=outputs, show_progress="hidden", **light)
+    fn, outputs = named(bind(cancel, studio), job_outputs)
+    p.cancel.click(fn, inputs_kwargs=dict(session=ui.session), outputs=outputs, **light)
+    fn, outputs = named(bind(preview_scene, studio), {"preview": p.preview, "view": ui.view, "status": p.status})
+    p.preview_button.click(fn, inputs_kwargs=dict(session=ui.session, scene_id=p.scene, narrator=ui.voice.narrator,
+                                                  painter=ui.visuals.painter, preset=p.preset), outputs=outputs,
+                           concurrency_id=GPU, concurrency_limit=1, api_visibility="private")

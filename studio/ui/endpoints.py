@@ -1,0 +1,207 @@
+"""Every step as an API endpoint with a readable name, for ``gradio_client`` (and any HTTP client)::
+
+    from gradio_client import Client
+    client = Client("http://127.0.0.1:7860/")
+    project = client.predict(source="Why the sky is blue", aspect="9:16", api_name="/write_storyboard")
+    client.predict(project_id=project["project_id"], api_name="/narrate")
+    client.predict(project_id=project["project_id"], api_name="/illustrate")
+    job = client.predict(project_id=project["project_id"], preset="draft", api_name="/render")
+    client.predict(job_id=job["job_id"], api_name="/wait")              # until it ends: state, percent, ...
+    mp4 = client.predict(job_id=job["job_id"], api_name="/video")       # downloads the MP4
+
+The endpoints call the same library verbs as the panels. A caller is the signed-in user when the server runs with
+authentication, else the anonymous API user; project ids are random and a caller reaches only its own projects.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import gradio as gr
+
+from ..errors import StudioError
+from ..presets import load_preset
+from ..project import Project
+from ..storyboard import write_storyboard as write_storyboard_
+from ..visuals import illustrate as illustrate_
+from ..voice import narrate as narrate_
+from .brief import check_voice
+from . import rendering
+from .common import GPU, Studio, friendly, gpu, served, view
+from .storyboard import check_media
+from .workspace import owner_for
+
+API_GUEST = "api"  # the owner of projects made through the API on a server without authentication
+
+
+def caller(studio: Studio, request: gr.Request | None) -> str:
+    """The signed-in user, else the local server's one user, else the anonymous API user."""
+    username = getattr(request, "username", None) if request is not None else None
+    username = username or studio.single_user
+    return owner_for(username, None) if username else API_GUEST
+
+
+def describe(project: Project) -> dict:
+    """A project as the API returns it: ids, settings, scenes and what each has (no server paths)."""
+    shown = view(project)
+    scenes = [{"id": s["id"], "number": s["n"], "narration": s["narration"], "visual_prompt": s["visual_prompt"],
+               "duration_s": s["duration_s"], "seed": s["seed"], "transition": s["transition"],
+               "narrated": s["audio"] is not None, "audio_s": s["audio_s"], "painted": s["visual"] is not None}
+              for s in shown["scenes"]]
+    return {"project_id": shown["id"], "title": shown["title"], "aspect": shown["aspect"], "style": shown["style"],
+            "language": shown["language"], "voice": shown["voice"], "captions": shown["captions"],
+            "notes": shown["notes"], "scenes": scenes}
+
+
+def _only(project: Project, scene_ids: list[str] | None) -> list[str] | None:
+    if not scene_ids:
+        return None
+    for scene_id in scene_ids:
+        project.scene(scene_id)  # raises naming the unknown id
+    return list(scene_ids)
+
+
+def register(studio: Studio) -> None:
+    """Add the API endpoints to the Blocks being built."""
+    ws = studio.workspace
+
+    @gpu
+    def write_storyboard(source: str, title: str = "", style: str = "", aspect: str = "16:9", language: str = "en",
+                         target_s: float = 0, voice: str = "", writer: str = "auto", mode: str = "auto",
+                         preset: str = "draft", request: gr.Request = None) -> dict:
+        """Step 1: write a storyboard from a brief or a script into a new project.
+
+        Args:
+            source: A short brief to write about, or a script to narrate as written (one paragraph per scene).
+            title: The video's title; empty: from the script or brief.
+            style: A visual style for every scene.
+            aspect: 16:9, 9:16 or 1:1.
+            language: Narration language, e.g. en.
+            target_s: Wanted length in seconds (0: as long as it needs).
+            voice: Narrator voice name; empty: the narrator's default.
+            writer: Storyboard writer, or auto.
+            mode: auto, script or brief.
+            preset: Whose writer preferences and model options `auto` follows.
+        """
+        project = write_storyboard_(source, mode=mode, writer=writer, title=title or None, aspect=aspect, style=style,
+                                    language=language, voice=check_voice(voice), target_s=float(target_s) or None,
+                                    preset=load_preset(preset))
+        return describe(ws.create(project, caller(studio, request)))
+
+    def get_project(project_id: str, request: gr.Request = None) -> dict:
+        """The project: settings, scenes, what each scene has, and which providers ran and why.
+
+        Args:
+            project_id: The id returned by /write_storyboard.
+        """
+        return describe(ws.load(project_id, caller(studio, request)))
+
+    def edit_storyboard(project_id: str, scenes: list[dict], request: gr.Request = None) -> dict:
+        """Replace the storyboard with `scenes` (dicts with narration, visual_prompt, duration_s, seed, transition;
+        give a scene's id to keep its assets while what they depend on is unchanged).
+
+        Args:
+            project_id: The project.
+            scenes: The scenes, in order.
+        """
+        project = ws.load(project_id, caller(studio, request))
+        check_media(studio, project, scenes)
+        return describe(ws.save(project.with_storyboard(scenes), caller(studio, request)))
+
+    @gpu
+    def narrate(project_id: str, scene_ids: list[str] | None = None, narrator: str = "auto", voice: str = "",
+                preset: str = "draft", request: gr.Request = None) -> dict:
+        """Step 2: narrate the scenes (all, or only `scene_ids`); unchanged scenes are reused.
+
+        Args:
+            project_id: The project.
+            scene_ids: Scenes to narrate; empty: all.
+            narrator: auto, or a narrator's name.
+            voice: A voice name; empty: keep the project's.
+            preset: Whose provider preferences `auto` follows.
+        """
+        project = ws.load(project_id, caller(studio, request))
+        if voice:
+            project = replace(project, voice=check_voice(voice))
+        project = narrate_(project, narrator=narrator, preset=load_preset(preset), only=_only(project, scene_ids))
+        return describe(ws.save(project, caller(studio, request)))
+
+    @gpu
+    def illustrate(project_id: str, scene_ids: list[str] | None = None, painter: str = "auto", preset: str = "draft",
+                   request: gr.Request = None) -> dict:
+        """Step 3: paint the scenes (all, or only `scene_ids`); unchanged scenes are reused.
+
+        Args:
+            project_id: The project.
+            scene_ids: Scenes to paint; empty: all.
+            painter: auto, or a painter's name.
+            preset: Gives the frame size and whose provider preferences `auto` follows.
+        """
+        project = ws.load(project_id, caller(studio, request))
+        project = illustrate_(project, painter=painter, preset=load_preset(preset), only=_only(project, scene_ids),
+                              media_root=project.folder)
+        return describe(ws.save(project, caller(studio, request)))
+
+    def render(project_id: str, preset: str = "draft", narrator: str = "auto", painter: str = "auto",
+               request: gr.Request = None) -> dict:
+        """Step 4: render the project as a background job (the same queue as the HTTP API's jobs); returns the job.
+
+        Args:
+            project_id: The project.
+            preset: draft, standard, premium or maximum.
+            narrator: auto, or a narrator's name (scenes narrated before with the same one are reused).
+            painter: auto, or a painter's name (scenes painted before with the same one are reused).
+        """
+        project = ws.load(project_id, caller(studio, request))
+        return rendering.status(rendering.submit(studio.runner, project, caller(studio, request), preset=preset,
+                                                 narrator=narrator, painter=painter))
+
+    def job(job_id: str, request: gr.Request = None) -> dict:
+        """A render job now: state, percent, step, scene, ETA, error, and the video's facts when done.
+
+        Args:
+            job_id: The id returned by /render.
+        """
+        return rendering.status(studio.runner.get(job_id, caller(studio, request)))
+
+    def wait(job_id: str, timeout_s: float = 600, request: gr.Request = None) -> dict:
+        """Wait until the job ends (or `timeout_s` passes) and return it.
+
+        Args:
+            job_id: The job.
+            timeout_s: Longest wait, in seconds (at most 3600).
+        """
+        timeout = min(max(float(timeout_s), 0.0), 3600.0)
+        return rendering.status(studio.runner.wait(job_id, timeout_s=timeout, owner=caller(studio, request)))
+
+    def cancel(job_id: str, request: gr.Request = None) -> dict:
+        """Cancel a waiting or running job; it ends `canceled` moments later.
+
+        Args:
+            job_id: The job.
+        """
+        return rendering.status(studio.runner.cancel(job_id, caller(studio, request)))
+
+    def video(job_id: str, request: gr.Request = None) -> str:
+        """The finished MP4 of a job."""
+        return served(studio.runner.video_path(job_id, caller(studio, request)))
+
+    light = dict(concurrency_limit=None)
+    gr.api(friendly(write_storyboard), api_name="write_storyboard", concurrency_id=GPU, concurrency_limit=1)
+    gr.api(friendly(get_project), api_name="project", **light)
+    gr.api(friendly(edit_storyboard), api_name="edit_storyboard", **light)
+    gr.api(friendly(narrate), api_name="narrate", concurrency_id=GPU, concurrency_limit=1)
+    gr.api(friendly(illustrate), api_name="illustrate", concurrency_id=GPU, concurrency_limit=1)
+    gr.api(friendly(render), api_name="render", **light)
+    gr.api(friendly(job), api_name="job", **light)
+    gr.api(friendly(wait), api_name="wait", **light)
+    gr.api(friendly(cancel), api_name="cancel", **light)
+    # A file answer needs a file component (gr.api returns JSON only): a hidden one, reached only through the API.
+    with gr.Column(visible=False):
+        job_id = gr.Textbox(label="job_id")
+        mp4 = gr.File(label="video")
+        fetch = gr.Button()
+    fetch.click(friendly(video), inputs=[job_id], outputs=[mp4], api_name="video", **light)
+
+
+__all__ = ["register", "describe", "caller", "StudioError"]

@@ -1,0 +1,121 @@
+"""Panel 3, Voice: the narrator and voice; "Narrate all" and a card per scene with its audio, its length, its text
+(edit it and narrate only that scene again)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from types import SimpleNamespace
+from typing import Any
+
+import gradio as gr
+
+from ..errors import StudioError
+from ..voice import narrate
+from .brief import check_voice
+from .common import (GPU, Studio, bind, fix, gpu, named, notes_md, preset_of, progress_to, providers_md, served,
+                     view)
+
+# Common names; any voice name may be typed (Piper, espeak-ng, Bark speaker presets).
+VOICES = ("", "en_US-joe-medium", "en-us", "en-gb", "en-us+f3", "de", "fr", "es", "v2/en_speaker_6", "v2/en_speaker_0")
+
+
+def _narrate(studio: Studio, session: dict, request: Any, project, only, narrator: str, voice: str, preset: str,
+             progress: Any) -> dict:
+    voice_ = check_voice(voice)
+    if voice_ != project.voice:
+        project = replace(project, voice=voice_)
+    project = narrate(project, narrator=narrator or "auto", preset=preset_of(preset), only=only,
+                      on_progress=progress_to(progress))
+    shown = view(studio.save(project, session, request))
+    return {"view": shown, "notes": notes_md(shown, "narrator:")}
+
+
+# -- functions --------------------------------------------------------------------------------------------------
+@gpu
+def narrate_all(studio: Studio, session: dict, narrator: str, voice: str, preset: str, request: gr.Request = None,
+                progress=gr.Progress()) -> dict:
+    """Narrate every scene (scenes whose text, voice and narrator did not change are reused, not spoken again)."""
+    project = studio.project(session, request)
+    return _narrate(studio, session, request, project, None, narrator, voice, preset, progress)
+
+
+@gpu
+def narrate_scene(studio: Studio, session: dict, scene_id: str, narration: str, narrator: str, voice: str,
+                  preset: str, request: gr.Request = None, progress=gr.Progress()) -> dict:
+    """Take the card's (edited) text as the scene's narration and narrate only that scene."""
+    project = studio.project(session, request)
+    scene = project.scene(scene_id)
+    text = (narration or "").strip()
+    if not text and scene.duration_s is None:
+        raise StudioError("the narration is empty: write what the narrator says (or give the scene a duration in the "
+                          "Storyboard table to keep it silent)")
+    if text != scene.narration:
+        project = project.edit_scene(scene_id, narration=text)
+    return _narrate(studio, session, request, project, [scene_id], narrator, voice, preset, progress)
+
+
+def cards(view_: dict | None) -> list[dict]:
+    """One card per scene: number, id, text, its audio (served copy) and length."""
+    out = []
+    for scene in (view_ or {}).get("scenes", []):
+        length = f"{scene['audio_s']:.1f} s" if scene["audio_s"] else ("silent" if not scene["narration"] else "not narrated yet")
+        out.append({"n": scene["n"], "id": scene["id"], "narration": scene["narration"], "audio": served(scene["audio"]),
+                    "length": length})
+    return out
+
+
+def show(view_: dict | None) -> dict:
+    if not view_:
+        return {"notes": "", "voice": ""}
+    return {"notes": notes_md(view_, "narrator:"), "voice": view_["voice"] or ""}
+
+
+# -- layout -----------------------------------------------------------------------------------------------------
+def layout(studio: Studio) -> SimpleNamespace:
+    with gr.Row(equal_height=False, elem_classes=["tool-row"]):
+        narrator = gr.Dropdown(["auto", *studio.narrators], value="auto", label="Narrator", scale=2)
+        voice = gr.Dropdown(list(VOICES), value="", label="Voice", allow_custom_value=True, scale=2,
+                            info="empty: the narrator's default (Piper: en_US-joe-medium; espeak-ng: from the "
+                                 "language; Bark: v2/en_speaker_6)")
+        narrate_btn = gr.Button("Narrate all", variant="primary", scale=1, min_width=160, elem_id="narrate-all")
+    with gr.Accordion("Narrators on this machine", open=False):
+        gr.Markdown(providers_md("narrator"), elem_classes=["studio-notes"])
+    notes = gr.Markdown(elem_classes=["studio-notes"])
+    cards_area = gr.Column(elem_id="voice-cards")
+    return SimpleNamespace(narrator=narrator, voice=voice, narrate=narrate_btn, notes=notes, cards=cards_area)
+
+
+# -- wiring -----------------------------------------------------------------------------------------------------
+def wire(studio: Studio, ui: SimpleNamespace) -> None:
+    p = ui.voice
+    gpu_slot = dict(concurrency_id=GPU, concurrency_limit=1, api_visibility="private")
+    fn, outputs = named(bind(narrate_all, studio), {"view": ui.view, "notes": p.notes})
+    p.narrate.click(fn, inputs_kwargs=dict(session=ui.session, narrator=p.narrator, voice=p.voice,
+                                           preset=ui.compose.preset), outputs=outputs, **gpu_slot)
+
+    with p.cards:
+        @gr.render(inputs=[ui.view])
+        def scene_cards(view_: dict | None) -> None:
+            if not view_:
+                gr.Markdown("Write a storyboard first (Brief panel).")
+                return
+            for card in cards(view_):
+                with gr.Group(elem_classes=["scene-card"]):
+                    with gr.Row(equal_height=True):
+                        gr.Markdown(f"**Scene {card['n']}** · {card['length']}", elem_classes=["scene-head"])
+                    with gr.Row(equal_height=True):
+                        text = gr.Textbox(card["narration"], label="Narration", lines=2, max_lines=8, scale=3,
+                                          key=f"voice-text-{card['id']}", elem_classes=["voice-text"])
+                        gr.Audio(card["audio"], label=f"Scene {card['n']}", type="filepath", interactive=False,
+                                 scale=2, key=f"voice-audio-{card['id']}-{card['audio']}",
+                                 elem_classes=["voice-audio"], buttons=["download"])
+                        button = gr.Button("Narrate", size="sm", scale=0, min_width=110,
+                                           key=f"voice-narrate-{card['id']}", elem_classes=["voice-narrate"])
+                    fn_, outputs_ = named(fix(narrate_scene, studio=studio, scene_id=card["id"]),
+                                          {"view": ui.view, "notes": p.notes})
+                    # The key keeps the event the same across re-renders, so a click that races a redraw still
+                    # reaches it (a redraw would otherwise replace it under the button).
+                    button.click(fn_, inputs_kwargs=dict(session=ui.session, narration=text, narrator=p.narrator,
+                                                         voice=p.voice, preset=ui.compose.preset),
+                                 outputs=outputs_, key=f"voice-narrate-click-{card['id']}", **gpu_slot)
+

@@ -1,0 +1,238 @@
+"""The studio in a real browser: Playwright driving Debian's Chromium (headless) against ``python app.py``.
+
+Screenshots of every panel go to ``test-artifacts/ui/`` (git-ignored); ``docs/`` holds a committed set for the README.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(),
+                                reason="Debian's chromium is missing (scripts/setup.sh --dev installs it)")
+sync_api = pytest.importorskip("playwright.sync_api")
+
+from ._servers import running  # noqa: E402
+from .conftest import ROOT, video_facts  # noqa: E402
+
+ARTIFACTS = ROOT / "test-artifacts" / "ui"
+BRIEF = "How honeybees turn nectar into honey, for curious children"
+EDITED = "Bees sip nectar from flowers and carry it home to the hive."
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    data = tmp_path_factory.mktemp("browser") / "data"
+    data.mkdir()
+    with running(["app.py"], data) as url:
+        yield url, data
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True,
+                                             args=["--no-sandbox", "--disable-dev-shm-usage"])
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(browser, request):
+    context = browser.new_context(viewport={"width": 1280, "height": 900}, accept_downloads=True)
+    page = context.new_page()
+    page.set_default_timeout(45_000)
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    failed_before = request.session.testsfailed
+    yield page
+    if request.session.testsfailed > failed_before:  # keep what the page showed, to see why
+        shot(page, f"failed-{request.node.name}")
+    context.close()
+    assert not errors, f"the page raised JavaScript errors: {errors}"
+
+
+def shot(page, name: str) -> None:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+
+
+def tab(page, name: str) -> None:
+    page.get_by_role("tab", name=name).click()
+
+
+def project_on_disk(data: Path, project_id: str) -> dict:
+    return json.loads((data / "projects" / project_id / "project.json").read_text())
+
+
+def audio_state(data: Path, project_id: str) -> dict[str, tuple[str, str, int] | None]:
+    """scene id -> (audio file, sha256, mtime_ns) as the project on disk says, None when it has no audio."""
+    folder = data / "projects" / project_id
+    out = {}
+    for scene in project_on_disk(data, project_id)["scenes"]:
+        if scene["audio"]:
+            path = folder / scene["audio"]
+            out[scene["id"]] = (scene["audio"], hashlib.sha256(path.read_bytes()).hexdigest(), path.stat().st_mtime_ns)
+        else:
+            out[scene["id"]] = None
+    return out
+
+
+def wait_for(predicate, timeout_s: float = 30.0, what: str = "a condition"):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def write_storyboard(page, url: str, script: str) -> str:
+    """Open the studio, type a script, write the storyboard; returns the new project's id."""
+    page.goto(url + "/")
+    page.locator("#brief-source textarea").fill(script)
+    page.click("#write-storyboard")
+    page.locator('#storyboard-table [data-testid="cell-0-1"]').wait_for()
+    code = page.locator(".studio-header code")
+    wait_for(lambda: code.count() and code.first.inner_text().startswith("p"), what="the project id in the header")
+    return code.first.inner_text()
+
+
+def test_brief_to_video_in_the_browser(server, page):
+    url, data = server
+    # 1. Brief: type a brief and write the storyboard (offline: an outline from the brief's own words).
+    page.goto(url + "/")
+    page.locator("#brief-source textarea").fill(BRIEF)
+    page.locator("#brief-style input, #brief-style textarea").first.fill("warm flat illustration")
+    shot(page, "1-brief")
+    page.click("#write-storyboard")
+    page.locator('#storyboard-table [data-testid="cell-3-1"]').wait_for()
+    project_id = page.locator(".studio-header code").first.inner_text()
+    scenes = project_on_disk(data, project_id)["scenes"]
+    assert len(scenes) == 4 and scenes[0]["narration"].startswith("This video is about how honeybees turn nectar")
+    assert "rules" in page.locator(".studio-notes").first.inner_text()  # which writer ran, and why
+
+    # 2. Voice: narrate every scene.
+    tab(page, "3 · Voice")
+    page.click("#narrate-all")
+    wait_for(lambda: all(audio_state(data, project_id).values()), 60, "every scene's narration")
+    page.locator(".voice-audio audio").nth(3).wait_for(state="attached")
+    before = audio_state(data, project_id)
+
+    # 3. Storyboard: edit scene 2's narration in the table.
+    tab(page, "2 · Storyboard")
+    cell = page.locator('#storyboard-table [data-testid="cell-1-1"]')
+    cell.dblclick()
+    editor = cell.locator("textarea, input").first
+    editor.fill(EDITED)
+    editor.press("Enter")
+    wait_for(lambda: project_on_disk(data, project_id)["scenes"][1]["narration"] == EDITED, 15, "the table edit")
+    edited_id = scenes[1]["id"]
+    assert audio_state(data, project_id)[edited_id] is None  # the edit dropped only that scene's audio
+    page.locator('#storyboard-table [data-testid="cell-1-0"]').click()
+    shot(page, "2-storyboard")
+
+    # 4. Voice: narrate only that scene again, from its card.
+    tab(page, "3 · Voice")
+    card_text = page.locator(".voice-text textarea").nth(1)
+    wait_for(lambda: card_text.input_value() == EDITED, 15, "the card to show the edited text")
+    page.locator(".voice-narrate").nth(1).click()
+    wait_for(lambda: audio_state(data, project_id)[edited_id], 60, "the edited scene's new narration")
+    after = audio_state(data, project_id)
+    assert after[edited_id][1] != before[edited_id][1]
+    for scene_id in before:
+        if scene_id != edited_id:
+            assert after[scene_id] == before[scene_id], "another scene's audio file changed"
+    page.locator(".voice-audio audio").nth(3).wait_for(state="attached")
+    wait_for(lambda: page.evaluate("""() => [...document.querySelectorAll('.voice-audio')].every(player => {
+        const times = player.querySelectorAll('time');  // the last one shows the clip's length once it has loaded
+        return times.length && times[times.length - 1].textContent.trim() !== '0:00'; })"""), 30,
+             "the players to load their audio")
+    shot(page, "3-voice")
+
+    # 5. Visuals: paint every scene.
+    tab(page, "4 · Visuals")
+    page.click("#paint-all")
+    wait_for(lambda: page.locator("#visuals-gallery img").count() == 4, 60, "a card per scene in the gallery")
+    shot(page, "4-visuals")
+
+    # 6. Compose: preview one scene, then render at Draft; the video plays and the download is a real MP4.
+    tab(page, "5 · Compose")
+    page.click("#preview")
+    page.locator("#preview-video video").wait_for()
+    page.click("#render")
+    page.locator("#render-progress [data-state='done']").wait_for(timeout=120_000)
+    page.locator("#render-video video").wait_for()
+    playing = page.evaluate("""async () => {
+        const video = document.querySelector('#render-video video');
+        video.muted = true;
+        await video.play();
+        const start = video.currentTime;
+        await new Promise(resolve => setTimeout(resolve, 1200));
+        return {start, now: video.currentTime, readyState: video.readyState, duration: video.duration,
+                error: video.error && video.error.code};
+    }""")
+    assert playing["error"] is None and playing["readyState"] >= 2, playing
+    assert playing["now"] > playing["start"] + 0.3, f"the video does not play: {playing}"
+    with page.expect_download() as download_info:
+        page.click("#download")
+    mp4 = Path(download_info.value.path())
+    facts = video_facts(mp4)
+    assert (facts["width"], facts["height"]) == (854, 480) and facts["has_audio"] and facts["video_codec"] == "h264"
+    assert abs(facts["duration_s"] - playing["duration"]) < 0.1
+    page.evaluate("document.querySelector('#render-video video').pause()")
+    shot(page, "5-compose")
+
+    # 7. Projects: the project and the finished job are listed.
+    tab(page, "6 · Projects")
+    page.locator("#jobs-table [data-testid='cell-0-3']").wait_for()
+    assert page.locator("#jobs-table [data-testid='cell-0-3']").inner_text().strip() == "done"
+    assert project_id in page.locator("#projects-table").inner_text()
+    shot(page, "6-projects")
+
+
+def test_cancel_a_render_after_a_reload(server, page):
+    psutil = pytest.importorskip("psutil")
+    url, data = server
+    script = "\n\n".join(f"Paragraph {n} of a longer film about rivers, rain and the long way to the sea."
+                         for n in range(1, 9))
+    write_storyboard(page, url, script)
+    tab(page, "5 · Compose")
+    page.get_by_label("Standard").check()  # 720p: long enough to cancel while it runs
+    page.click("#render")
+    page.locator("#render-progress [data-state='running']").wait_for(timeout=60_000)
+
+    # A reload finds the same project and reattaches to the running job.
+    page.reload()
+    tab(page, "5 · Compose")
+    running_bar = page.locator("#render-progress [data-state='running']")
+    running_bar.wait_for(timeout=20_000)
+    cancel = page.locator("#cancel")
+    wait_for(lambda: cancel.is_enabled(), 10, "Cancel to be enabled after the reload")
+    started = time.monotonic()
+    cancel.click()
+    page.locator("#render-progress [data-state='canceled']").wait_for(timeout=30_000)
+    latency_s = time.monotonic() - started
+    print(f"cancel to `canceled` on the page: {latency_s:.2f} s")
+    assert latency_s < 15, f"the cancel took {latency_s:.1f} s"
+    assert page.locator("#render").is_enabled() and not cancel.is_enabled()
+
+    # Nothing keeps running: no ffmpeg or espeak-ng below the server; the job's folder keeps no video or assets.
+    server_process = psutil.Process(url.pid)
+
+    def workers() -> list:
+        return [p for p in server_process.children(recursive=True) if "ffmpeg" in p.name() or "espeak" in p.name()]
+
+    wait_for(lambda: not workers(), 10, "ffmpeg and espeak-ng to end")
+    folders = [f.parent for f in (data / "jobs").glob("*/*/project.json")
+               if json.loads(f.read_text())["scenes"][0]["narration"].startswith("Paragraph 1 of a longer film")]
+    assert len(folders) == 1
+    assert not list(folders[0].glob("renders/*")) and not list(folders[0].glob("assets/*"))
+    shot(page, "5-compose-canceled")

@@ -1,0 +1,490 @@
+"""The studio's panel functions, called directly (no server) on projects made by the offline providers."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("gradio")
+
+from studio import Project, StudioError  # noqa: E402
+from studio.ui import app as ui_app  # noqa: E402
+from studio.ui import brief, compose, endpoints, projects, storyboard, visuals, voice  # noqa: E402
+from studio.ui.common import checked_session, view  # noqa: E402
+from studio.ui.workspace import Workspace, owner_for  # noqa: E402
+
+from .conftest import ROOT, video_facts  # noqa: E402
+
+SCRIPT = ("# Bees\n\nBees make honey from nectar. They store it in wax cells.\n\n"
+          "The hive keeps warm in winter.\n\nIn spring the queen lays eggs again.")
+GUEST = "0123456789abcdef0123456789abcdef"
+OTHER = "fedcba9876543210fedcba9876543210"
+
+
+@pytest.fixture
+def studio(tmp_path):
+    studio = ui_app.make_studio(tmp_path / "data")
+    yield studio
+    studio.runner.close()
+
+
+@pytest.fixture
+def session():
+    return {"guest": GUEST, "project": None, "job": None}
+
+
+def written(studio, session, source=SCRIPT, aspect="1:1", **kwargs) -> tuple[dict, dict]:
+    """Write a storyboard through the Brief panel; returns (session, view)."""
+    args = dict(title="", style="flat", aspect=aspect, language="en", target_s=0, voice="", writer="auto",
+                mode="script", request=None, progress=None)
+    args.update(kwargs)
+    result = brief.write(studio, session, source, **args)
+    return result["session"], result["view"]
+
+
+def digest(path: str | Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def audio_files(view_: dict) -> dict[str, tuple[str, str, int]]:
+    """scene id -> (audio path, sha256, mtime_ns)."""
+    return {s["id"]: (s["audio"], digest(s["audio"]), os.stat(s["audio"]).st_mtime_ns) for s in view_["scenes"]}
+
+
+def test_write_storyboard_makes_a_project_of_the_caller(studio, session):
+    new_session, shown = written(studio, session)
+    assert new_session["guest"] == GUEST and new_session["project"] == shown["id"]
+    assert [s["narration"] for s in shown["scenes"]] == [
+        "Bees make honey from nectar. They store it in wax cells.", "The hive keeps warm in winter.",
+        "In spring the queen lays eggs again."]
+    assert shown["aspect"] == "1:1" and shown["style"] == "flat" and shown["title"] == "Bees"
+    folder = studio.workspace.projects / shown["id"]
+    assert (folder / "project.json").is_file()
+    assert json.loads((folder / "owner.json").read_text())["owner"] == f"guest-{GUEST}"
+    # The panel says which writer ran and why.
+    assert "rules" in brief.show(shown)["notes"]
+    # Another browser's session does not reach it.
+    with pytest.raises(StudioError, match="no project"):
+        studio.project({"guest": OTHER, "project": shown["id"]}, None)
+
+
+def test_bad_brief_input_is_a_clear_error(studio, session):
+    with pytest.raises(StudioError, match="empty"):
+        written(studio, session, source="   ")
+    with pytest.raises(StudioError, match="voice"):
+        written(studio, session, voice="../../etc/passwd")
+    with pytest.raises(StudioError, match="aspect"):
+        written(studio, session, aspect="4:3")
+    assert list(studio.workspace.projects.iterdir()) == []  # nothing half-made
+
+
+def test_table_edit_then_renarrate_only_that_scene(studio, session):
+    session, shown = written(studio, session)
+    shown = voice.narrate_all(studio, session, "espeak", "", "draft", None, None)["view"]
+    before = audio_files(shown)
+    assert all(s["audio_s"] and s["audio_s"] > 0.5 for s in shown["scenes"])
+    assert "espeak" in voice.show(shown)["notes"]
+
+    frame = storyboard.table(shown)
+    frame.loc[1, "narration"] = "The hive stays warm all winter long."
+    shown = storyboard.apply_table(studio, session, frame, None)["view"]
+    edited_id = shown["scenes"][1]["id"]
+    assert shown["scenes"][1]["audio"] is None  # the edit dropped only that scene's audio
+    assert shown["scenes"][0]["audio"] == before[shown["scenes"][0]["id"]][0]
+
+    shown = voice.narrate_all(studio, session, "espeak", "", "draft", None, None)["view"]
+    after = audio_files(shown)
+    for scene_id, (path, sha, mtime) in before.items():
+        if scene_id == edited_id:
+            assert after[scene_id][0] != path and after[scene_id][1] != sha
+        else:
+            assert after[scene_id] == (path, sha, mtime)  # same file, same bytes, not rewritten
+
+
+def test_voice_card_narrates_only_its_scene_with_edited_text(studio, session):
+    session, shown = written(studio, session)
+    shown = voice.narrate_all(studio, session, "espeak", "", "draft", None, None)["view"]
+    before = audio_files(shown)
+    target = shown["scenes"][2]["id"]
+    shown = voice.narrate_scene(studio, session, target, "In spring the queen starts laying again.", "espeak", "",
+                                "draft", None, None)["view"]
+    after = audio_files(shown)
+    assert shown["scenes"][2]["narration"] == "In spring the queen starts laying again."
+    assert after[target][1] != before[target][1]
+    assert all(after[k] == before[k] for k in before if k != target)
+    cards = voice.cards(shown)
+    assert [c["length"].endswith(" s") for c in cards] == [True, True, True]
+    assert all(Path(c["audio"]).is_file() and c["audio"] != s["audio"] for c, s in zip(cards, shown["scenes"]))
+    with pytest.raises(StudioError, match="narration is empty"):
+        voice.narrate_scene(studio, session, target, "  ", "espeak", "", "draft", None, None)
+
+
+def test_scene_operations(studio, session):
+    session, shown = written(studio, session)
+    ids = [s["id"] for s in shown["scenes"]]
+    result = storyboard.add_scene(studio, session, 1, None)
+    assert result["scene"] == 2 and len(result["view"]["scenes"]) == 4
+    assert result["view"]["scenes"][1]["narration"] == "" and result["view"]["scenes"][1]["id"] not in ids
+    shown = storyboard.delete_scene(studio, session, 2, None)["view"]
+    assert [s["id"] for s in shown["scenes"]] == ids
+    shown = storyboard.move_down(studio, session, 1, None)["view"]
+    assert [s["id"] for s in shown["scenes"]] == [ids[1], ids[0], ids[2]]
+    shown = storyboard.move_up(studio, session, 2, None)["view"]
+    assert [s["id"] for s in shown["scenes"]] == ids
+    shown = storyboard.split_scene(studio, session, 1, None)["view"]
+    assert [s["narration"] for s in shown["scenes"][:2]] == ["Bees make honey from nectar.", "They store it in wax cells."]
+    assert shown["scenes"][0]["id"] == ids[0] and len(shown["scenes"]) == 4
+    with pytest.raises(StudioError, match="single sentence"):
+        storyboard.split_scene(studio, session, 3, None)
+    with pytest.raises(StudioError, match="scene number from 1 to 4"):
+        storyboard.delete_scene(studio, session, 9, None)
+    with pytest.raises(StudioError, match="already the first"):
+        storyboard.move_up(studio, session, 1, None)
+    shown = storyboard.set_title(studio, session, "Honey", None)["view"]
+    assert shown["title"] == "Honey"
+
+
+def test_import_export_and_media_paths_refused(studio, session, tmp_path):
+    session, shown = written(studio, session)
+    exported = storyboard.export_csv(studio, session, None)["download"].value["path"]
+    assert Path(exported).suffix == ".csv" and "narration" in Path(exported).read_text()
+    exported_json = storyboard.export_json(studio, session, None)["download"].value["path"]
+    assert json.loads(Path(exported_json).read_text())["title"] == "Bees"
+
+    csv = tmp_path / "edited.csv"
+    text = Path(exported).read_text().replace("The hive keeps warm in winter.", "The hive hums all winter.")
+    csv.write_text(text)
+    imported = storyboard.import_storyboard(studio, session, str(csv), None)["view"]
+    assert imported["scenes"][1]["narration"] == "The hive hums all winter."
+    assert [s["id"] for s in imported["scenes"]] == [s["id"] for s in shown["scenes"]]  # ids kept: assets kept
+
+    # A storyboard (or a table edit) cannot point a scene at a file on the server.
+    bad = tmp_path / "bad.csv"
+    bad.write_text("id,narration,visual_prompt,duration_s,seed,media,transition\n,Hello there.,,,0,/etc/passwd,\n")
+    with pytest.raises(StudioError, match="not a file uploaded"):
+        storyboard.import_storyboard(studio, session, str(bad), None)
+    frame = storyboard.table(imported)
+    frame.loc[0, "media"] = "../../secret.png"
+    with pytest.raises(StudioError, match="not a file uploaded"):
+        storyboard.apply_table(studio, session, frame, None)
+    assert studio.project(session, None).scenes[0].media is None  # nothing changed
+
+
+def test_visuals_gallery_repaint_and_upload(studio, session, make_image, make_tone, tmp_path):
+    session, shown = written(studio, session)
+    shown = visuals.paint_all(studio, session, "cards", "warm pastel", "draft", None, None)["view"]
+    items = visuals.gallery(shown)
+    assert len(items) == 3 and all(Path(f).is_file() for f, _ in items)
+    assert items[0][1].startswith("1 · seed 0 · ")
+    assert shown["style"] == "warm pastel" and "cards" in visuals.show(shown)["notes"]
+    before = {s["id"]: s["visual"] for s in shown["scenes"]}
+
+    target = shown["scenes"][1]["id"]
+    result = visuals.new_seed(studio, session, target, "a glowing hive at dusk", "cards", "draft", None, None)
+    shown = result["view"]
+    assert shown["scenes"][1]["seed"] == result["seed"] and shown["scenes"][1]["visual_prompt"] == "a glowing hive at dusk"
+    assert shown["scenes"][1]["visual"] != before[target]
+    assert all(s["visual"] == before[s["id"]] for s in shown["scenes"] if s["id"] != target)
+
+    photo = make_image("photo.png", (320, 240))
+    shown = visuals.use_media(studio, session, target, str(photo), "draft", None)["view"]
+    scene = shown["scenes"][1]
+    assert scene["media"].startswith("uploads/") and scene["media"].endswith(".png")
+    assert digest(scene["visual"]) == digest(photo)
+    assert visuals.scene_fields(shown, target)["media_note"].startswith("Uses your file")
+
+    # Uploads are checked by their content (the job runner's checks), never by their names.
+    fake = tmp_path / "fake.png"
+    fake.write_text("not an image")
+    with pytest.raises(StudioError, match="not an image, audio or video this server accepts"):
+        visuals.use_media(studio, session, target, str(fake), "draft", None)
+    playlist = tmp_path / "clip.mp4"
+    playlist.write_text("#EXTM3U\n#EXTINF:1,\n/etc/passwd\n")
+    with pytest.raises(StudioError, match="playlists are not accepted"):
+        visuals.use_media(studio, session, target, str(playlist), "draft", None)
+    with pytest.raises(StudioError, match="is a audio file|is an audio file"):
+        visuals.use_media(studio, session, target, str(make_tone("tone.wav", 0.5)), "draft", None)
+    assert studio.project(session, None).scene(target).media == scene["media"]  # nothing changed
+    shown = visuals.drop_media(studio, session, target, "cards", "draft", None, None)["view"]
+    assert shown["scenes"][1]["media"] is None
+
+
+def test_compose_settings_music_and_scene_preview(studio, session, make_tone):
+    session, shown = written(studio, session, source="# Short\n\nThe sun rises.\n\nThe moon sets.")
+    shown = compose.save_settings(studio, session, False, "boxed", 0.3, "fade", None)["view"]
+    assert (shown["captions"], shown["caption_style"], shown["music_volume"]) == (False, "boxed", 0.3)
+    assert {s["transition"] for s in shown["scenes"]} == {"fade"}
+    assert compose.show(shown)["transition"] == "fade"
+    with pytest.raises(StudioError, match="caption_style"):
+        compose.save_settings(studio, session, True, "comic", 0.3, "auto", None)
+
+    shown = compose.set_music(studio, session, str(make_tone("tune.wav", 2.0)), None)["view"]
+    assert shown["music"].endswith(".wav")
+    assert studio.project(session, None).music.is_file()
+
+    scene_id = shown["scenes"][1]["id"]
+    result = compose.preview_scene(studio, session, scene_id, "espeak", "cards", None, None)
+    facts = video_facts(Path(result["preview"]))
+    assert (facts["width"], facts["height"]) == (480, 480) and facts["has_audio"]  # Draft, 1:1
+    scene = result["view"]["scenes"][1]
+    assert abs(facts["duration_s"] - (scene["audio_s"] + 0.85)) < 0.6  # one scene only, with its pads
+    assert result["view"]["scenes"][0]["audio"] is None  # the other scene was not narrated
+    assert "rendered in" in result["status"]
+    shown = compose.set_music(studio, session, None, None)["view"]
+    assert shown["music"] is None
+    assert "| **Draft** | 480x480 @ 24 fps | libx264 superfast (CPU) |" in compose.preset_table("1:1")
+
+
+def test_projects_open_duplicate_delete(studio, session):
+    session, first = written(studio, session)
+    session, second = written(studio, session, source="# Two\n\nOne sentence here.\n\nAnother one.")
+    listed = projects.list_projects(studio, session, None)["projects"]
+    assert list(listed["id"]) == [second["id"], first["id"]] and list(listed["title"]) == ["Two", "Bees"]
+
+    opened = projects.open_project(studio, session, first["id"], None)
+    assert opened["session"]["project"] == first["id"] and opened["view"]["title"] == "Bees"
+    session = opened["session"]
+
+    voice.narrate_all(studio, session, "espeak", "", "draft", None, None)
+    copy = projects.duplicate_project(studio, session, first["id"], None)
+    assert copy["view"]["title"] == "Bees (copy)" and copy["view"]["id"] != first["id"]
+    original = Project.load(studio.workspace.projects / first["id"])
+    duplicate = Project.load(studio.workspace.projects / copy["view"]["id"])
+    for a, b in zip(original.scenes, duplicate.scenes):
+        assert a.id == b.id and b.audio.parent == duplicate.folder / "assets" and digest(a.audio) == digest(b.audio)
+
+    intruder = {"guest": OTHER, "project": None, "job": None}
+    for action in (projects.open_project, projects.delete_project, projects.duplicate_project):
+        with pytest.raises(StudioError, match="no project"):
+            action(studio, intruder, first["id"], None)
+    assert projects.list_projects(studio, intruder, None)["projects"].empty
+
+    session = copy["session"]
+    gone = projects.delete_project(studio, session, copy["view"]["id"], None)
+    assert gone["session"]["project"] is None and gone["view"] is None
+    assert not (studio.workspace.projects / copy["view"]["id"]).exists()
+    assert len(gone["projects"]) == 2
+
+
+def test_restore_after_reload(studio, session):
+    assert ui_app.restore(studio, None)["view"] is None  # a first visit gets a fresh anonymous key
+    assert len(ui_app.restore(studio, None)["session"]["guest"]) == 32
+    session, shown = written(studio, session)
+    again = ui_app.restore(studio, session)
+    assert again["session"] == session and again["view"]["id"] == shown["id"]
+    # A session naming someone else's project (or a deleted one) loses it instead of failing.
+    stolen = ui_app.restore(studio, {"guest": OTHER, "project": shown["id"], "job": None})
+    assert stolen["view"] is None and stolen["session"]["project"] is None
+    assert checked_session({"guest": "short"})["guest"] != "short"
+    out = ui_app.redraw(_fake_ui(), shown, None)
+    assert any("Bees" in str(v) for v in out.values())
+
+
+def _fake_ui():
+    from types import SimpleNamespace
+
+    def panel(*names):
+        return SimpleNamespace(**{n: f"{n}" for n in names})
+
+    return SimpleNamespace(header="header", brief=panel("notes"), storyboard=panel("table", "title", "scene"),
+                           voice=panel("notes", "voice"),
+                           visuals=panel("gallery", "style", "notes", "scene", "prompt", "seed", "media_note"),
+                           compose=panel("scene", "captions", "caption_style", "music_volume", "transition",
+                                         "music_note", "watermark_note", "presets"))
+
+
+def test_workspace_refuses_bad_ids_and_links(tmp_path):
+    ws = Workspace(tmp_path / "data")
+    for bad in ("../x", "p" + "0" * 23, "/etc", "p" + "0" * 24 + "/..", "P" + "0" * 24, "", None):
+        with pytest.raises(StudioError):
+            ws.folder(bad)
+    owner = owner_for(None, GUEST)
+    project = ws.create(Project(title="T", scenes=()), owner)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    link = ws.projects / ("p" + "1" * 24)
+    link.symlink_to(project.folder)
+    with pytest.raises(StudioError, match="no project"):
+        ws.load(link.name, owner)  # a planted link is not a project
+    assert [p.id for p in ws.list(owner)] == [project.folder.name]
+    for bad_name in ("uploads/../../x.png", "/etc/passwd", "uploads/abc.png"):
+        with pytest.raises(StudioError, match="not a file uploaded"):
+            ws.upload_path(project, bad_name)
+    with pytest.raises(StudioError, match="characters"):
+        owner_for("a/b", None)
+
+
+def test_api_functions_describe_without_paths(studio):
+    project = studio.workspace.create(Project.from_storyboard([{"narration": "Hello there."}], title="Hi"), "api")
+    described = endpoints.describe(project)
+    assert described["scenes"][0]["narrated"] is False
+    assert str(studio.workspace.root) not in json.dumps(described)
+
+
+def test_import_studio_does_not_import_gradio():
+    code = ("import sys, studio, studio.ui; from studio import cli; cli.build_parser(); "
+            "assert 'gradio' not in sys.modules, 'gradio imported'; print('ok')")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60,
+                         env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
+    out = subprocess.run([sys.executable, "-X", "importtime", "-m", "studio", "--help"], cwd=ROOT, capture_output=True,
+                         text=True, timeout=60, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert out.returncode == 0 and "gradio" not in out.stderr
+
+
+def _wait_job(studio, session, timeout_s=120.0) -> dict:
+    """Poll like the page's timer until the job ends; returns the last poll."""
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        out = compose.poll(studio, session, None)
+        if not out["timer"].active or time.monotonic() > deadline:
+            return out
+        time.sleep(0.2)
+
+
+def test_render_job_reuses_what_the_panels_made(studio, session):
+    session, shown = written(studio, session, source="# Dawn\n\nThe sun rises.\n\nBirds begin to sing.")
+    voice.narrate_all(studio, session, "espeak", "", "draft", None, None)
+    visuals.paint_all(studio, session, "cards", "", "draft", None, None)
+    started = compose.render(studio, session, "draft", "espeak", "cards", None)
+    session = started["session"]
+    assert session["job"] and started["cancel"].interactive and not started["render"].interactive
+    done = _wait_job(studio, session)
+    assert 'data-state="done"' in done["progress"] or "data-state='done'" in done["progress"]
+    facts = video_facts(Path(done["video"]))
+    assert (facts["width"], facts["height"]) == (480, 480) and facts["has_audio"]
+    assert done["download"].visible and done["download"].value["path"] == done["video"]
+    job = studio.runner.get(session["job"], f"guest-{GUEST}")
+    # Every narration and card the panels made was found in the job's cache: nothing was made twice.
+    assert {scene_id: (steps["narrate"], steps["illustrate"]) for scene_id, steps in job.scenes.items()} == {
+        s["id"]: ("reused", "reused") for s in shown["scenes"]}
+    # The job is the caller's only: another browser naming its id sees nothing and cannot cancel it.
+    stranger = {"guest": OTHER, "project": None, "job": session["job"]}
+    assert compose.poll(studio, stranger, None)["session"]["job"] is None
+    with pytest.raises(StudioError, match="no job"):
+        compose.cancel(studio, stranger, None)
+
+
+def test_projects_panel_lists_jobs_and_shows_a_finished_one(studio, session):
+    session, shown = written(studio, session, source="# Tide\n\nThe tide comes in.")
+    session = compose.render(studio, session, "draft", "espeak", "cards", None)["session"]
+    _wait_job(studio, session)
+    jobs = projects.list_jobs(studio, session, None)["jobs"]
+    assert list(jobs["job"]) == [session["job"]] and list(jobs["state"]) == ["done"]
+    assert list(jobs["title"]) == ["Tide"] and list(jobs["percent"]) == ["100%"]
+    result = projects.show_job(studio, session, session["job"], None)
+    assert video_facts(Path(result["job_video"]))["has_audio"] and result["job_download"].visible
+    assert result["job_note"].startswith("**done**")
+    assert projects.list_jobs(studio, {"guest": OTHER, "project": None, "job": None}, None)["jobs"].empty
+    with pytest.raises(StudioError, match="no job"):
+        projects.show_job(studio, {"guest": OTHER, "project": None, "job": None}, session["job"], None)
+
+
+# -- the model providers through the panels ----------------------------------------------------------------------------
+STORY_JSON = json.dumps({"title": "Why the Sky Is Blue", "scenes": [
+    {"narration": "Sunlight looks white, but it holds every colour.", "visual_prompt": "sunlight through a prism"},
+    {"narration": "Air scatters blue light far more than red.", "visual_prompt": "blue sky over a field"}]})
+
+
+def test_brief_written_and_a_scene_rewritten_by_an_llm_server(studio, session, monkeypatch):
+    from .openai_server import OpenAIServer
+
+    answers = [STORY_JSON, json.dumps({"text": "Tiny air molecules bounce blue light all over the sky."})]
+    with OpenAIServer(answers=answers) as server:
+        monkeypatch.setenv("OPENAI_BASE_URL", server.url)
+        monkeypatch.setenv("STUDIO_LLM_MODEL", "tiny-chat")
+        session, shown = written(studio, session, source="Why the sky is blue", mode="brief", writer="auto")
+        assert [s["narration"] for s in shown["scenes"]][1] == "Air scatters blue light far more than red."
+        assert shown["title"] == "Why the Sky Is Blue" and "openai" in brief.show(shown)["notes"]
+
+        shown = voice.narrate_all(studio, session, "espeak", "", "draft", None, None)["view"]
+        before = audio_files(shown)
+        result = storyboard.rewrite(studio, session, 2, "narration", "simpler, for children", "openai", "draft", None)
+        shown = result["view"]
+        assert shown["scenes"][1]["narration"] == "Tiny air molecules bounce blue light all over the sky."
+        assert "rewritten by openai" in result["notes"] and result["scene"] == 2
+        assert shown["scenes"][1]["audio"] is None  # the rewritten scene is narrated again, and only it
+        first = shown["scenes"][0]
+        assert (first["audio"], digest(first["audio"])) == before[first["id"]][:2]
+        assert "simpler, for children" in json.dumps(server.chats[-1])
+
+
+def test_rewrite_offline_tidies_and_says_an_llm_is_needed_for_instructions(studio, session):
+    session, shown = written(studio, session, source="# T\n\nthe the hive   hums , all day\n\nBees rest.")
+    result = storyboard.rewrite(studio, session, 1, "narration", "", "rules", "draft", None)
+    assert result["view"]["scenes"][0]["narration"] == "The hive hums, all day."
+    with pytest.raises(StudioError, match="needs an LLM"):
+        storyboard.rewrite(studio, session, 1, "narration", "shorter", "rules", "draft", None)
+    with pytest.raises(StudioError, match="`field`"):
+        storyboard.rewrite(studio, session, 1, "title", "", "rules", "draft", None)
+
+
+def test_bark_and_diffusers_through_the_panels(studio, session, tiny_models):
+    from dataclasses import replace as dc_replace
+
+    from studio import load_preset
+
+    tiny = dc_replace(load_preset("draft"), models=tiny_models.preset_models())
+    session, shown = written(studio, session, source="# Sea\n\nWaves roll in.\n\nGulls cry above.")
+    target = shown["scenes"][1]["id"]
+    shown = voice.narrate_scene(studio, session, target, "Gulls cry above the waves.", "bark", "", tiny, None,
+                                None)["view"]
+    assert shown["scenes"][1]["audio_s"] > 0 and shown["scenes"][0]["audio"] is None
+    assert "bark" in voice.show(shown)["notes"]
+    shown = visuals.repaint(studio, session, target, "gulls over the sea", 7, "diffusers-image", tiny, None,
+                            None)["view"]
+    from PIL import Image
+
+    with Image.open(shown["scenes"][1]["visual"]) as image:
+        assert image.size == (480, 480)  # fitted to Draft's 1:1 frame
+    assert "diffusers-image" in visuals.show(shown)["notes"] and shown["scenes"][0]["visual"] is None
+
+
+def test_gpu_decorator_uses_spaces_when_it_is_installed(monkeypatch):
+    import sys
+    import types
+
+    from studio.ui.common import gpu
+
+    def plain(x):
+        return x + 1
+
+    assert gpu(plain) is plain  # no `spaces` package here: a no-op
+    calls = []
+    fake = types.ModuleType("spaces")
+
+    def GPU(fn=None, duration=None):  # noqa: N802  (the real decorator's name)
+        def wrap(func):
+            def run(*args, **kwargs):
+                calls.append(duration)
+                return func(*args, **kwargs)
+            return run
+        return wrap(fn) if fn is not None else wrap
+
+    fake.GPU = GPU
+    monkeypatch.setitem(sys.modules, "spaces", fake)
+    assert gpu(plain)(1) == 2 and calls == [None]
+    assert gpu(duration=120)(plain)(2) == 3 and calls == [None, 120]
+
+
+def test_data_folder_defaults(monkeypatch, tmp_path):
+    from studio.ui import workspace
+
+    monkeypatch.setenv("STUDIO_DATA_DIR", str(tmp_path / "here"))
+    assert workspace.default_data_dir() == tmp_path / "here"
+    monkeypatch.delenv("STUDIO_DATA_DIR")
+    spaces_data = tmp_path / "data"
+    spaces_data.mkdir()
+    monkeypatch.setattr(workspace, "SPACES_DATA", spaces_data)
+    assert workspace.default_data_dir() == spaces_data / "studio"  # a Space's persistent storage
+    monkeypatch.setattr(workspace, "SPACES_DATA", tmp_path / "absent")
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
+    assert workspace.default_data_dir() == tmp_path / "xdg" / "studio"
