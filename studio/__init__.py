@@ -24,6 +24,7 @@ __version__ = "0.1.0"
 _LAZY = {
     "write_storyboard": "studio.storyboard",
     "read_script": "studio.storyboard",
+    "rewrite_scene": "studio.storyboard",
     "narrate": "studio.voice",
     "illustrate": "studio.visuals",
     "compose": "studio.compose",

@@ -60,9 +60,13 @@ def build_parser() -> argparse.ArgumentParser:
     story = sub.add_parser("storyboard", help="write a storyboard (.csv or .json) to inspect and edit before rendering")
     _add_source(story, storyboard=False)
     story.add_argument("--output", "-o", type=Path, required=True, help="the storyboard file to write (.csv or .json)")
+    story.add_argument("--preset", help="a preset whose storyboard writers (and their models) `auto` uses "
+                                        "(default: every writer in registration order)")
 
     sub.add_parser("presets", help="list the render presets")
-    sub.add_parser("doctor", help="list every provider of every step and whether it can run here")
+    doctor = sub.add_parser("doctor", help="list every provider of every step and whether it can run here")
+    doctor.add_argument("--preset", help="check the model providers with this preset's [models] options "
+                                         "(default: each provider's own defaults)")
     return parser
 
 
@@ -103,7 +107,8 @@ def _storyboard_from(source, args: argparse.Namespace, fields: dict):
 
     mode, text = source
     story = {k: fields.pop(k) for k in ("title", "aspect", "style", "language", "voice", "seed") if k in fields}
-    return write_storyboard(text, mode=mode, writer=args.writer, **story)
+    # The preset orders `auto` and gives the writers their models (e.g. the tier's LLM size).
+    return write_storyboard(text, mode=mode, writer=args.writer, preset=getattr(args, "preset", None), **story)
 
 
 def cmd_render(args: argparse.Namespace) -> int:
@@ -184,9 +189,17 @@ def cmd_presets(args: argparse.Namespace) -> int:
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
-    from . import providers
+    from . import devices, providers
     from .media import ffmpeg_exe
 
+    configs = None
+    if getattr(args, "preset", None):
+        from .presets import load_preset
+
+        preset = load_preset(args.preset)
+        configs = preset.models
+        print(f"preset: {preset.name} ({preset.source})")
+    print(f"device: {devices.describe()}")
     print(f"ffmpeg: {ffmpeg_exe()}")
     try:
         from .compose.encoders import working_encoders
@@ -196,8 +209,8 @@ def cmd_doctor(args: argparse.Namespace) -> int:
         pass
     for kind in providers.KINDS:
         print(f"{kind}:")
-        for name, ok, note in providers.availability(kind):
-            print(f"  {'ok ' if ok else 'no '} {name:10s} {note}")
+        for name, ok, note in providers.availability(kind, configs):
+            print(f"  {'ok ' if ok else 'no '} {name:15s} {note}")
     return 0
 
 

@@ -187,6 +187,8 @@ def _parse(data: dict, path: Path) -> Preset:
     providers = data.get("providers", {})
     if not isinstance(providers, dict) or not all(isinstance(v, list) and all(isinstance(x, str) for x in v) for v in providers.values()):
         raise StudioError(f"{where}: [providers] must map a step to a list of provider names, e.g. narrator = [\"piper\", \"espeak\"]")
+    _check_providers(providers, where)
+    models = _check_models(data.get("models", {}), where)
     transition_s = number(motion, "transition_s", 0.0, 3.0, "motion.", 0.5)
     tail_s = number(timing, "tail_s", 0.0, 5.0, "timing.", 0.6)
     if transition_s > tail_s:
@@ -208,6 +210,94 @@ def _parse(data: dict, path: Path) -> Preset:
         lead_s=number(timing, "lead_s", 0.0, 5.0, "timing.", 0.25),
         tail_s=tail_s,
         providers={k: tuple(v) for k, v in providers.items()},
-        models=dict(data.get("models", {})),
+        models=models,
         source=path,
     )
+
+
+def _check_providers(providers: dict, where: str) -> None:
+    """Every step named in [providers] exists, and so does every provider in its list."""
+    from . import providers as registry
+
+    for step, names in providers.items():
+        if step not in registry.KINDS:
+            raise StudioError(f"{where}: [providers] has an unknown step `{step}`; steps: {', '.join(registry.KINDS)}")
+        known = registry.names(step)
+        unknown = [n for n in names if n not in known]
+        if unknown:
+            raise StudioError(f"{where}: [providers] `{step}` names unknown provider(s) {unknown}; known: {', '.join(known)}")
+
+
+def _check_models(models: Any, where: str) -> dict[str, dict[str, Any]]:
+    """[models.<provider>] tables: options for a provider's factory (model ids, steps, voice ...), checked against the
+    factory's own parameters and their types, so a typo fails on load and not in the middle of a render."""
+    import inspect
+    import typing
+
+    from . import providers as registry
+
+    if not isinstance(models, dict):
+        raise StudioError(f"{where}: [models] must hold one table per provider, e.g. [models.bark] model = \"suno/bark\"")
+    checked: dict[str, dict[str, Any]] = {}
+    owners = {name: kind for kind in registry.KINDS for name in registry.names(kind)}
+    for provider, options in models.items():
+        if provider not in owners:
+            raise StudioError(f"{where}: [models.{provider}] is not a provider; providers: {', '.join(sorted(owners))}")
+        if not isinstance(options, dict):
+            raise StudioError(f"{where}: [models.{provider}] must be a table of options, e.g. model = \"org/name\"")
+        factory = registry.registration(owners[provider], provider).factory
+        params = {n: p for n, p in inspect.signature(factory).parameters.items()
+                  if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+        try:
+            hints = typing.get_type_hints(factory)
+        except Exception:  # an annotation that cannot be evaluated: check names only
+            hints = {}
+        for key, value in options.items():
+            if key not in params:
+                raise StudioError(f"{where}: [models.{provider}] does not accept `{key}`; it accepts "
+                                  f"{', '.join(params) or 'no options'}")
+            hint = hints.get(key)
+            if hint is not None and not _matches(value, hint):
+                raise StudioError(f"{where}: [models.{provider}] `{key}` must be {_type_name(hint)}, got {value!r}")
+        checked[provider] = dict(options)
+    return checked
+
+
+def _matches(value: Any, hint: Any) -> bool:
+    """Whether a TOML value fits a parameter's type hint (int is accepted for float; arrays for lists and tuples)."""
+    import types
+    import typing
+
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(_matches(value, h) for h in typing.get_args(hint))
+    if hint is Any:
+        return True
+    if hint is type(None):
+        return value is None
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is str:
+        return isinstance(value, str)
+    if origin in (list, tuple, typing.Sequence) or hint in (list, tuple):
+        if not isinstance(value, list):
+            return False
+        args = [a for a in typing.get_args(hint) if a is not Ellipsis]
+        if origin is tuple and args and len(args) != len(value) and Ellipsis not in typing.get_args(hint):
+            return False
+        return not args or all(_matches(v, args[0] if len(args) == 1 or origin is not tuple else args[i])
+                               for i, v in enumerate(value))
+    return isinstance(hint, type) and isinstance(value, hint)
+
+
+def _type_name(hint: Any) -> str:
+    import typing
+
+    args = typing.get_args(hint)
+    if args and typing.get_origin(hint) not in (list, tuple):
+        return " or ".join(_type_name(a) for a in args)
+    return "none" if hint is type(None) else getattr(hint, "__name__", str(hint))

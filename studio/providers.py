@@ -14,9 +14,10 @@ A provider that cannot run raises `ProviderUnavailable` with what to install or 
 from __future__ import annotations
 
 import importlib
+import inspect
 import logging
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 from .errors import ProviderUnavailable, StudioError
 
@@ -59,7 +60,9 @@ def register(kind: str, name: str, *, check: Callable[[], str | None] | None = N
         kind: One of `KINDS`.
         name: The provider's name, as users type it (``--narrator piper``).
         check: Cheap test of whether the provider can run here: returns a short note on what it will use, or raises
-            `ProviderUnavailable` saying what is missing. It must not load models.
+            `ProviderUnavailable` saying what is missing. It must not load models. It may take keyword arguments named
+            like the factory's options (e.g. ``model``, ``device``): it is then called with the options the provider
+            would be built with, so it checks the model that would really load.
         description: One line for `doctor` and the UI.
     """
     if kind not in _REGISTRY:
@@ -79,31 +82,65 @@ def _load(kind: str) -> dict[str, Registration]:
     return _REGISTRY[kind]
 
 
+def registration(kind: str, name: str) -> Registration:
+    """The registration of provider `name` of `kind` (its factory, check and description)."""
+    registry = _load(kind)
+    if name not in registry:
+        raise StudioError(f"unknown {kind} provider {name!r}; choose one of: {', '.join(registry)}")
+    return registry[name]
+
+
 def names(kind: str) -> list[str]:
     """The registered providers of `kind`, in registration order."""
     return list(_load(kind))
 
 
-def availability(kind: str) -> list[tuple[str, bool, str]]:
-    """(name, can run here, note or reason) for every provider of `kind`."""
+def run_check(reg: Registration, options: Mapping[str, Any] | None = None) -> str | None:
+    """Call a provider's check with the options it accepts (see `register`); returns its note."""
+    if reg.check is None:
+        return None
+    options = dict(options or {})
+    params = inspect.signature(reg.check).parameters
+    if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        options = {k: v for k, v in options.items() if k in params}
+    return reg.check(**options)
+
+
+def availability(kind: str, configs: Mapping[str, Mapping[str, Any]] | None = None) -> list[tuple[str, bool, str]]:
+    """(name, can run here, note or reason) for every provider of `kind`.
+
+    Args:
+        kind: One of `KINDS`.
+        configs: Options per provider name (a preset's ``[models]`` tables), used by checks that look at them.
+    """
     rows = []
     for name, reg in _load(kind).items():
         try:
-            note = reg.check() if reg.check else None
+            note = run_check(reg, (configs or {}).get(name))
             rows.append((name, True, note or "ready"))
         except ProviderUnavailable as exc:
             rows.append((name, False, str(exc)))
     return rows
 
 
-def choose(kind: str, name: str = "auto", prefer: Sequence[str] | None = None) -> Choice:
-    """Pick the provider to use; raises `ProviderUnavailable` if `name` (or every candidate of auto) cannot run."""
+def choose(kind: str, name: str = "auto", prefer: Sequence[str] | None = None,
+           configs: Mapping[str, Mapping[str, Any]] | None = None, **options: Any) -> Choice:
+    """Pick the provider to use; raises `ProviderUnavailable` if `name` (or every candidate of auto) cannot run.
+
+    Args:
+        kind: One of `KINDS`.
+        name: A provider's name, or ``"auto"``.
+        prefer: The order ``auto`` tries (a preset's ``[providers]`` list); default: the registration order.
+        configs: Options per provider name (a preset's ``[models]`` tables), given to the checks.
+        **options: Options for the provider that will be built (they override `configs`).
+    """
     registry = _load(kind)
+    configs = configs or {}
     if name != "auto":
         if name not in registry:
             raise StudioError(f"unknown {kind} provider {name!r}; choose one of: auto, {', '.join(registry)}")
         reg = registry[name]
-        note = reg.check() if reg.check else None  # raises ProviderUnavailable with what to install
+        note = run_check(reg, {**configs.get(name, {}), **options})  # raises ProviderUnavailable: what to install
         return Choice(kind, name, f"{name}: chosen by the user" + (f" ({note})" if note else ""))
     candidates = list(prefer) if prefer else list(registry)
     unknown = [c for c in candidates if c not in registry]
@@ -113,7 +150,7 @@ def choose(kind: str, name: str = "auto", prefer: Sequence[str] | None = None) -
     for candidate in candidates:
         reg = registry[candidate]
         try:
-            note = reg.check() if reg.check else None
+            note = run_check(reg, {**configs.get(candidate, {}), **options})
         except ProviderUnavailable as exc:
             skipped.append(f"{candidate} cannot run ({exc})")
             continue
@@ -128,18 +165,34 @@ def choose(kind: str, name: str = "auto", prefer: Sequence[str] | None = None) -
 _INSTANCES: dict[tuple, Any] = {}
 
 
-def create(kind: str, name: str = "auto", prefer: Sequence[str] | None = None, **options: Any) -> tuple[Any, Choice]:
-    """Choose a provider and build it with `options`; instances are cached per process (models load once)."""
-    choice = choose(kind, name, prefer)
-    key = (kind, choice.name, tuple(sorted((k, repr(v)) for k, v in options.items())))
+def create(kind: str, name: str = "auto", prefer: Sequence[str] | None = None,
+           configs: Mapping[str, Mapping[str, Any]] | None = None, **options: Any) -> tuple[Any, Choice]:
+    """Choose a provider and build it; instances are cached per process (models load once), and a provider's model is
+    released when the same provider is asked for with other options (another model, steps, device ...).
+
+    Args:
+        kind: One of `KINDS`.
+        name: A provider's name, or ``"auto"``.
+        prefer: The order ``auto`` tries (a preset's ``[providers]`` list).
+        configs: Options per provider name (a preset's ``[models]`` tables): the chosen provider is built with its own.
+        **options: Options for the chosen provider; they override its `configs` entry.
+    """
+    choice = choose(kind, name, prefer, configs, **options)
+    merged = {**(configs or {}).get(choice.name, {}), **options}
+    key = (kind, choice.name, tuple(sorted((k, repr(v)) for k, v in merged.items())))
     if key not in _INSTANCES:
-        _INSTANCES[key] = _REGISTRY[kind][choice.name].factory(**options)
+        # A model is kept while the same one is used: another model of this provider replaces it (GPU memory).
+        for old in [k for k in _INSTANCES if k[:2] == key[:2] and hasattr(_INSTANCES[k], "release")]:
+            log.info("%s %s: releasing the previous model for one with other options", kind, choice.name)
+            _INSTANCES.pop(old).release()
+        _INSTANCES[key] = _REGISTRY[kind][choice.name].factory(**merged)
     return _INSTANCES[key], choice
 
 
-def release(kind: str | None = None) -> None:
-    """Drop cached provider instances (of one kind, or all), calling their ``release()`` to free GPU memory."""
-    for key in [k for k in _INSTANCES if kind is None or k[0] == kind]:
+def release(kind: str | None = None, name: str | None = None) -> None:
+    """Drop cached provider instances (of one kind and/or name, or all), calling their ``release()`` to free the
+    memory their models hold (GPU memory first of all)."""
+    for key in [k for k in _INSTANCES if (kind is None or k[0] == kind) and (name is None or k[1] == name)]:
         instance = _INSTANCES.pop(key)
         if hasattr(instance, "release"):
             instance.release()

@@ -96,3 +96,13 @@ def make_clip(tmp_path):
         return path
 
     return make
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory):
+    """Tiny random-weight models (`studio.testing.TinyModels`), each built on first use, once per test session, and
+    the options that build each model provider on them (``tiny_models.options("bark")``)."""
+    from studio import testing
+
+    testing.use_one_thread()
+    return testing.TinyModels(tmp_path_factory.mktemp("tiny-models"))

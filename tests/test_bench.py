@@ -93,3 +93,28 @@ def test_rules_pick_by_measurement():
     assert (premium.preset, premium.crf) == ("faster", 22)  # medium now takes 3.5x: not worth its 40 % saving
     none, why = choose([_result("ultrafast", 40, 1.0, 100, 0.90)], RULES["maximum"])
     assert none is None and "no setting reached" in why
+
+
+def test_models_bench_tiny_runs_every_case_through_the_providers(tmp_path):
+    report = tmp_path / "models.json"
+    proc = run_script("bench/models.py", "--tiny", "--repeat", "1", "--json", str(report), timeout_s=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    data = json.loads(report.read_text())
+    assert data["machine"]["tiny"] is True and data["machine"]["device"] == "cpu"
+    rows = {r["case"]: r for r in data["rows"]}
+    assert set(rows) == {"tiny-sd-64", "tiny-sd-128", "tiny-bark", "tiny-animatediff"}
+    for row in rows.values():
+        assert row["seconds"] > 0 and len(row["times"]) == 1
+    assert rows["tiny-sd-64"]["output"]["size"] == [64, 64] and rows["tiny-sd-128"]["output"]["size"] == [128, 128]
+    bark = rows["tiny-bark"]
+    assert bark["output"]["audio_s"] > 1 and bark["value"] == bark["output"]["audio_s"] / bark["seconds"]
+    clip = rows["tiny-animatediff"]["output"]
+    assert clip["size"] == [64, 64] and abs(clip["duration_s"] - 4.0) < 0.2  # looped to the scene's 4 s
+    assert "tiny-bark" in proc.stdout and "audio s per s" in proc.stdout
+
+
+def test_models_bench_builds_the_real_architectures():
+    proc = run_script("bench/models.py", "--architectures", timeout_s=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "SDXL UNet" in proc.stdout and "2567.46 M  (published 2567.46 M: same)" in proc.stdout
+    assert "DIFFERENT" not in proc.stdout and "AnimateDiff motion adapter" in proc.stdout

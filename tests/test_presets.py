@@ -145,7 +145,14 @@ def _drop_line(prefix: str):
     (lambda t: t.replace('encoders = ["h264_nvenc", "libx264"]', 'encoders = ["libx264", ["nested"]]'), "not supported"),
     (lambda t: t.replace('transition_s = 0.4', 'transition_s = 0.9'), "`motion.transition_s`"),
     (lambda t: t.replace('ken_burns = 0.06', 'ken_burns = 2'), "`motion.ken_burns`"),
-    (lambda t: t.replace('storyboard = ["rules"]', 'storyboard = "rules"'), "[providers]"),
+    (lambda t: re.sub(r'(?m)^storyboard = .*$', 'storyboard = "rules"', t), "[providers]"),
+    (lambda t: re.sub(r'(?m)^storyboard = .*$', 'storyboard = ["gpt-9", "rules"]', t), "unknown provider(s) ['gpt-9']"),
+    (lambda t: t + '\n[providers.extra]\n', "[providers]"),
+    (lambda t: t.replace('[models.diffusers-image]', '[models.dall-e]'), "[models.dall-e] is not a provider"),
+    (lambda t: t.replace('steps = 1', 'steps = 1\nsteps_per_second = 4'), "does not accept `steps_per_second`"),
+    (lambda t: t.replace('steps = 1', 'steps = "one"'), "`steps` must be int"),
+    (lambda t: t.replace('guidance_scale = 0.0', 'guidance_scale = true'), "`guidance_scale` must be float"),
+    (lambda t: t.replace('model = "stabilityai/sd-turbo"', 'model = ["a", "b"]'), "`model` must be str"),
     (lambda t: t.replace('fps = 24', 'fps = ='), "not valid TOML"),
 ])
 def test_bad_presets_name_the_field(tmp_path, edit, needle):

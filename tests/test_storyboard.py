@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from studio import CancelToken, Cancelled, Project, StudioError, load_preset
+from studio import CancelToken, Cancelled, Project, StudioError, load_preset, providers
 from studio.storyboard import Draft, StoryboardWriter, detect_mode, read_script, write_storyboard
 from studio.storyboard.rules import RulesWriter
 from studio.storyboard.text import read_markdown, scene_spans, split_sentences
@@ -309,7 +309,8 @@ def test_chosen_provider_is_noted_and_project_fields_are_set():
     project = write_storyboard(read_script(EXAMPLES / "sky.md"), title="My Sky", aspect="9:16", style="watercolour",
                                language="en-GB", voice="joe", seed=7, preset=load_preset("draft"))
     assert project.notes[0].startswith("storyboard: rules: ")
-    assert "first of [rules]" in project.notes[0]
+    assert "first of [openai, transformers, rules]" in project.notes[0]
+    assert "skipped openai cannot run" in project.notes[0]  # and says why the model writers were not used
     assert (project.title, project.aspect, project.style, project.language, project.voice, project.seed) == \
         ("My Sky", "9:16", "watercolour", "en-GB", "joe", 7)
     assert project.brief == read_script(EXAMPLES / "sky.md")
@@ -400,3 +401,50 @@ def test_read_script_errors_name_the_file(tmp_path, name, content, needle):
         read_script(path)
     assert needle in str(info.value)
     assert name in str(info.value)
+
+
+# -- the writer contract, for every registered storyboard writer ----------------------------------------------------------
+_BRIEF_ANSWER = ('{"title": "Bees", "scenes": [{"narration": "Bees visit flowers.", "visual_prompt": "a bee"}, '
+                 '{"narration": "They make honey.", "visual_prompt": "honeycomb", "duration_s": 5}]}')
+_SCRIPT = "# Bees\n\nBees visit flowers for nectar. They carry it home.\n\nIn the hive it becomes honey."
+
+
+def _writer_answers(name: str) -> list[str]:
+    """What a model writer is scripted to answer: a brief's storyboard, a script's two visual prompts, a rewrite."""
+    return [_BRIEF_ANSWER, '{"visual_prompts": ["a bee on a flower", "a hive"]}', '{"text": "Honey is made inside."}']
+
+
+@pytest.mark.parametrize("name", providers.names("storyboard"))
+def test_writer_contract(name, tiny_models):
+    from contextlib import ExitStack
+
+    from studio.testing import ScriptedChat
+
+    from .openai_server import OpenAIServer
+
+    with ExitStack() as stack:
+        options = dict(tiny_models.options(name))
+        if name == "openai":  # a real HTTP server on 127.0.0.1
+            server = stack.enter_context(OpenAIServer(answers=_writer_answers(name)))
+            options = {"base_url": server.url, "model": "tiny-chat"}
+        writer, choice = providers.create("storyboard", name, **options)
+        if name == "transformers":  # the tiny random-weight LM writes noise: script what it says
+            stack.enter_context(ScriptedChat(writer, _writer_answers(name)))
+        assert isinstance(writer, StoryboardWriter) and writer.name == name and choice.name == name
+
+        brief = writer.write("How bees make honey", mode="brief", title=None, language="en", style="", target_s=20)
+        assert isinstance(brief, Draft) and brief.title and brief.scenes
+        for scene in brief.scenes:
+            assert ID_RE.match(scene.id) and scene.narration.strip() and scene.visual_prompt.strip()
+            assert scene.audio is None and scene.visual is None
+        assert len({s.id for s in brief.scenes}) == len(brief.scenes)
+
+        script = writer.write(_SCRIPT, mode="script", title=None, language="en", style="", target_s=None)
+        assert script.title == "Bees"
+        assert words(" ".join(s.narration for s in script.scenes)) == words(_SCRIPT.split("\n", 1)[1])
+        assert all(s.visual_prompt.strip() for s in script.scenes)
+
+        project = Project(title="Bees", scenes=script.scenes)
+        instruction = "" if name == "rules" else "simpler"
+        text = writer.rewrite(project, script.scenes[-1].id, field="narration", instruction=instruction)
+        assert isinstance(text, str) and text.strip()

@@ -44,8 +44,8 @@ def mean_diff(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def paint(painter_name: str, scene: Scene, out: Path, *, index: int = 0, size=(320, 180), style: str = "",
-          project_seed: int = 0, **extra) -> Path:
-    painter, _ = create("painter", painter_name)
+          project_seed: int = 0, options: dict | None = None, **extra) -> Path:
+    painter, _ = create("painter", painter_name, **(options or {}))
     return painter.paint(scene, index=index, size=size, style=style, project_seed=project_seed, out=out, **extra)
 
 
@@ -75,16 +75,48 @@ def _contract_local(tmp_path, make_image, make_clip):
     assert float(ffprobe(out)["format"]["duration"]) == pytest.approx(0.5, abs=0.1)
 
 
-CONTRACT_CASES = {"cards": _contract_cards, "local": _contract_local}
+def _contract_diffusers_image(tmp_path, make_image, make_clip, options):
+    # On a tiny random-weight Stable Diffusion: the file is right, not the picture (the model paints noise).
+    scene = Scene("s1", "The sun rises over the hills.", "sunrise over the hills, warm light", seed=2)
+    for aspect, size in SIZES.items():
+        out = paint("diffusers-image", scene, tmp_path / f"image-{aspect.replace(':', 'x')}.png", size=size,
+                    options=options)
+        with Image.open(out) as image:
+            image.load()
+            assert image.format == "PNG" and image.size == size and image.mode == "RGB", aspect
+        assert pixels(out).std() > 5  # not a flat colour
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["image-16x9.png", "image-1x1.png", "image-9x16.png"]
+
+
+def _contract_diffusers_video(tmp_path, make_image, make_clip, options):
+    scene = Scene("s1", "The sun rises over the hills.", "sunrise over the hills", seed=2, duration_s=2.5)
+    for aspect, size in SIZES.items():
+        out = paint("diffusers-video", scene, tmp_path / f"clip-{aspect.replace(':', 'x')}.mp4", size=size,
+                    options=options)
+        info = ffprobe(out)
+        video = [s for s in info["streams"] if s["codec_type"] == "video"]
+        assert len(video) == 1 and len(info["streams"]) == 1, "one video stream, no audio"
+        assert video[0]["codec_name"] == "h264" and (int(video[0]["width"]), int(video[0]["height"])) == size
+        assert float(info["format"]["duration"]) == pytest.approx(2.5, abs=0.13)  # looped to the scene's length
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["clip-16x9.mp4", "clip-1x1.mp4", "clip-9x16.mp4"]
+
+
+CONTRACT_CASES = {"cards": _contract_cards, "local": _contract_local, "diffusers-image": _contract_diffusers_image,
+                  "diffusers-video": _contract_diffusers_video}
 
 
 @pytest.mark.parametrize("name", names("painter"))
-def test_painter_contract(name, tmp_path, make_image, make_clip):
+def test_painter_contract(name, tmp_path, make_image, make_clip, tiny_models):
     if name not in CONTRACT_CASES:
         pytest.fail(f"painter {name!r} is registered but has no contract case in CONTRACT_CASES")
-    painter, _ = create("painter", name)
+    options = tiny_models.options(name)  # model painters run on tiny random-weight models
+    painter, _ = create("painter", name, **options)
     assert painter.name == name and painter.model and isinstance(painter.suffix, str)
-    CONTRACT_CASES[name](tmp_path, make_image, make_clip)
+    case = CONTRACT_CASES[name]
+    if options:
+        case(tmp_path, make_image, make_clip, options)
+    else:
+        case(tmp_path, make_image, make_clip)
 
 
 # -- cards -------------------------------------------------------------------------------------------------------------

@@ -24,12 +24,20 @@ SENTENCE = "The quick brown fox jumps over the lazy dog."
 SPECIAL = "It's 42% done: [a] {b} \\ c; \"quoted\" -dash\nnew line, café. 'x' %{y}%"
 
 
-def _narrator(name: str):
+def _narrator(name: str, tiny_models=None):
+    """The narrator `name`; model narrators (bark) are built on a tiny random-weight model when `tiny_models` is given."""
+    options = tiny_models.options(name) if tiny_models is not None else {}
     try:
-        instance, _ = providers.create("narrator", name)
+        instance, _ = providers.create("narrator", name, **options)
     except providers.ProviderUnavailable as exc:  # an optional extra missing here: the contract cannot run
         pytest.skip(str(exc))
     return instance
+
+
+def _trained(name: str, tiny_models) -> bool:
+    """Whether the narrator really speaks: a random-weight model makes noise, so checks that need speech (a word's
+    span holds speech, a level) apply only to trained voices; the file, length and timing contract applies to all."""
+    return not tiny_models.options(name)
 
 
 def _wav(path: Path) -> tuple[np.ndarray, int, int]:
@@ -57,8 +65,8 @@ def _check_timings(speech: Speech, words: list[str]) -> None:
 
 # -- the Narrator contract, for every registered provider ---------------------------------------------------------------
 @pytest.mark.parametrize("name", NARRATORS)
-def test_narrator_speaks_a_sentence(name, tmp_path):
-    narrator = _narrator(name)
+def test_narrator_speaks_a_sentence(name, tmp_path, tiny_models):
+    narrator = _narrator(name, tiny_models)
     out = tmp_path / "sentence.wav"
     speech = narrator.speak(SENTENCE, voice=None, seed=1, language="en", out=out)
 
@@ -70,25 +78,27 @@ def test_narrator_speaks_a_sentence(name, tmp_path):
     assert rate == speech.sample_rate == info.sample_rate
     assert speech.duration_s == pytest.approx(len(samples) / rate, abs=1e-3)
     assert speech.duration_s == pytest.approx(info.duration_s, abs=0.02)
-    assert 1.0 < speech.duration_s < 8.0, "nine words take a few seconds to say"
     assert speech.timing_source in ("engine", "estimated")
     assert narrator.name == name and narrator.model
 
-    # One timing per word, in order, inside the audio; the first word's span really holds speech
+    # One timing per word, in order, inside the audio
     _check_timings(speech, SENTENCE.split())
     first = speech.words[0]
     assert first.end_s - first.start_s > 0.03
-    span = samples[int(first.start_s * rate):int(first.end_s * rate)]
-    frame = int(0.02 * rate)
-    levels = [_rms(samples[i:i + frame]) for i in range(0, len(samples) - frame, frame)]
-    assert _rms(span) > 0.02 and _rms(span) > 5 * np.percentile(levels, 5), "no speech in the first word's span"
+    if _trained(name, tiny_models):
+        # The first word's span really holds speech, and nine words take a few seconds to say
+        assert 1.0 < speech.duration_s < 8.0
+        span = samples[int(first.start_s * rate):int(first.end_s * rate)]
+        frame = int(0.02 * rate)
+        levels = [_rms(samples[i:i + frame]) for i in range(0, len(samples) - frame, frame)]
+        assert _rms(span) > 0.02 and _rms(span) > 5 * np.percentile(levels, 5), "no speech in the first word's span"
     # Words are spread over the speech, not bunched: the last one ends in the final second
     assert speech.words[-1].end_s > speech.duration_s - 1.0
 
 
 @pytest.mark.parametrize("name", NARRATORS)
-def test_narrator_longer_text_is_longer_and_special_characters_speak(name, tmp_path):
-    narrator = _narrator(name)
+def test_narrator_longer_text_is_longer_and_special_characters_speak(name, tmp_path, tiny_models):
+    narrator = _narrator(name, tiny_models)
     short = narrator.speak("Hello there.", voice=None, seed=0, language="en", out=tmp_path / "short.wav")
     long_text = " ".join([SENTENCE] * 3)
     long = narrator.speak(long_text, voice=None, seed=0, language="en", out=tmp_path / "long.wav")
@@ -98,15 +108,15 @@ def test_narrator_longer_text_is_longer_and_special_characters_speak(name, tmp_p
 
     special = narrator.speak(SPECIAL, voice=None, seed=0, language="en", out=tmp_path / "special.wav")
     samples, rate, _ = _wav(tmp_path / "special.wav")
-    assert special.duration_s > 2.0 and _rms(samples) > 0.02
+    assert special.duration_s > 2.0 and _rms(samples) > (0.02 if _trained(name, tiny_models) else 0.0)
     _check_timings(special, split_words(SPECIAL))
     # Nothing but the WAVs was written (no temporary files left behind)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["long.wav", "short.wav", "special.wav"]
 
 
 @pytest.mark.parametrize("name", NARRATORS)
-def test_narrator_rejects_empty_text_and_bad_voice(name, tmp_path):
-    narrator = _narrator(name)
+def test_narrator_rejects_empty_text_and_bad_voice(name, tmp_path, tiny_models):
+    narrator = _narrator(name, tiny_models)
     with pytest.raises(StudioError, match="empty"):
         narrator.speak("  \n", voice=None, seed=0, language="en", out=tmp_path / "x.wav")
     with pytest.raises(StudioError, match="voice"):

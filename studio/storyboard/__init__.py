@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 from .. import providers
-from ..errors import StudioError
+from ..errors import ProviderUnavailable, StudioError
 from ..presets import Preset, load_preset
 from ..progress import CancelToken, ProgressFn, check, no_progress
 from ..project import Project, Scene, check_aspect
@@ -186,7 +186,8 @@ def write_storyboard(source: str, *, mode: str = "auto", writer: str = "auto", t
         mode, why = detect_mode(source)
         notes.append(f"storyboard: {why}")
     prefer = preset.providers.get("storyboard") if preset is not None else None
-    instance, choice = providers.create("storyboard", writer, prefer=prefer)
+    configs = preset.models if preset is not None else None
+    instance, choice = providers.create("storyboard", writer, prefer=prefer, configs=configs)
     notes.insert(0, f"storyboard: {choice.reason}")
     report(0.05, f"storyboard: writing from the {mode} with {choice.name}")
 
@@ -215,6 +216,73 @@ def write_storyboard(source: str, *, mode: str = "auto", writer: str = "auto", t
     )
 
 
+REWRITE_FIELDS = ("narration", "visual_prompt")
+
+
+def rewrite_scene(project: Project, scene_id: str, *, field: str = "narration", instruction: str = "",
+                  writer: str = "auto", preset: Preset | str | None = None,
+                  cancel: CancelToken | None = None) -> Project:
+    """Rewrite one scene's narration or visual prompt, keeping the rest of the storyboard (the studio's per-scene edit).
+
+    An LLM writer (``transformers``, ``openai``) rewrites the text following `instruction`, with the scenes around it
+    as context. The offline ``rules`` writer cannot follow instructions: without one it tidies the narration
+    (spacing, capitals, final punctuation, doubled words) or makes the visual prompt again from the narration's key
+    words; with one it raises `ProviderUnavailable` saying that an LLM writer is needed.
+
+    Args:
+        project: The project (not changed).
+        scene_id: The scene to rewrite.
+        field: ``"narration"`` or ``"visual_prompt"``.
+        instruction: What to change, e.g. "shorter, for children"; empty for a general clean-up.
+        writer: A storyboard provider name, or ``"auto"`` (the preset's preference order).
+        preset: A `Preset` (or its name) for the ``auto`` order and the writers' model options.
+        cancel: Checked before and after the rewrite.
+
+    Returns:
+        A new `Project` whose scene has the new text (its audio or visual is dropped when the text changed) and a
+        note saying which writer rewrote what.
+
+    Raises:
+        StudioError: unknown scene id, `field` or `writer`; a writer that gave no usable text.
+        ProviderUnavailable: the chosen writer cannot run here, or cannot follow an instruction (rules).
+    """
+    # 1. Check inputs.
+    if field not in REWRITE_FIELDS:
+        raise StudioError(f"`field` must be one of {', '.join(REWRITE_FIELDS)}, got {field!r}")
+    if not isinstance(instruction, str):
+        raise StudioError(f"`instruction` must be text, got {type(instruction).__name__}")
+    if len(instruction) > 2000:
+        raise StudioError("`instruction` is longer than 2000 characters; say in a sentence or two what to change")
+    index = [s.id for s in project.scenes].index(project.scene(scene_id).id)  # raises for an unknown id
+    if isinstance(preset, str):
+        preset = load_preset(preset)
+    known = providers.names("storyboard")
+    if writer != "auto" and writer not in known:
+        raise StudioError(f"`writer` must be 'auto' or one of {', '.join(known)}, got {writer!r}")
+    if field == "narration" and not project.scenes[index].narration.strip() and not instruction.strip():
+        raise StudioError(f"scene {index + 1} ({scene_id}) has no narration to rewrite: write some, or give an "
+                          "`instruction` saying what it should say")
+    check(cancel)
+
+    # 2. Choose the writer and rewrite.
+    prefer = preset.providers.get("storyboard") if preset is not None else None
+    configs = preset.models if preset is not None else None
+    instance, choice = providers.create("storyboard", writer, prefer=prefer, configs=configs)
+    rewrite = getattr(instance, "rewrite", None)
+    if rewrite is None:
+        raise ProviderUnavailable(f"the {choice.name} storyboard writer cannot rewrite a scene; choose another `writer`")
+    text = rewrite(project, scene_id, field=field, instruction=instruction, cancel=cancel)
+    check(cancel)
+    if not isinstance(text, str) or not text.strip():
+        raise StudioError(f"the {choice.name} writer returned no text for scene {index + 1}'s {field}")
+
+    # 3. A new project: only this scene's field changes (and the assets that depend on it are dropped).
+    edited = project.edit_scene(scene_id, **{field: text.strip()})
+    how = f" following {instruction.strip()[:80]!r}" if instruction.strip() else ""
+    return edited.with_note(f"storyboard: scene {index + 1}'s {field.replace('_', ' ')} rewritten by "
+                            f"{choice.name}{how} ({choice.reason})")
+
+
 def _register_providers() -> None:
     """Import every provider module of this package so each registers itself; ``rules`` goes last, so that in the
     registration order (used by ``auto`` without a preset) a writer that can really write comes before the outline
@@ -226,4 +294,5 @@ def _register_providers() -> None:
 
 _register_providers()
 
-__all__ = ["Draft", "StoryboardWriter", "MODES", "detect_mode", "read_script", "write_storyboard"]
+__all__ = ["Draft", "StoryboardWriter", "MODES", "REWRITE_FIELDS", "detect_mode", "read_script", "rewrite_scene",
+           "write_storyboard"]

@@ -11,9 +11,9 @@ from __future__ import annotations
 import re
 from collections import Counter
 
-from ..errors import StudioError
+from ..errors import ProviderUnavailable, StudioError
 from ..progress import CancelToken, check
-from ..project import Scene, new_scene_id
+from ..project import Project, Scene, new_scene_id
 from ..providers import register
 from . import Draft
 from .text import (Block, content_words, count_words, even_groups, join_and, key_phrases, normalise, proper_words,
@@ -76,10 +76,50 @@ class RulesWriter:
             return _write_outline(source, title, language, target_s)
         raise ValueError(f"mode must be 'script' or 'brief', got {mode!r}")
 
+    def rewrite(self, project: Project, scene_id: str, *, field: str, instruction: str = "",
+                cancel: CancelToken | None = None) -> str:
+        """The offline rewrite: tidy the narration, or make the visual prompt again from the narration's key words.
+
+        Raises:
+            ProviderUnavailable: an `instruction` was given; following one needs an LLM writer.
+        """
+        if instruction.strip():
+            raise ProviderUnavailable("following an instruction needs an LLM storyboard writer (transformers with a "
+                                      "local model, or openai with a server): the offline rules writer can only tidy "
+                                      "the narration or make the visual prompt again from its key words; leave the "
+                                      "instruction empty for that")
+        scene = project.scene(scene_id)
+        if field == "narration":
+            return tidy_narration(scene.narration)
+        if field == "visual_prompt":
+            body = " ".join(s.narration for s in project.scenes)
+            proper = proper_words(body)
+            topic = _topic(project.title, body, proper)
+            return _visual_prompt(scene.narration, heading=None, topic=topic, proper=proper) or scene.visual_prompt
+        raise StudioError(f"`field` must be narration or visual_prompt, got {field!r}")
+
 
 # --------------------------------------------------------------------------------------------------------------------
 # Script mode
 # --------------------------------------------------------------------------------------------------------------------
+
+
+# Words that are correctly said twice in a row ("I know that that is true", "it had had enough").
+_GOOD_DOUBLES = frozenset({"that", "had", "is", "do", "very", "so", "bye", "no", "yes"})
+
+
+def tidy_narration(text: str) -> str:
+    """A deterministic clean-up of narration: one space between words, none before punctuation, a doubled word
+    ("the the") said once, a capital first letter and a final full stop. The words themselves are kept."""
+    text = " ".join(text.split())
+    text = re.sub(r"\s+([,.;:!?…])", r"\1", text)
+    text = re.sub(r"\b(\w+)(\s+\1\b)+", lambda m: m.group(0) if m.group(1).lower() in _GOOD_DOUBLES else m.group(1),
+                  text, flags=re.I)
+    if text and text[0].islower():
+        text = text[0].upper() + text[1:]
+    if text and not re.search(r"[.!?…。！？\"”’)]$", text):
+        text += "."
+    return text
 
 
 def _strip_final(text: str) -> str:

@@ -4,7 +4,8 @@
     project.scenes[0].visual      # assets/<sha256>.png
 
 Painters are providers of kind ``"painter"``. Scenes without their own media are painted by the chosen painter
-(``cards``: offline typographic title cards; model-based painters register here too). Scenes that name a file in
+(``cards``: offline typographic title cards; ``diffusers-image``: a text-to-image model; ``diffusers-video``: an
+AnimateDiff clip). Scenes that name a file in
 `Scene.media` always use the ``local`` painter, which checks the file and copies it into the asset store.
 
 Every asset is named by the sha256 of everything it depends on, so a second run reuses all of them and editing one
@@ -23,7 +24,7 @@ from ..presets import Preset, load_preset
 from ..progress import CancelToken, ProgressFn, check, no_progress
 from ..project import Project, Scene
 from ..providers import create, names
-from . import cards, local  # noqa: F401  (importing them registers the built-in painters)
+from . import cards, diffusers_image, diffusers_video, local  # noqa: F401  (importing them registers the painters)
 from .local import scene_label
 
 __all__ = ["Painter", "illustrate", "scene_label"]
@@ -122,7 +123,8 @@ def illustrate(
         # `local` is never an automatic choice: it cannot paint a scene without a file.
         wanted = (preset.providers.get("painter") if preset is not None else None) or known
         prefer = [name for name in wanted if name != "local"] or [name for name in known if name != "local"]
-        chosen, choice = create("painter", painter, prefer=prefer)
+        chosen, choice = create("painter", painter, prefer=prefer,
+                                configs=preset.models if preset is not None else None)
         result = _with_note_once(result, "painter: " + choice.reason)
     if with_media:
         numbers = ", ".join(str(i + 1) for i in with_media)
@@ -140,7 +142,9 @@ def illustrate(
                 visual, reused = _use_media(media_painter, scene, i, size, result, root, store, cancel)
                 by = "local"
             else:
-                visual, reused = _paint(chosen, scene, i, size, result, store, cancel)
+                within = (lambda f, m, d=done, n=i: report((d + f) / len(targets),
+                                                           f"scene {n + 1}/{len(scenes)}: {m} ({chosen.name})"))
+                visual, reused = _paint(chosen, scene, i, size, result, store, cancel, within)
                 by = chosen.name
         except Cancelled:
             raise
@@ -156,7 +160,7 @@ def illustrate(
 
 
 def _paint(painter: Any, scene: Scene, index: int, size: tuple[int, int], project: Project, store: AssetStore,
-           cancel: CancelToken | None) -> tuple[Path, bool]:
+           cancel: CancelToken | None, on_progress: ProgressFn | None = None) -> tuple[Path, bool]:
     """Paint one scene without media with the chosen painter, or find the same image in the store."""
     variant = getattr(painter, "variant", None)
     key = asset_key(
@@ -175,10 +179,22 @@ def _paint(painter: Any, scene: Scene, index: int, size: tuple[int, int], projec
     found = store.find(key, painter.suffix)
     if found is not None:
         return found, True
+    # Painters that report progress within a scene (e.g. per denoising step) get a callback.
+    extra = {"on_progress": on_progress} if on_progress is not None and _accepts(painter.paint, "on_progress") else {}
     with store.making(key, painter.suffix) as tmp:
         painter.paint(scene, index=index, size=size, style=project.style, project_seed=project.seed, out=tmp,
-                      cancel=cancel)
+                      cancel=cancel, **extra)
     return store.path(key, painter.suffix), False
+
+
+def _accepts(function: Any, name: str) -> bool:
+    """Whether `function` takes a keyword argument `name`."""
+    import inspect
+
+    try:
+        return name in inspect.signature(function).parameters
+    except (TypeError, ValueError):
+        return False
 
 
 def _use_media(painter: Any, scene: Scene, index: int, size: tuple[int, int], project: Project, root: Path,

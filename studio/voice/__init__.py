@@ -5,7 +5,8 @@
     project = studio.narrate(project, only=["s1a2b3c4"])    # re-narrate one scene
 
 Providers (one file each): ``piper`` (neural, offline, optional GPL-3.0 extra), ``espeak`` (espeak-ng, offline, many
-languages). A provider is a `Narrator`: ``speak(text, voice=, seed=, language=, out=) -> Speech``.
+languages), ``bark`` (Suno Bark through transformers; needs its weights and, for ``auto``, a GPU). A provider is a
+`Narrator`: ``speak(text, voice=, seed=, language=, out=) -> Speech``.
 """
 
 from __future__ import annotations
@@ -101,7 +102,8 @@ def narrate(project: Project, *, narrator: str = "auto", preset: Preset | None =
 
     # 2. Choose the narrator
     prefer = preset.providers.get("narrator") if preset is not None else None
-    speaker, choice = providers.create("narrator", narrator, prefer=prefer)
+    configs = preset.models if preset is not None else None
+    speaker, choice = providers.create("narrator", narrator, prefer=prefer, configs=configs)
     note = "narrator: " + choice.reason
     notes = tuple(n for n in project.notes if not n.startswith("narrator: ")) + (note,)
     store = store if store is not None else AssetStore(project.assets_dir)
@@ -112,7 +114,8 @@ def narrate(project: Project, *, narrator: str = "auto", preset: Preset | None =
     total = len(todo)
     for done, (i, scene) in enumerate(todo, start=1):
         check(cancel)
-        scenes[scene.id] = _narrate_scene(scene, i, project, speaker, choice.name, store, cancel)
+        within = (lambda f, m, d=done: report((d - 1 + f) / total, f"narrating scene {d}/{total}: {m}"))
+        scenes[scene.id] = _narrate_scene(scene, i, project, speaker, choice.name, store, cancel, within)
         report(done / total, f"narrating scene {done}/{total}")
     if not total:
         report(1.0, "nothing to narrate")
@@ -120,7 +123,7 @@ def narrate(project: Project, *, narrator: str = "auto", preset: Preset | None =
 
 
 def _narrate_scene(scene: Scene, index: int, project: Project, speaker: Narrator, provider: str, store: AssetStore,
-                   cancel: CancelToken | None) -> Scene:
+                   cancel: CancelToken | None, on_progress: Optional[ProgressFn] = None) -> Scene:
     """One scene's audio: reused from the store when everything that made it is unchanged, else spoken."""
     text = scene.narration
     if not text.strip():  # a silent scene with a fixed length
@@ -133,10 +136,12 @@ def _narrate_scene(scene: Scene, index: int, project: Project, speaker: Narrator
         found = store.find(key, ".wav")
         if found is not None:
             return scene.with_audio(found, cached[0], cached[1])
+    # Narrators that report progress within a scene (e.g. per sentence) get a callback.
+    extra = {"on_progress": on_progress} if on_progress is not None and _accepts(speaker.speak, "on_progress") else {}
     try:
         with store.making(key, ".wav") as tmp:
             speech = speaker.speak(text, voice=project.voice, seed=scene.seed, language=project.language, out=tmp,
-                                   cancel=cancel)
+                                   cancel=cancel, **extra)
     except Cancelled:
         raise
     except StudioError as exc:
@@ -153,6 +158,16 @@ def _narrate_scene(scene: Scene, index: int, project: Project, speaker: Narrator
     return scene.with_audio(store.path(key, ".wav"), speech.words, speech.duration_s)
 
 
+def _accepts(function, name: str) -> bool:
+    """Whether `function` takes a keyword argument `name`."""
+    import inspect
+
+    try:
+        return name in inspect.signature(function).parameters
+    except (TypeError, ValueError):
+        return False
+
+
 def _cached_speech(meta: dict | None) -> tuple[tuple[WordTiming, ...], float] | None:
     """(words, duration_s) from an asset's side file, or None if it is missing or damaged."""
     if not meta:
@@ -167,3 +182,4 @@ def _cached_speech(meta: dict | None) -> tuple[tuple[WordTiming, ...], float] | 
 # Importing the provider modules registers them; Piper first, so "auto" without a preset prefers it.
 from . import piper as _piper  # noqa: E402,F401
 from . import espeak as _espeak  # noqa: E402,F401
+from . import bark as _bark  # noqa: E402,F401

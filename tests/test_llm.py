@@ -1,0 +1,306 @@
+"""LLM storyboard writers: the transformers writer on a tiny random-weight LM, the openai writer against a real HTTP
+server on 127.0.0.1, JSON reading and retries, and rewriting one scene."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from studio import (Cancelled, CancelToken, Project, ProviderUnavailable, Scene, StudioError, load_preset,
+                    providers)
+from studio.storyboard import rewrite_scene, write_storyboard
+from studio.storyboard._llm import BadAnswer, extract_json, parse_prompts, parse_storyboard
+from studio.storyboard.openai_llm import openai_writer
+from studio.testing import ScriptedChat, put_in_hub_cache
+
+from .openai_server import OpenAIServer, Reply
+
+GOOD = json.dumps({"title": "Why the Sky Is Blue", "scenes": [
+    {"narration": "Sunlight looks white, but it holds every colour.", "visual_prompt": "sunlight through a prism",
+     "duration_s": None},
+    {"narration": "Air scatters blue light far more than red.", "visual_prompt": "blue sky over a field",
+     "duration_s": 6},
+    {"narration": "So wherever you look up, blue light reaches your eyes.", "visual_prompt": "child looking up"},
+]})
+SCRIPT = ("# Bees\n\nBees visit flowers to collect nectar. They carry it home in their stomachs.\n\n"
+          "In the hive, bees pass the nectar from mouth to mouth. Water evaporates and it thickens.\n\n"
+          "Finally they seal it in wax cells, and it keeps for years.")
+
+
+@pytest.fixture
+def llm(tiny_models):
+    """The transformers writer on the tiny random-weight LM (a fresh instance: tests script or spy on it)."""
+    providers.release("storyboard", "transformers")
+    writer, _ = providers.create("storyboard", "transformers", **tiny_models.options("transformers"))
+    yield writer
+    providers.release("storyboard", "transformers")
+
+
+# -- the transformers writer --------------------------------------------------------------------------------------------
+def test_tiny_lm_writes_garbage_that_is_rejected_with_what_came_back(llm):
+    answers = []
+    generate = llm.chat
+
+    def spy(messages, *, cancel=None):
+        answers.append(generate(messages, cancel=cancel))
+        return answers[-1]
+
+    llm.chat = spy
+    with pytest.raises(StudioError) as info:
+        llm.write("Why the sky is blue", mode="brief", title=None, language="en", style="", target_s=30)
+    message = str(info.value)
+    # The real model ran twice (max_attempts=2): its first answer was rejected and it was asked again
+    assert len(answers) == 2 and llm.calls == 2
+    assert all(isinstance(a, str) for a in answers) and answers[0] != answers[1], "seeded per call: new answers"
+    assert "gave no usable storyboard in 2 attempts" in message
+    assert repr(answers[-1].strip()[:400] or "(nothing)") in message, "the error shows what came back"
+    assert "writer='rules'" in message
+
+
+def test_scripted_answers_are_checked_retried_and_turned_into_scenes(llm):
+    with ScriptedChat(llm, ["Sure! Here is your storyboard.", "```json\n" + GOOD + "\n```"]) as chat:
+        draft = llm.write("Explain why the sky is blue", mode="brief", title=None, language="fr",
+                          style="flat pastel", target_s=30)
+    assert draft.title == "Why the Sky Is Blue"
+    assert [s.narration for s in draft.scenes][1] == "Air scatters blue light far more than red."
+    assert [s.duration_s for s in draft.scenes] == [None, 6.0, None]
+    assert draft.scenes[2].visual_prompt == "child looking up"
+    assert len({s.id for s in draft.scenes}) == 3
+    # The prompt asked for the language, the style and the length; the retry said what was wrong
+    first, second = chat.conversations
+    system = first[0]["content"]
+    assert "French" in system and "flat pastel" in system and "75 words" in system and "30 seconds" in system
+    assert second[-2] == {"role": "assistant", "content": "Sure! Here is your storyboard."}
+    assert "no valid JSON" in second[-1]["content"]
+
+
+def test_script_mode_keeps_the_words_and_asks_only_for_visual_prompts(llm, tiny_models):
+    preset = replace(load_preset("draft"), models=tiny_models.preset_models())  # the same writer instance as `llm`
+    with ScriptedChat(llm, ['{"visual_prompts": ["bee on a flower"]}',
+                            '{"visual_prompts": ["bee on a flower", "inside a hive", "wax cells"]}']) as chat:
+        project = write_storyboard(SCRIPT, mode="script", writer="transformers", preset=preset)
+    assert [s.visual_prompt for s in project.scenes] == ["bee on a flower", "inside a hive", "wax cells"]
+    rules = write_storyboard(SCRIPT, mode="script", writer="rules")
+    assert [s.narration for s in project.scenes] == [s.narration for s in rules.scenes]  # the words are the user's
+    assert "exactly 3 are needed" in chat.conversations[1][-1]["content"]
+    assert any("wrote the visual prompts" in n for n in project.notes)
+
+
+def test_long_scripts_are_prompted_in_batches(llm):
+    script = "\n\n".join(f"Paragraph {i} talks about topic number {i} in some detail here." for i in range(15))
+    with ScriptedChat(llm, [json.dumps({"visual_prompts": [f"picture {i}" for i in range(12)]}),
+                            json.dumps({"visual_prompts": [f"picture {i}" for i in range(12, 15)]})]) as chat:
+        draft = llm.write(script, mode="script")
+    assert [s.visual_prompt for s in draft.scenes] == [f"picture {i}" for i in range(15)]
+    assert len(chat.conversations) == 2
+    assert "Story so far" in chat.conversations[1][1]["content"]  # the second batch sees the scenes before it
+
+
+def test_generation_stops_at_once_on_cancel(llm):
+    class CancelAfterReads(CancelToken):
+        """The user cancels while the 5th token is made: generation must stop at the next one."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.reads = 0
+
+        @property
+        def cancelled(self) -> bool:
+            self.reads += 1
+            if self.reads == 5:
+                self.cancel()
+            return super().cancelled
+
+    token = CancelAfterReads()
+    llm.max_new_tokens = 2000
+    with pytest.raises(Cancelled):
+        llm.chat([{"role": "user", "content": "Hello"}], cancel=token)
+    assert token.reads <= 8, f"the token was read {token.reads} times: generation did not stop at the cancel"
+
+
+def test_loads_from_the_hub_cache_by_id(tiny_models, tmp_path):
+    cache = tmp_path / "hub"
+    put_in_hub_cache(tiny_models.folder("llm"), "tiny-org/tiny-chat", cache)
+    options = {**tiny_models.options("transformers"), "model": "tiny-org/tiny-chat", "cache_dir": str(cache)}
+    choice = providers.choose("storyboard", "auto", prefer=["transformers", "rules"], configs={"transformers": options})
+    assert choice.name == "transformers" and "hub cache" in choice.reason
+    writer, _ = providers.create("storyboard", "transformers", **options)
+    assert isinstance(writer.chat([{"role": "user", "content": "Hi"}]), str)
+    # Without the cache the model is not here, and auto moves on, saying why
+    missing = providers.choose("storyboard", "auto", prefer=["transformers", "rules"],
+                               configs={"transformers": {**options, "cache_dir": str(tmp_path / "empty")}})
+    assert missing.name == "rules" and "hf download tiny-org/tiny-chat" in missing.reason
+
+
+# -- reading answers ----------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("text", [
+    GOOD,
+    "Here you go:\n```json\n" + GOOD + "\n```\nEnjoy!",
+    "Sure. " + GOOD + " Anything else?",
+    GOOD.replace('"duration_s": 6}', '"duration_s": 6,}').replace(']}', '],}'),  # trailing commas
+    GOOD.replace('"title"', "“title”"),  # curly quotes
+])
+def test_json_is_found_and_repaired(text):
+    title, scenes = parse_storyboard(text)
+    assert title == "Why the Sky Is Blue" and len(scenes) == 3
+
+
+@pytest.mark.parametrize("text, reason", [
+    ("", "empty"),
+    ("I cannot help with that.", "no valid JSON"),
+    ('{"title": "x", "scenes": []}', "non-empty list"),
+    ('{"scenes": [{"visual_prompt": "a cat"}]}', "scene 1's `narration`"),
+    ('{"scenes": [{"narration": "' + "word " * 80 + '"}]}', "at most 70"),
+    ('{"scenes": [{"narration": "Hi.", "duration_s": 500}]}', "`duration_s`"),
+    ('{"scenes": [{"narration": "Hi.", "duration_s": "5"}]}', "`duration_s`"),
+    ('["just", "strings"]', "scene 1 must be an object"),
+])
+def test_bad_answers_say_what_is_wrong(text, reason):
+    with pytest.raises(BadAnswer) as info:
+        parse_storyboard(text)
+    assert reason in str(info.value)
+
+
+def test_prompt_answers_need_one_per_scene():
+    assert parse_prompts('{"visual_prompts": ["a", "b"]}', 2) == ["a", "b"]
+    assert parse_prompts('[{"visual_prompt": "a"}, {"visual_prompt": "b"}]', 2) == ["a", "b"]
+    with pytest.raises(BadAnswer, match="exactly 3"):
+        parse_prompts('{"visual_prompts": ["a", "b"]}', 3)
+    assert extract_json("noise [1, 2] more") == [1, 2]
+
+
+# -- rewriting one scene --------------------------------------------------------------------------------------------------
+@pytest.fixture
+def story(tmp_path) -> Project:
+    scenes = (Scene("a", "Bees visit flowers.", "bee"), Scene("b", "the the hive   hums , all day", "hive"),
+              Scene("c", "Honey keeps for years.", "jar"))
+    return Project(title="Honey", scenes=scenes, language="en")
+
+
+def test_rewrite_with_an_llm_changes_one_field_of_one_scene(llm, story, tiny_models):
+    preset = replace(load_preset("draft"), models=tiny_models.preset_models())
+    with_audio = story.replace_scene(story.scene("b").with_audio(Path("b.wav"), (), 1.0))
+    with ScriptedChat(llm, ['{"text": "Inside, the hive hums all day long."}']) as chat:
+        edited = rewrite_scene(with_audio, "b", field="narration", instruction="make it vivid", writer="transformers",
+                               preset=preset)
+    assert edited.scene("b").narration == "Inside, the hive hums all day long."
+    assert edited.scene("b").visual_prompt == "hive" and edited.scene("b").audio is None  # stale audio dropped
+    assert [edited.scene(i) for i in "ac"] == [story.scene(i) for i in "ac"]
+    assert story.scene("b").narration == "the the hive   hums , all day", "the input is not changed"
+    user = chat.conversations[0][1]["content"]
+    assert "make it vivid" in user and "Bees visit flowers." in user and "Honey keeps for years." in user
+    assert any("rewritten by transformers" in n for n in edited.notes)
+
+
+def test_rules_rewrite_is_an_honest_offline_tidy_up(story):
+    tidy = rewrite_scene(story, "b", field="narration", writer="rules")
+    assert tidy.scene("b").narration == "The hive hums, all day."
+    prompt = rewrite_scene(story, "c", field="visual_prompt", writer="rules").scene("c").visual_prompt
+    assert "honey" in prompt.lower() and prompt != "jar"
+    with pytest.raises(ProviderUnavailable, match="needs an LLM"):
+        rewrite_scene(story, "b", field="narration", instruction="shorter", writer="rules")
+    with pytest.raises(StudioError, match="`field`"):
+        rewrite_scene(story, "b", field="title")
+    with pytest.raises(StudioError, match="no scene with id"):
+        rewrite_scene(story, "zz", field="narration")
+    with pytest.raises(StudioError, match="`writer`"):
+        rewrite_scene(story, "b", writer="gpt-9")
+
+
+# -- the openai writer against a real local server -----------------------------------------------------------------------
+def _openai(server: OpenAIServer, **options):
+    defaults = {"base_url": server.url, "model": "tiny-chat", "api_key": "sk-test-secret-123", "backoff_s": 0.01,
+                "timeout_s": 5.0}
+    writer, _ = providers.create("storyboard", "openai", **{**defaults, **options})
+    return writer
+
+
+def test_openai_writes_a_storyboard(tmp_path):
+    with OpenAIServer(answers=[GOOD]) as server:
+        writer = _openai(server)
+        draft = writer.write("Why the sky is blue", mode="brief", title=None, language="en", style="", target_s=20)
+    assert draft.title == "Why the Sky Is Blue" and len(draft.scenes) == 3
+    (request,) = [r for r in server.requests if r["method"] == "POST"]
+    assert request["path"] == "/v1/chat/completions"
+    assert request["headers"]["Authorization"] == "Bearer sk-test-secret-123"
+    body = request["json"]
+    assert body["model"] == "tiny-chat" and body["response_format"] == {"type": "json_object"}
+    assert body["messages"][0]["role"] == "system" and "Why the sky is blue" in body["messages"][1]["content"]
+
+
+def test_openai_retries_429_and_5xx_with_backoff():
+    replies = [Reply(429, {"error": {"message": "Rate limit reached"}}, headers={"Retry-After": "0"}),
+               Reply(503, {"error": {"message": "overloaded"}}), Reply()]
+    with OpenAIServer(answers=[GOOD], replies=replies) as server:
+        draft = _openai(server).write("Sky", mode="brief")
+        assert len(server.chats) == 3 and len(draft.scenes) == 3
+    with OpenAIServer(replies=[Reply(500, {"error": {"message": "boom"}})] * 3) as server:
+        with pytest.raises(StudioError, match=r"kept failing \(HTTP 500: boom\) after 2 retries"):
+            _openai(server, max_retries=2).write("Sky", mode="brief")
+        assert len(server.chats) == 3
+
+
+def test_openai_401_says_to_set_the_key_and_never_shows_it():
+    with OpenAIServer(replies=[Reply(401, {"error": {"message": "Incorrect API key provided"}})]) as server:
+        with pytest.raises(StudioError) as info:
+            _openai(server).write("Sky", mode="brief")
+    message = str(info.value)
+    assert "HTTP 401" in message and "OPENAI_API_KEY" in message and "Incorrect API key" in message
+    assert "sk-test-secret" not in message and "sk-test-secret" not in repr(_openai)
+
+
+def test_openai_unknown_model_lists_what_the_server_has():
+    body = {"error": {"message": "The model `gpt-9` does not exist", "code": "model_not_found"}}
+    with OpenAIServer(replies=[Reply(404, body)], models=("llama3.2", "qwen2.5")) as server:
+        with pytest.raises(StudioError) as info:
+            _openai(server, model="gpt-9").write("Sky", mode="brief")
+    message = str(info.value)
+    assert "does not know model 'gpt-9'" in message and "llama3.2, qwen2.5" in message
+    assert "STUDIO_LLM_MODEL" in message
+
+
+def test_openai_connection_refused_and_timeout():
+    with socket.socket() as sock:  # a port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    writer = openai_writer(base_url=f"http://127.0.0.1:{port}/v1", model="m", backoff_s=0.01)
+    with pytest.raises(StudioError, match="cannot connect to .*connection refused.*is the server running"):
+        writer.write("Sky", mode="brief")
+    with pytest.raises(ProviderUnavailable, match="nothing answers at"):
+        providers.choose("storyboard", "openai", base_url=f"http://127.0.0.1:{port}/v1", model="m")
+
+    with OpenAIServer(replies=[Reply(delay_s=1.5)], answers=[GOOD]) as server:
+        with pytest.raises(StudioError, match=r"gave no answer within 0.3 s"):
+            _openai(server, timeout_s=0.3).write("Sky", mode="brief")
+
+
+def test_openai_drops_json_mode_for_servers_that_refuse_it():
+    refused = Reply(400, {"error": {"message": "'response_format.type' must be 'json_schema'"}})
+    with OpenAIServer(replies=[refused], answers=[GOOD]) as server:
+        writer = _openai(server)
+        assert len(writer.write("Sky", mode="brief").scenes) == 3
+        first, second = server.chats
+    assert "response_format" in first and "response_format" not in second
+
+
+def test_openai_auto_needs_studio_to_be_pointed_at_a_server(monkeypatch):
+    for name in ("OPENAI_BASE_URL", "OPENAI_API_BASE", "STUDIO_LLM_MODEL"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-lying-around")
+    choice = providers.choose("storyboard", "auto", prefer=["openai", "rules"])
+    assert choice.name == "rules" and "no server configured" in choice.reason
+    with OpenAIServer(answers=[GOOD]) as server:
+        monkeypatch.setenv("OPENAI_BASE_URL", server.url)
+        monkeypatch.setenv("STUDIO_LLM_MODEL", "tiny-chat")
+        choice = providers.choose("storyboard", "auto", prefer=["openai", "rules"])
+        assert choice.name == "openai" and "tiny-chat at " + server.url in choice.reason
+        providers.release("storyboard", "openai")
+        project = write_storyboard("Why is the sky blue?", mode="brief", writer="auto", preset=load_preset("draft"))
+        providers.release("storyboard", "openai")
+    assert project.title == "Why the Sky Is Blue" and project.notes[0].startswith("storyboard: openai: first of")
+    assert os.environ["OPENAI_API_KEY"] == "sk-lying-around"
