@@ -28,7 +28,9 @@ if TYPE_CHECKING:  # heavy modules stay lazy
     import pandas as pd
     from matplotlib.figure import Figure
 
-__all__ = ["progress_bar", "show_storyboard", "word_table", "play", "show_image", "show_scene", "show_video", "frame_at", "show_grid",
+    from .presets import Preset
+
+__all__ = ["with_models", "progress_bar", "show_storyboard", "word_table", "play", "show_image", "show_scene", "show_video", "frame_at", "show_grid",
            "compare", "plot_narration", "notebook_dir"]
 
 # Videos larger than this are linked rather than embedded, so a saved notebook stays small.
@@ -46,6 +48,25 @@ def notebook_dir(name: str) -> Path:
     folder = base / name
     folder.mkdir(parents=True, exist_ok=True)
     return folder
+
+
+def with_models(preset: "Preset | str", models: Mapping[str, Mapping[str, object]]) -> "Preset":
+    """A copy of `preset` whose ``[models]`` options are updated per provider, e.g. a hub id, a local folder or a tiny
+    test model (``studio.testing.TinyModels(folder).options("bark")``)::
+
+        preset = nb.with_models("draft", {"diffusers-image": {"model": "stabilityai/sdxl-turbo"}})
+    """
+    from dataclasses import replace
+
+    from .presets import load_preset
+
+    preset = load_preset(preset) if isinstance(preset, str) else preset
+    merged = {name: dict(options) for name, options in preset.models.items()}
+    for name, options in models.items():
+        if not isinstance(options, Mapping):
+            raise StudioError(f"`models[{name!r}]` must be a dict of options, got {type(options).__name__}")
+        merged[name] = {**merged.get(name, {}), **options}
+    return replace(preset, models=merged)
 
 
 def progress_bar(description: str = "") -> Callable[[float, str], None]:

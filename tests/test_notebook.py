@@ -108,3 +108,16 @@ def test_notebook_dir_is_checked(tmp_path, monkeypatch):
     for bad in ("", "..", "a/b", "..\\x"):
         with pytest.raises(StudioError, match="plain folder name"):
             nb.notebook_dir(bad)
+
+
+def test_with_models_updates_one_providers_options_and_keeps_the_rest():
+    from studio import load_preset
+
+    draft = load_preset("draft")
+    changed = nb.with_models("draft", {"diffusers-image": {"model": "/models/sd", "steps": 2}, "bark": {"device": "cpu"}})
+    assert changed.models["diffusers-image"] == {**draft.models["diffusers-image"], "model": "/models/sd", "steps": 2}
+    assert changed.models["bark"] == {"device": "cpu"}
+    assert changed.models["transformers"] == draft.models["transformers"]
+    assert load_preset("draft").models == draft.models  # the preset itself is not changed
+    with pytest.raises(StudioError, match="must be a dict"):
+        nb.with_models(draft, {"bark": "suno/bark"})
