@@ -226,5 +226,28 @@ class PipelineHolder:
         devices.free_memory()
 
 
+class HeldPipeline:
+    """What the diffusers painters share: a pipeline loaded once by their ``_build()`` into ``self._holder``."""
+
+    _holder: PipelineHolder
+    _build: Callable[[], Loaded]  # each painter's loader
+
+    def load(self) -> Loaded:
+        """Load the pipeline (once)."""
+        return self._holder.get(self._build)
+
+    @property
+    def loaded(self) -> bool:
+        return self._holder.loaded
+
+    def use_pipeline(self, pipe: Any, device: str) -> None:
+        """Paint with a pipeline built elsewhere and already on `device` (benchmarks of random-weight architectures,
+        notebooks), instead of loading this painter's model."""
+        import torch
+
+        dtype = getattr(pipe, "dtype", torch.float32)
+        self._holder.set(Loaded(pipe, device, dtype, devices.MemoryPlan("full", False, False, "given")))
+
+
 def load_error(model: str, exc: Exception) -> StudioError:
     return StudioError(f"cannot load the diffusers pipeline {model}: {type(exc).__name__}: {exc}")

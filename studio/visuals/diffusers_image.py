@@ -83,7 +83,7 @@ def fit_image(image: Any, size: tuple[int, int]) -> Any:
     return ImageOps.fit(image.convert("RGB"), size, Image.Resampling.LANCZOS, centering=(0.5, 0.5))
 
 
-class DiffusersImagePainter:
+class DiffusersImagePainter(diffusion.HeldPipeline):
     """Paints each scene with a diffusers text-to-image pipeline; it loads on first use and stays until `release()`."""
 
     name = "diffusers-image"
@@ -120,22 +120,6 @@ class DiffusersImagePainter:
         plan = diffusion.place(pipe, device, self.weights.loaded_bytes(devices.dtype_bytes(dtype)))
         log.info("diffusers-image: %s loaded on %s (%s; %s)", self.weights.model, device, dtype, plan.reason)
         return diffusion.Loaded(pipe, device, dtype, plan)
-
-    def load(self) -> diffusion.Loaded:
-        """Load the pipeline (once)."""
-        return self._holder.get(self._build)
-
-    @property
-    def loaded(self) -> bool:
-        return self._holder.loaded
-
-    def use_pipeline(self, pipe: Any, device: str) -> None:
-        """Paint with a pipeline built elsewhere and already on `device` (benchmarks of random-weight architectures,
-        notebooks), instead of loading this painter's model."""
-        import torch
-
-        dtype = getattr(pipe, "dtype", torch.float32)
-        self._holder.set(diffusion.Loaded(pipe, device, dtype, devices.MemoryPlan("full", False, False, "given")))
 
     def paint(self, scene: Scene, *, index: int, size: tuple[int, int], style: str, project_seed: int, out: Path,
               cancel: CancelToken | None = None, on_progress: ProgressFn | None = None) -> Path:

@@ -153,7 +153,7 @@ def loop_frames(count: int, wanted: int) -> list[int]:
     return [cycle[i % len(cycle)] for i in range(total)]
 
 
-class DiffusersVideoPainter:
+class DiffusersVideoPainter(diffusion.HeldPipeline):
     """Makes a clip per scene with AnimateDiff; the pipeline loads on first use and stays until `release()`."""
 
     name = "diffusers-video"
@@ -218,22 +218,6 @@ class DiffusersVideoPainter:
         plan = diffusion.place(pipe, device, parameters * devices.dtype_bytes(dtype))
         log.info("diffusers-video: %s loaded on %s (%s; %s)", self.weights.model, device, dtype, plan.reason)
         return diffusion.Loaded(pipe, device, dtype, plan)
-
-    def load(self) -> diffusion.Loaded:
-        """Load the pipeline (once)."""
-        return self._holder.get(self._build)
-
-    @property
-    def loaded(self) -> bool:
-        return self._holder.loaded
-
-    def use_pipeline(self, pipe: Any, device: str) -> None:
-        """Paint with a pipeline built elsewhere and already on `device` (benchmarks of random-weight architectures,
-        notebooks), instead of loading this painter's model."""
-        import torch
-
-        dtype = getattr(pipe, "dtype", torch.float32)
-        self._holder.set(diffusion.Loaded(pipe, device, dtype, devices.MemoryPlan("full", False, False, "given")))
 
     def make_frames(self, scene: Scene, *, size: tuple[int, int], style: str, project_seed: int,
                     cancel: CancelToken | None = None, on_progress: ProgressFn | None = None) -> np.ndarray:
