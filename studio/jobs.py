@@ -238,7 +238,8 @@ class JobRequest:
         # 3. Project settings.
         voice = _text(data, "voice", 64)
         if voice is not None and not _VOICE_OK(voice):
-            raise RequestError(f"`voice` must be a voice name (letters, digits, '_', '-', '+'), got {voice!r}",
+            raise RequestError(f"`voice` must be a voice name (letters, digits, '_', '-', '+', one '/' as in v2/en_speaker_6), "
+                               f"got {voice!r}",
                                field="voice")
         language = _text(data, "language", 16) or "en"
         if not _LANGUAGE_OK(language):
@@ -365,7 +366,11 @@ def _upload_id(data: Mapping, key: str, field: str | None = None) -> str | None:
 
 
 def _VOICE_OK(voice: str) -> bool:
-    return bool(voice) and voice[0].isalnum() and all(c.isascii() and (c.isalnum() or c in "_-+") for c in voice)
+    """A voice *name* (``en-us``, ``en_US-joe-medium``, Bark's ``v2/en_speaker_6``), never a file: no dots, at most one
+    '/' between two name parts."""
+    parts = voice.split("/")
+    return len(parts) <= 2 and all(part and part[0].isalnum() and all(c.isascii() and (c.isalnum() or c in "_-+")
+                                                                       for c in part) for part in parts)
 
 
 def _LANGUAGE_OK(language: str) -> bool:
@@ -787,7 +792,7 @@ class JobRunner:
 
     # -- submitting ------------------------------------------------------------------------------------------------
     def submit(self, request: JobRequest | Mapping[str, Any], *, owner: str = "local",
-               idempotency_key: str | None = None) -> Job:
+               idempotency_key: str | None = None, prepare: Callable[[Path], Any] | None = None) -> Job:
         """Queue a render.
 
         Args:
@@ -795,6 +800,9 @@ class JobRunner:
             owner: The user it belongs to; only they see it.
             idempotency_key: The same key with the same request returns the job it made the first time instead of
                 making another (1-200 printable ASCII characters).
+            prepare: Called with a new job's project folder before any worker can take the job (the studio app
+                seeds it with the project and the assets its panels made). If it raises, the job is dropped and the
+                error is raised.
 
         Returns:
             The queued `Job` (or the earlier one, for a repeated idempotency key).
@@ -859,6 +867,15 @@ class JobRunner:
                         (job_id, owner, resource, json.dumps(checked.to_dict(), ensure_ascii=True), fingerprint,
                          idempotency_key, checked.preset, project, now, now))
                     self.journal.add_event(db, job_id, "queued", {"state": "queued"}, now)
+            if existing is None and prepare is not None:
+                try:
+                    prepare(self.data_dir / project)
+                except BaseException:
+                    with self.journal.transaction() as db:
+                        db.execute("DELETE FROM events WHERE job_id = ?", (job_id,))
+                        db.execute("DELETE FROM jobs WHERE id = ?", (job_id,))
+                    shutil.rmtree(self.data_dir / project, ignore_errors=True)
+                    raise
             self._cond.notify_all()
         return self.get(existing or job_id, owner)
 

@@ -84,6 +84,37 @@ def test_idempotency_key_gives_one_job(make_runner):
         runner.submit(tiny_request(), owner="alice", idempotency_key="has space")
 
 
+def test_voice_names_of_every_narrator_are_accepted(make_runner):
+    runner = make_runner(start=False)
+    for voice in ("en-us", "en_US-joe-medium", "v2/en_speaker_6", "en+f3"):
+        assert runner.submit({**tiny_request(), "voice": voice}, owner="alice").state == "queued"
+
+
+def test_prepare_runs_before_a_worker_can_take_the_job_and_a_failure_drops_it(make_runner):
+    runner = make_runner()
+    seen = []
+
+    def prepare(folder: Path) -> None:
+        seen.append((folder, [j.state for j in runner.list("alice")]))
+        (folder / "assets").mkdir(parents=True)
+        (folder / "assets" / "seeded.txt").write_text("from the studio")
+
+    job = runner.submit(tiny_request(), owner="alice", prepare=prepare)
+    assert seen == [(job.project_dir, ["queued"])]  # called once, while the job could not yet run
+    done = runner.wait(job.id, timeout_s=120)
+    assert done.state == "done", done.error
+    assert (job.project_dir / "assets" / "seeded.txt").read_text() == "from the studio"
+
+    def broken(folder: Path) -> None:
+        folder.mkdir(parents=True)
+        raise StudioError("the project could not be copied")
+
+    with pytest.raises(StudioError, match="could not be copied"):
+        runner.submit(tiny_request(), owner="alice", prepare=broken)
+    assert [j.id for j in runner.list("alice")] == [job.id]  # the failed submission left no job and no folder
+    assert sorted(p.name for p in job.project_dir.parent.iterdir()) == [job.id]
+
+
 @pytest.mark.parametrize("request_data, field, words", [
     ({"script": "word " * 5000, "preset": "tiny"}, "script", "limit is 20,000"),
     ({"script": "word " * 3000, "preset": "tiny"}, "script", "limit of 900 s"),
@@ -100,6 +131,9 @@ def test_idempotency_key_gives_one_job(make_runner):
     ({"script": "hello", "providers": {"painter": "local"}}, "providers.painter", "must be one of"),
     ({"script": "hello", "providers": {"narrator": "nope"}}, "providers.narrator", "must be one of"),
     ({"script": "hello", "voice": "../../voice.onnx"}, "voice", "voice name"),
+    ({"script": "hello", "voice": "/etc/voice"}, "voice", "voice name"),
+    ({"script": "hello", "voice": "a/b/c"}, "voice", "voice name"),
+    ({"script": "hello", "voice": "my.npz"}, "voice", "voice name"),
     ({"script": "hello", "music": "../../etc/passwd"}, "music", "no upload"),
     ({"storyboard": [{"narration": "x", "media": "/etc/passwd"}]}, "storyboard[0].media", "no upload"),
     ({"script": "hello", "aspect": "4:3"}, "aspect", "16:9, 9:16, 1:1"),

@@ -37,8 +37,7 @@ def job_request(project: Project, *, preset: str, narrator: str = "auto", painte
         "caption_style": project.caption_style, "music_volume": project.music_volume,
         "providers": {"narrator": narrator or "auto", "painter": painter or "auto"},
     }
-    # The voice travels in the seeded project.json, not in the request: the request's check takes plain names only,
-    # and Bark's speaker presets are named like v2/en_speaker_6.
+    # The voice, like every other project setting, travels in the seeded project.json that the job renders.
     return request
 
 
@@ -72,11 +71,8 @@ def submit(runner: Any, project: Project, owner: str, *, preset: str, narrator: 
         StudioError: the runner refuses the request (a limit, a full queue: the message says which).
     """
     request = job_request(project, preset=preset, narrator=narrator, painter=painter)
-    # The runner's lock keeps its workers from taking the job until its folder is seeded.
-    with runner._cond:
-        job = runner.submit(request, owner=owner)
-        seed(project, job.project_dir)
-    return job
+    # The job's folder is seeded before any worker can take the job.
+    return runner.submit(request, owner=owner, prepare=lambda folder: seed(project, folder))
 
 
 def status(job: Any) -> dict:
