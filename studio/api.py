@@ -352,7 +352,7 @@ def create_app(runner: JobRunner, auth: Users | None = None, *, close_runner: bo
             start = int(last_event_id.strip())
 
         async def stream():
-            seq, quiet = start, 0.0
+            seq, quiet, ended = start, 0.0, False
             yield "retry: 2000\n\n"
             while True:
                 if await request.is_disconnected() or runner.closing:
@@ -367,9 +367,14 @@ def create_app(runner: JobRunner, auth: Users | None = None, *, close_runner: bo
                 if events:
                     quiet = 0.0
                     continue
-                job = await run_in_threadpool(runner.get, job_id, who)
-                if job.terminal:  # its end was sent before this connection's Last-Event-ID
+                if ended:  # its end was sent before this connection's Last-Event-ID
                     return
+                job = await run_in_threadpool(runner.get, job_id, who)
+                if job.terminal:
+                    # The end and its event are journaled in one transaction, maybe just after the query above: read
+                    # once more, so the stream closes on that event.
+                    ended = True
+                    continue
                 quiet += SSE_POLL_S
                 if quiet >= SSE_KEEPALIVE_S:
                     quiet = 0.0

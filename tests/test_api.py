@@ -187,6 +187,27 @@ def test_cancel_over_http_ends_the_event_stream(api):
     assert temp_files(api.runner.data_dir) == []
 
 
+def test_event_stream_sends_an_end_journaled_between_its_query_and_its_state_check(api, monkeypatch):
+    """The race CI once lost: the stream finds no new event, the job then ends (state and event in one transaction),
+    and the stream's state check sees it ended; the stream must still send that last event."""
+    client = api["alice"]
+    job_id = client.post("/api/jobs", json=tiny_job([0.6])).json()["id"]
+    api.runner.wait(job_id, timeout_s=120)
+    real_events, held_back = api.runner.events, []
+
+    def events_missing_the_end_twice(job_id_, owner=None, *, after=0, limit=1000, wait_s=0.0):
+        found = real_events(job_id_, owner, after=after, limit=limit, wait_s=wait_s)
+        if found and found[-1].kind == "done" and len(held_back) < 2:
+            held_back.append(found[-1].seq)
+            return found[:-1]  # as if read a moment before the job's end was committed
+        return found
+
+    monkeypatch.setattr(api.runner, "events", events_missing_the_end_twice)
+    events = read_sse(client, f"/api/jobs/{job_id}/events")
+    assert len(held_back) == 2  # the stream did read an empty batch and then found the job ended
+    assert [e["event"] for e in events].count("done") == 1 and events[-1]["event"] == "done"
+
+
 def test_twenty_concurrent_submissions_from_four_users(api):
     users = ["alice", "bob", "carol", "dave"]
     # every job has its own length, so each output can be matched to its request
