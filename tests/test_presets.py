@@ -111,12 +111,19 @@ def test_a_copied_preset_file_loads_by_path(tmp_path):
     shutil.copy(PRESETS_DIR / "standard.toml", copy)
     preset = load_preset(copy)
     assert preset.source == copy and preset.size("16:9") == load_preset("standard").size("16:9")
-    changed = _custom(tmp_path, lambda t: t.replace("fps = 30", "fps = 25").replace("crf = 23", "crf = 30"),
+    changed = _custom(tmp_path, lambda t: _crf(t.replace("fps = 30", "fps = 25"), "crf = 30"),
                       base="standard", name="slower.toml")
     preset = load_preset(str(changed))
     assert preset.fps == 25 and preset.encoder_args("libx264")[preset.encoder_args("libx264").index("-crf") + 1] == "30"
     with pytest.raises(StudioError, match="does not exist"):
         load_preset(tmp_path / "missing.toml")
+
+
+def _crf(text: str, replacement: str) -> str:
+    """The preset text with its libx264 `crf = N` line replaced (whatever N the shipped preset has)."""
+    edited, count = re.subn(r"(?m)^crf = \d+$", lambda _: replacement, text, count=1)
+    assert count == 1, "the preset has no `crf = N` line"
+    return edited
 
 
 def _drop_line(prefix: str):
@@ -134,12 +141,12 @@ def _drop_line(prefix: str):
     (lambda t: t.replace('"16:9" = [854, 480]', '"16:9" = [855, 480]'), 'resolution."16:9"'),
     (lambda t: t.replace('"1:1" = [480, 480]', '"1:1" = [480]'), 'resolution."1:1"'),
     (lambda t: t.replace('"9:16" = [480, 854]', '"9:16" = [32, 854]'), 'resolution."9:16"'),
-    (lambda t: t.replace('crf = 28', 'crf = 28\nfoo = 1'), "[encoder.libx264] does not accept `foo`"),
+    (lambda t: _crf(t, 'crf = 28\nfoo = 1'), "[encoder.libx264] does not accept `foo`"),
     (lambda t: t.replace('cq = 30', 'cq = 30\ncrf = 20', 1), "[encoder.h264_nvenc] does not accept `crf`"),
-    (lambda t: t.replace('crf = 28', 'crf = 28\ncq = 20'), "[encoder.libx264] does not accept `cq`"),
+    (lambda t: _crf(t, 'crf = 28\ncq = 20'), "[encoder.libx264] does not accept `cq`"),
     (lambda t: t.replace('preset = "superfast"', 'preset = "p4"'), "[encoder.libx264] `preset`"),
-    (lambda t: t.replace('crf = 28', 'crf = 60'), "`crf` must be a whole number from 0 to 51"),
-    (lambda t: t.replace('crf = 28\n', ''), "[encoder.libx264] needs `crf`"),
+    (lambda t: _crf(t, 'crf = 60'), "`crf` must be a whole number from 0 to 51"),
+    (lambda t: _crf(t, ''), "[encoder.libx264] needs `crf`"),
     (lambda t: t.replace('encoders = ["h264_nvenc", "libx264"]', 'encoders = ["h264_nvenc"]'), "include libx264"),
     (lambda t: t.replace('encoders = ["h264_nvenc", "libx264"]', 'encoders = ["av1_magic", "libx264"]'), "av1_magic"),
     (lambda t: t.replace('encoders = ["h264_nvenc", "libx264"]', 'encoders = ["libx264", ["nested"]]'), "not supported"),
