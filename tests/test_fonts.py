@@ -1,0 +1,177 @@
+"""Custom caption fonts: the project field and its JSON round trip, clear errors for files that are not fonts, real
+renders whose burned-in captions change with the font (measured in decoded pixels), and segment keys that follow the
+font's bytes. Every font is a copy of one installed by the set-up (DejaVu, from fonts-dejavu-core)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from studio import Project, StudioError, load_preset, make_video
+from studio.compose import build_timeline, compose
+from studio.compose.captions import caption_layout, text_width
+from studio.compose.segments import plan_segments
+from studio.fonts import FONT_MAX_BYTES, FontError, font_path, inspect_font, read_font
+from tests.test_compose import frame_at, ink_box, scene_of  # noqa: F401  (scene_of is a fixture)
+
+DRAFT = load_preset("draft")
+
+
+def installed_font(name: str) -> Path:
+    """An installed DejaVu face beside the bundled DejaVu Sans (fonts-dejavu-core ships Sans, Sans Mono and Serif)."""
+    path = font_path("regular").parent / name
+    if not path.is_file():
+        found = next(iter(Path("/usr/share/fonts").rglob(name)), None) if Path("/usr/share/fonts").is_dir() else None
+        if found is None:
+            pytest.skip(f"{name} is not installed (scripts/setup.sh installs fonts-dejavu-core)")
+        path = found
+    return path
+
+
+@pytest.fixture
+def mono_font(tmp_path) -> Path:
+    """DejaVu Sans Mono, copied under a name full of characters a filter string would choke on."""
+    target = tmp_path / "fonts in, here" / "my font [v2]; it's:mono.ttf"
+    target.parent.mkdir()
+    shutil.copyfile(installed_font("DejaVuSansMono.ttf"), target)
+    return target
+
+
+@pytest.fixture
+def png_as_ttf(tmp_path, make_image) -> Path:
+    fake = tmp_path / "fake.ttf"
+    shutil.copyfile(make_image("logo.png", (32, 32), (200, 0, 0)), fake)
+    return fake
+
+
+def test_caption_font_is_in_the_json_round_trip(tmp_path, mono_font):
+    folder = tmp_path / "proj"
+    (folder / "assets").mkdir(parents=True)
+    inside = folder / "assets" / "caption.ttf"
+    shutil.copyfile(mono_font, inside)
+    saved = Project(title="t", scenes=(), caption_font=inside).save(folder)
+    data = json.loads((folder / "project.json").read_text("utf-8"))
+    assert data["caption_font"] == "assets/caption.ttf"  # relative to the project folder, like music and watermark
+    assert Project.load(folder).caption_font == inside == saved.caption_font
+    outside = Project(title="t", scenes=(), caption_font=mono_font).save(folder)
+    assert json.loads((folder / "project.json").read_text("utf-8"))["caption_font"] == str(mono_font)
+    assert Project.load(folder).caption_font == mono_font == outside.caption_font
+    Project(title="t", scenes=()).save(folder)
+    assert json.loads((folder / "project.json").read_text("utf-8"))["caption_font"] is None
+    assert Project.load(folder).caption_font is None
+
+
+def test_inspect_font_reads_facts_and_refuses_what_is_not_a_font(tmp_path, mono_font, png_as_ttf):
+    facts = inspect_font(mono_font)
+    assert (facts.family, facts.suffix, facts.bold) == ("DejaVu Sans Mono", ".ttf", False)
+    assert facts.size_bytes == mono_font.stat().st_size and len(facts.sha256) == 64
+    assert 1.0 < facts.line_ratio < 1.5
+    assert inspect_font(installed_font("DejaVuSans-Bold.ttf")).bold
+    with pytest.raises(FontError, match="not a TrueType or OpenType"):
+        inspect_font(png_as_ttf)
+    with pytest.raises(FontError, match="does not exist"):
+        inspect_font(tmp_path / "missing.ttf")
+    with pytest.raises(FontError, match="not a file"):
+        inspect_font(tmp_path)
+    broken = tmp_path / "broken.ttf"  # a TrueType signature, then garbage
+    broken.write_bytes(b"\x00\x01\x00\x00" + bytes(range(256)) * 8)
+    with pytest.raises(FontError, match="FreeType cannot read it"):
+        inspect_font(broken)
+    huge = tmp_path / "huge.ttf"
+    with open(huge, "wb") as handle:  # sparse: no disk used
+        handle.write(mono_font.read_bytes())
+        handle.truncate(FONT_MAX_BYTES + 1)
+    with pytest.raises(FontError, match="MB"):
+        inspect_font(huge)
+    with pytest.raises(StudioError, match=r"`caption_font` .*fake\.ttf: it is not a TrueType"):
+        read_font(png_as_ttf)
+
+
+def test_bad_caption_fonts_fail_before_any_work_naming_the_file(tmp_path, png_as_ttf, scene_of):
+    for bad, why in ((png_as_ttf, "not a TrueType or OpenType font"), (tmp_path / "gone.ttf", "does not exist")):
+        with pytest.raises(StudioError, match="caption_font") as caught:
+            make_video("One short line.", output=tmp_path / "v.mp4", caption_font=bad)
+        assert str(bad) in str(caught.value) and why in str(caught.value)
+        assert not (tmp_path / "v.mp4").exists()
+        with pytest.raises(StudioError, match="caption_font"):
+            build_timeline(Project(title="t", scenes=(scene_of("a"),), caption_font=bad), DRAFT)
+    # Without captions the font is not needed to lay out the video.
+    build_timeline(Project(title="t", scenes=(scene_of("a"),), caption_font=png_as_ttf, captions=False), DRAFT)
+    # The CLI says the same, with no traceback.
+    out = subprocess.run([sys.executable, "-m", "studio", "render", "--brief", "A line.", "-o", str(tmp_path / "c.mp4"),
+                          "--caption-font", str(png_as_ttf), "-q"], capture_output=True, text=True, timeout=120)
+    assert out.returncode != 0 and "caption_font" in out.stderr and "fake.ttf" in out.stderr, out.stderr
+    assert "Traceback" not in out.stderr
+
+
+def test_caption_font_changes_the_burned_in_pixels(scene_of, tmp_path, mono_font):
+    scene = scene_of("a", speech_s=2.0, words=("illicit", "little", "lilies"), colour=(60, 110, 60))
+    default = compose(Project(title="t", scenes=(scene,)), DRAFT, tmp_path / "sans.mp4")
+    custom = compose(Project(title="t", scenes=(scene,), caption_font=mono_font), DRAFT, tmp_path / "mono.mp4")
+    assert custom.timeline.caption_layout.family == "DejaVu Sans Mono"
+    assert default.timeline.caption_layout.family == "DejaVu Sans"
+    event = custom.timeline.captions[0]
+    assert event.lines == default.timeline.captions[0].lines == ("illicit little lilies",)
+    t = (event.start_s + event.end_s) / 2
+    sans, mono = frame_at(default.path, t).astype(int), frame_at(custom.path, t).astype(int)
+    h = sans.shape[0]
+    band = slice(int(h * 0.6), h)
+    assert (np.abs(sans - mono) > 40)[band].mean() > 0.01  # different glyphs in the caption band
+    assert np.abs(sans[: int(h * 0.5)] - mono[: int(h * 0.5)]).mean() < 1.0  # the same picture above it
+    # Each render's ink is as wide as the text measured with its own font (and not with the other one).
+    text = event.text
+    for path, frame, own, other in ((default.path, sans, default, custom), (custom.path, mono, custom, default)):
+        box = ink_box(frame[band].astype(np.uint8))
+        width = box[2] - box[0]
+        expected = text_width(own.timeline.caption_layout, text)
+        wrong = text_width(other.timeline.caption_layout, text)
+        assert abs(width - expected) < 0.05 * expected + 3 < abs(width - wrong), (path.name, width, expected, wrong)
+
+
+def test_libass_draws_the_private_copy_of_a_font_no_system_font_provides(scene_of, tmp_path):
+    """A monospaced font renamed to a family that exists nowhere else: had libass not loaded the work folder's copy, it
+    would fall back to a proportional face, far narrower on these narrow letters."""
+    ttLib = pytest.importorskip("fontTools.ttLib", reason="fontTools (with matplotlib) renames the test font's family")
+    font = ttLib.TTFont(str(installed_font("DejaVuSansMono.ttf")))
+    for record in font["name"].names:
+        if record.nameID in (1, 4, 16):
+            record.string = "Studio Test Mono"
+        elif record.nameID == 6:
+            record.string = "StudioTestMono"
+    renamed = tmp_path / "upload-name.ttf"
+    font.save(str(renamed))
+    assert inspect_font(renamed).family == "Studio Test Mono"
+    scene = scene_of("a", speech_s=2.0, words=("illicit", "little", "lilies"), colour=(90, 60, 60))
+    result = compose(Project(title="t", scenes=(scene,), caption_font=renamed), DRAFT, tmp_path / "v.mp4")
+    event = result.timeline.captions[0]
+    gray = frame_at(result.path, (event.start_s + event.end_s) / 2)
+    box = ink_box(gray[int(gray.shape[0] * 0.6):])
+    width = box[2] - box[0]
+    expected = text_width(result.timeline.caption_layout, event.text)
+    size = (result.timeline.width, result.timeline.height)
+    for fallback in (caption_layout("bold", size), caption_layout("plain", size)):
+        wrong = text_width(fallback, event.text)
+        assert abs(width - expected) < 0.05 * expected + 3 < abs(width - wrong), (width, expected, wrong)
+
+
+def test_segment_keys_follow_the_font_bytes_not_its_path(scene_of, tmp_path, mono_font):
+    scenes = (scene_of("a", speech_s=1.0), scene_of("b", speech_s=1.0))
+    copy = tmp_path / "elsewhere.ttf"
+    shutil.copyfile(mono_font, copy)
+
+    def keys(**fields) -> list[str]:
+        return [p.key for p in plan_segments(build_timeline(Project(title="t", scenes=scenes, **fields), DRAFT))]
+
+    default, mono, moved = keys(), keys(caption_font=mono_font), keys(caption_font=copy)
+    assert mono == moved  # the same bytes elsewhere: the segments are reused
+    assert not set(default) & set(mono)  # another font: every captioned segment is rendered again
+    serif = tmp_path / "serif.ttf"
+    shutil.copyfile(installed_font("DejaVuSerif.ttf"), serif)
+    assert not set(keys(caption_font=serif)) & set(mono)
+    assert keys(captions=False) == keys(captions=False, caption_font=mono_font)
