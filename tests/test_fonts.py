@@ -5,6 +5,7 @@ font's bytes. Every font is a copy of one installed by the set-up (DejaVu, from 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -175,3 +176,86 @@ def test_segment_keys_follow_the_font_bytes_not_its_path(scene_of, tmp_path, mon
     shutil.copyfile(installed_font("DejaVuSerif.ttf"), serif)
     assert not set(keys(caption_font=serif)) & set(mono)
     assert keys(captions=False) == keys(captions=False, caption_font=mono_font)
+
+
+# -- uploads and jobs over HTTP ------------------------------------------------------------------------------------------
+@pytest.fixture
+def api(tmp_path):
+    from tests.test_api import Api
+
+    server = Api(tmp_path, cpu_slots=2)
+    yield server
+    server.close()
+
+
+def test_font_uploads_are_checked_by_content_and_private(api, mono_font):
+    from tests.test_api import png_bytes, tiny_job
+
+    client = api["alice"]
+    answer = client.post("/api/uploads", files={"file": ("../../evil name.ttf", mono_font.read_bytes(), "image/png")})
+    assert answer.status_code == 201, answer.text
+    font = answer.json()
+    assert (font["kind"], font["format"], font["family"], font["name"]) == ("font", "truetype", "DejaVu Sans Mono",
+                                                                             "evil name.ttf")
+    stored = api.runner.uploads.path(api.runner.uploads.get("alice", font["id"]))
+    assert stored.name == f"{font['id']}.ttf" and stored.read_bytes() == mono_font.read_bytes()
+    # Found by content whatever its name.
+    unnamed = client.post("/api/uploads", files={"file": ("blob", mono_font.read_bytes())}).json()
+    assert unnamed["kind"] == "font"
+
+    bad = {
+        "png named .ttf": ("logo.ttf", png_bytes()),
+        "text named .otf": ("x.otf", b"not a font at all " * 20),
+        "truncated font": ("cut.ttf", mono_font.read_bytes()[:2000]),
+        "font signature, garbage": ("g.bin", b"OTTO" + os.urandom(4000)),
+    }
+    for what, (name, data) in bad.items():
+        answer = client.post("/api/uploads", files={"file": (name, data)})
+        assert answer.status_code == 422, (what, answer.text)
+        assert answer.json()["field"] == "file" and "font" in answer.json()["detail"], (what, answer.text)
+        assert str(api.runner.data_dir) not in answer.text
+    assert list(api.runner.uploads.folder("alice").glob(".*")) == []  # no temporary file left behind
+
+    # A job may name only its owner's font, and only a font.
+    image = client.post("/api/uploads", files={"file": ("i.png", png_bytes())}).json()
+    assert image["kind"] == "image"
+    wrong = client.post("/api/jobs", json=tiny_job(caption_font=image["id"]))
+    assert wrong.status_code == 422 and wrong.json()["field"] == "caption_font"
+    assert api["bob"].get(f"/api/uploads/{font['id']}").status_code == 404
+    stolen = api["bob"].post("/api/jobs", json=tiny_job(caption_font=font["id"]))
+    assert stolen.status_code == 404 and stolen.json()["field"] == "caption_font"
+    malformed = client.post("/api/jobs", json=tiny_job(caption_font="../fonts/x.ttf"))
+    assert malformed.status_code in (404, 422) and malformed.json()["field"] == "caption_font"
+
+
+def test_font_upload_size_limit(tmp_path, mono_font):
+    from studio.journal import Journal, TooLarge
+    from studio.uploads import UploadLimits, UploadStore
+
+    store = UploadStore(Journal(tmp_path / "data"), UploadLimits(max_font_bytes=mono_font.stat().st_size - 1))
+    with pytest.raises(TooLarge, match="MB") as caught:
+        store.save("alice", open(mono_font, "rb"), filename="f.ttf")
+    assert caught.value.field == "file"
+
+
+def test_a_job_with_a_caption_font_upload_renders_with_it(api, mono_font):
+    from tests.test_api import tiny_job, wait_done
+    from tests.test_compose import frame_at
+
+    client = api["alice"]
+    font = client.post("/api/uploads", files={"file": ("f.ttf", mono_font.read_bytes())}).json()["id"]
+    words = "illicit lilies"
+    jobs = {}
+    for name, fields in (("sans", {}), ("mono", {"caption_font": font})):
+        body = tiny_job((1.5,), **fields) | {"storyboard": [{"id": "s1", "narration": words, "duration_s": 1.5}],
+                                               "aspect": "16:9"}
+        jobs[name] = wait_done(client, client.post("/api/jobs", json=body).json()["id"])
+        assert jobs[name]["state"] == "done", jobs[name]["error"]
+    folder = api.runner.get(jobs["mono"]["id"]).project_dir
+    project = Project.load(folder)
+    assert project.caption_font == api.runner.uploads.path(api.runner.uploads.get("alice", font))
+    assert project.captions and Project.load(api.runner.get(jobs["sans"]["id"]).project_dir).caption_font is None
+    sans, mono = (frame_at(api.runner.video_path(jobs[n]["id"], "alice"), 0.75).astype(int) for n in ("sans", "mono"))
+    h = sans.shape[0]
+    assert (np.abs(sans - mono) > 40)[int(h * 0.5):].mean() > 0.01  # other glyphs in the caption band
+    assert np.abs(sans[: int(h * 0.3)] - mono[: int(h * 0.3)]).mean() < 2.0  # the same card above it
