@@ -259,3 +259,37 @@ def test_a_job_with_a_caption_font_upload_renders_with_it(api, mono_font):
     h = sans.shape[0]
     assert (np.abs(sans - mono) > 40)[int(h * 0.5):].mean() > 0.01  # other glyphs in the caption band
     assert np.abs(sans[: int(h * 0.3)] - mono[: int(h * 0.3)]).mean() < 2.0  # the same card above it
+
+
+# -- the studio app ------------------------------------------------------------------------------------------------------
+def test_the_compose_panel_stores_checks_and_clears_the_caption_font(tmp_path, mono_font, png_as_ttf, make_image):
+    pytest.importorskip("gradio")
+    from studio.ui import app as ui_app, compose as panel, rendering
+    from tests.test_ui_handlers import GUEST, written
+
+    studio = ui_app.make_studio(tmp_path / "data")
+    try:
+        session, shown = written(studio, {"guest": GUEST, "project": None, "job": None})
+        assert shown["caption_font"] is None and "DejaVu Sans" in panel.show(shown)["caption_font_note"]
+        shown = panel.set_caption_font(studio, session, str(mono_font))["view"]
+        assert shown["caption_font"] == "DejaVu Sans Mono"
+        assert panel.show(shown)["caption_font_note"] == "Caption font: `DejaVu Sans Mono`"
+        project = studio.project(session, None)
+        assert project.caption_font.parent == project.folder / "uploads" and project.caption_font.suffix == ".ttf"
+        assert project.caption_font.read_bytes() == mono_font.read_bytes()
+        assert Project.load(project.folder).caption_font == project.caption_font  # kept in project.json
+        # A render job's seeded folder carries the font with it.
+        seeded = rendering.seed(project, tmp_path / "job")
+        assert seeded.caption_font.parent == tmp_path / "job" / "uploads" and seeded.caption_font.is_file()
+
+        # What is not a font is refused, and the font already chosen stays.
+        with pytest.raises(StudioError, match="not a font"):
+            panel.set_caption_font(studio, session, str(png_as_ttf))
+        with pytest.raises(StudioError, match="caption_font must be font"):
+            panel.set_caption_font(studio, session, str(make_image("logo.png", (32, 32), (9, 9, 9))))
+        assert studio.project(session, None).caption_font == project.caption_font
+
+        shown = panel.set_caption_font(studio, session, None)["view"]  # "No custom font"
+        assert shown["caption_font"] is None and studio.project(session, None).caption_font is None
+    finally:
+        studio.runner.close()
