@@ -6,14 +6,15 @@
 
 Routes (the OpenAPI document is at ``/openapi.json``, interactive docs at ``/docs``):
 
-- ``POST /api/jobs``: a script, a brief or a storyboard, with preset, aspect, voice, providers, captions, music ->
+- ``POST /api/jobs``: a script, a brief or a storyboard, with preset, aspect, voice, providers, captions, music,
+  caption font ->
   ``202`` and the job (``Idempotency-Key`` header: the same key and request give the same job, ``200``).
 - ``GET /api/jobs``: the caller's jobs; ``GET /api/jobs/{id}``: state, percent, step, scene, ETA, error, video facts.
 - ``GET /api/jobs/{id}/events``: Server-Sent Events (progress, scene and step completion, done/failed/canceled);
   reconnecting with ``Last-Event-ID`` resumes after that event.
 - ``GET /api/jobs/{id}/video``: the MP4, with HTTP range requests.
 - ``POST /api/jobs/{id}/cancel``; ``POST /api/uploads`` (multipart ``file``) -> an upload id for ``music``,
-  ``watermark`` or a scene's ``media``; ``GET /api/health``.
+  ``watermark``, ``caption_font`` or a scene's ``media``; ``GET /api/health``.
 
 Errors are JSON ``{"detail": "...", "field": "..."}`` with a 4xx status naming the field at fault; another user's
 job or upload answers 404, exactly like one that does not exist.
@@ -113,7 +114,7 @@ class JobList(BaseModel):
 class UploadOut(BaseModel):
     model_config = ConfigDict(extra="allow")
     id: str
-    kind: Literal["image", "audio", "video"]
+    kind: Literal["image", "audio", "video", "font"]
     size_bytes: int
     sha256: str
     name: str
@@ -190,6 +191,7 @@ def _request_models(runner: JobRunner) -> tuple[type[BaseModel], type[BaseModel]
         music: Optional[str] = Field(None, pattern=ID_PATTERN, description="an upload id (audio)")
         music_volume: Optional[float] = Field(None, ge=0.0, le=1.0, allow_inf_nan=False)
         watermark: Optional[str] = Field(None, pattern=ID_PATTERN, description="an upload id (image)")
+        caption_font: Optional[str] = Field(None, pattern=ID_PATTERN, description="an upload id (font: TTF or OTF)")
 
     return JobIn, SceneIn
 
@@ -399,10 +401,10 @@ def create_app(runner: JobRunner, auth: Users | None = None, *, close_runner: bo
 
     @app.post("/api/uploads", status_code=201, response_model=UploadOut, responses=_ERRORS, tags=["uploads"],
               max_body_size=upload_limit + 64 * 1024, form_limits={"max_files": 1, "max_fields": 4})
-    async def upload(file: Annotated[UploadFile, File(description="an image, audio or video file")],
+    async def upload(file: Annotated[UploadFile, File(description="an image, audio, video or font file")],
                      who: User) -> dict:  # type: ignore[valid-type]
-        """Store an image, audio or video file for jobs (checked by its content; stored under a server-made name).
-        Use its `id` as a request's `music`, `watermark` or a scene's `media`."""
+        """Store an image, audio, video or font (TTF, OTF) file for jobs (checked by its content; stored under a
+        server-made name). Use its `id` as a request's `music`, `watermark`, `caption_font` or a scene's `media`."""
         try:
             saved = await run_in_threadpool(runner.uploads.save, who, file.file, file.filename)
         finally:

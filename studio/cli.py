@@ -53,6 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     render.add_argument("--music", type=Path, help="background music file, looped and ducked under the narration")
     render.add_argument("--music-volume", type=float, help="music level 0..1 when nobody speaks (default 0.15)")
     render.add_argument("--watermark", type=Path, help="a logo image drawn in a corner")
+    render.add_argument("--caption-font", type=Path, help="a TrueType/OpenType font file for the captions")
     render.add_argument("--no-captions", action="store_true", help="do not burn captions in")
     render.add_argument("--encoder", help="force a video encoder: libx264, h264_nvenc or hevc_nvenc")
     render.add_argument("--seed", type=int, help="project seed for the visuals")
@@ -88,6 +89,7 @@ def _add_jobs(sub) -> None:
     submit.add_argument("--painter", help="visuals provider (default auto)")
     submit.add_argument("--music", type=Path, help="background music file (uploaded)")
     submit.add_argument("--watermark", type=Path, help="a logo image (uploaded)")
+    submit.add_argument("--caption-font", type=Path, help="a TrueType/OpenType font file for the captions (uploaded)")
     submit.add_argument("--no-captions", action="store_true", help="do not burn captions in")
     submit.add_argument("--key", help="an idempotency key: submitting again with the same key gives the same job")
     submit.add_argument("--wait", action="store_true", help="follow the job to its end (and save it with --output)")
@@ -131,7 +133,8 @@ def _add_serve(sub) -> None:
 
 def _project_fields(args: argparse.Namespace) -> dict:
     fields = {}
-    for name in ("title", "aspect", "style", "language", "voice", "music", "music_volume", "watermark", "seed"):
+    for name in ("title", "aspect", "style", "language", "voice", "music", "music_volume", "watermark", "caption_font",
+                 "seed"):
         value = getattr(args, name, None)
         if value is not None:
             fields[name] = value
@@ -340,7 +343,7 @@ def _job_request(args: argparse.Namespace, client) -> dict:
         request["providers"] = providers
     if args.no_captions:
         request["captions"] = False
-    for name in ("music", "watermark"):
+    for name in ("music", "watermark", "caption_font"):
         if getattr(args, name) is not None:
             request[name] = client.upload(getattr(args, name))
     return request

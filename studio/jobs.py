@@ -144,6 +144,7 @@ class JobRequest:
         captions, caption_style: Burned-in captions.
         music, music_volume: An upload id of background music and its level (0..1).
         watermark: An upload id of a logo image.
+        caption_font: An upload id of a font (TrueType or OpenType) for the captions.
     """
 
     script: str | None = None
@@ -164,6 +165,7 @@ class JobRequest:
     music: str | None = None
     music_volume: float = 0.15
     watermark: str | None = None
+    caption_font: str | None = None
 
     @property
     def source(self) -> str:
@@ -181,7 +183,7 @@ class JobRequest:
 
     def upload_ids(self) -> list[tuple[str, str]]:
         """(field, upload id) of every upload the request names."""
-        ids = [("music", self.music), ("watermark", self.watermark)]
+        ids = [("music", self.music), ("watermark", self.watermark), ("caption_font", self.caption_font)]
         for i, scene in enumerate(self.storyboard or ()):
             ids.append((f"storyboard[{i}].media", scene.media))
         return [(f, u) for f, u in ids if u is not None]
@@ -254,7 +256,7 @@ class JobRequest:
             language=language, voice=voice, seed=_int(data, "seed", 0, 2**31 - 1, 0), **providers,
             captions=_bool(data, "captions", True), caption_style=_choice(data, "caption_style", tuple(STYLES), "bold"),
             music=_upload_id(data, "music"), music_volume=_number(data, "music_volume", 0.0, 1.0, 0.15),
-            watermark=_upload_id(data, "watermark"),
+            watermark=_upload_id(data, "watermark"), caption_font=_upload_id(data, "caption_font"),
         )
 
         # 4. Length, estimated before anything is made.
@@ -880,7 +882,7 @@ class JobRunner:
         return self.get(existing or job_id, owner)
 
     def _check_uploads(self, request: JobRequest, owner: str) -> None:
-        wanted = {"music": ("audio", "video"), "watermark": ("image",)}
+        wanted = {"music": ("audio", "video"), "watermark": ("image",), "caption_font": ("font",)}
         for field_name, upload_id in request.upload_ids():
             upload = self.uploads.get(owner, upload_id, field=field_name)
             kinds = wanted.get(field_name, ("image", "video"))
@@ -1143,8 +1145,9 @@ class JobRunner:
                                        voice=request.voice, seed=request.seed, preset=preset, cancel=run.token)
         music = self.uploads.path(self.uploads.get(owner, request.music)) if request.music else None
         watermark = self.uploads.path(self.uploads.get(owner, request.watermark)) if request.watermark else None
+        font = self.uploads.path(self.uploads.get(owner, request.caption_font)) if request.caption_font else None
         project = replace(project, captions=request.captions, caption_style=request.caption_style, music=music,
-                          music_volume=request.music_volume, watermark=watermark)
+                          music_volume=request.music_volume, watermark=watermark, caption_font=font)
         self._check_project(project, preset)
         run.token.check()
         project = project.save(folder)
@@ -1318,7 +1321,7 @@ class JobRunner:
             in_use = set()
             for row in self.journal.query("SELECT request FROM jobs WHERE state IN ('queued', 'interrupted', 'running')"):
                 request = json.loads(row["request"])
-                in_use.update(v for k, v in request.items() if k in ("music", "watermark") and v)
+                in_use.update(v for k, v in request.items() if k in ("music", "watermark", "caption_font") and v)
                 in_use.update(s.get("media") for s in request.get("storyboard", ()) if s.get("media"))
             self.uploads.sweep(older_than_s=policy.upload_max_age_s, keep=in_use, now=now)
         return expired

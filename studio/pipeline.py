@@ -11,6 +11,7 @@ from typing import Any, Iterator
 
 from .assets import AssetStore
 from .errors import StudioError
+from .fonts import read_font
 from .media import check_output_path, probe
 from .presets import Preset, load_preset
 from .progress import CancelToken, ProgressFn, check, no_progress, scaled
@@ -71,7 +72,8 @@ def _step_progress(report: ProgressFn, ranges: dict, name: str) -> ProgressFn:
 
 
 def _validate_project_files(project: Project) -> None:
-    """Check the music and watermark files before any work is done, so a typo fails in a second, not a minute."""
+    """Check the music, watermark and caption font files before any work is done, so a typo fails in a second, not a
+    minute."""
     if project.music is not None:
         info = probe(project.music)  # raises StudioError naming the file
         if not info.has_audio:
@@ -80,6 +82,8 @@ def _validate_project_files(project: Project) -> None:
         info = probe(project.watermark)
         if not info.is_image:
             raise StudioError(f"watermark {project.watermark} must be an image (PNG with transparency works best)")
+    if project.caption_font is not None:
+        read_font(project.caption_font)  # raises StudioError naming `caption_font` and the file
 
 
 @contextlib.contextmanager
@@ -124,7 +128,8 @@ def make_video(
         on_progress: ``on_progress(fraction, message)``.
         cancel: A `CancelToken`; cancelling stops the current step (and ffmpeg) and raises `Cancelled`.
         **project_fields: Project settings for text input or overrides (``title``, ``aspect``, ``style``, ``voice``,
-            ``music``, ``music_volume``, ``captions``, ``caption_style``, ``watermark``, ``seed``, ``language``).
+            ``music``, ``music_volume``, ``captions``, ``caption_style``, ``caption_font``, ``watermark``, ``seed``,
+            ``language``).
 
     Returns:
         A `RunSummary` with the output's facts, each step's time and how many assets were reused.
@@ -137,6 +142,8 @@ def make_video(
     # 1. Check inputs before any work
     preset = preset if isinstance(preset, Preset) else load_preset(preset)
     output = check_output_path(Path(output))
+    if project_fields.get("caption_font") is not None:  # before a writer model runs (checked again with the project)
+        read_font(Path(project_fields["caption_font"]))
     report = on_progress or no_progress
     ranges, start = {}, 0.0
     for name, weight in _WEIGHTS:
@@ -151,7 +158,7 @@ def make_video(
         project = write_storyboard(project, writer=writer, preset=preset, cancel=cancel,
                                    on_progress=_step_progress(report, ranges, "storyboard"), **story_fields)
     if project_fields:
-        project = replace(project, **{k: (Path(v) if k in ("music", "watermark") and v is not None else v)
+        project = replace(project, **{k: (Path(v) if k in ("music", "watermark", "caption_font") and v is not None else v)
                                       for k, v in project_fields.items()})
     if not project.scenes:
         raise StudioError("the storyboard has no scenes; add at least one scene with narration")

@@ -121,6 +121,8 @@ class Project:
         music_volume: Music level relative to full scale (0..1) when nobody speaks.
         captions: Burn captions in.
         caption_style: Name of a caption style (see `studio.compose.captions.STYLES`).
+        caption_font: A TrueType or OpenType font file for the captions instead of the bundled DejaVu Sans (its own
+            weight is used; the style still sets size, outline, shadow and box). Checked by `studio.fonts.read_font`.
         watermark: An image (logo) drawn in a corner of every frame.
         seed: Project seed; painters mix it with each scene's seed so one project looks like one film.
         folder: Where the project lives on disk (not saved inside project.json).
@@ -138,6 +140,7 @@ class Project:
     music_volume: float = 0.15
     captions: bool = True
     caption_style: str = "bold"
+    caption_font: Path | None = None
     watermark: Path | None = None
     seed: int = 0
     folder: Path | None = field(default=None, compare=False)
@@ -205,6 +208,7 @@ class Project:
         data["format"] = FORMAT_VERSION
         data["music"] = rel(self.music)
         data["watermark"] = rel(self.watermark)
+        data["caption_font"] = rel(self.caption_font)
         data["notes"] = list(self.notes)
         data["scenes"] = []
         for scene in self.scenes:
@@ -260,6 +264,7 @@ class Project:
                 music_volume=float(data.get("music_volume", 0.15)),
                 captions=bool(data.get("captions", True)),
                 caption_style=str(data.get("caption_style", "bold")),
+                caption_font=path(data.get("caption_font")),
                 watermark=path(data.get("watermark")),
                 seed=int(data.get("seed", 0) or 0),
                 folder=base,

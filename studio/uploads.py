@@ -1,9 +1,11 @@
-"""Uploads: a user's images, audio and video for jobs (a scene's media, background music, a watermark).
+"""Uploads: a user's images, audio, video and fonts for jobs (a scene's media, background music, a watermark, a
+caption font).
 
 An upload is checked by its content, never by its name or the type a client claims: images are opened with Pillow
 (pixel count checked from the header before anything is decoded, then decoded completely), audio and video with
 FFmpeg's libraries restricted to the ``file`` protocol and a list of container formats (no playlists, no
-references to other files or URLs). It is stored under a name the server makes (``<upload id>.<ext>``, the extension
+references to other files or URLs), fonts by their signature and then FreeType (through Pillow, see
+`studio.fonts.inspect_font`). It is stored under a name the server makes (``<upload id>.<ext>``, the extension
 from the detected format) in the owner's folder, and recorded in the journal; a job names it by its id.
 
     store = UploadStore(journal, UploadLimits(max_bytes=50_000_000))
@@ -21,9 +23,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Iterable
 
+from .fonts import FONT_MAX_BYTES, FONT_SIGNATURES, FontError, inspect_font
 from .journal import Journal, NotFound, RequestError, TooLarge, check_id, new_id, owner_key, safe_path
 
-KINDS = ("image", "audio", "video")
+KINDS = ("image", "audio", "video", "font")
 UPLOADS_DIR = "uploads"
 # Pillow formats accepted, and the extension each is stored with.
 IMAGE_FORMATS = {"PNG": ".png", "JPEG": ".jpg", "WEBP": ".webp", "GIF": ".gif", "BMP": ".bmp", "TIFF": ".tiff"}
@@ -38,6 +41,8 @@ MEDIA_FORMATS = {
     "flac": (None, ".flac"),
     "aac": (None, ".aac"),
 }
+# Names that claim a font: such a file must be a font Studio can use (a renamed image is refused, not kept as one).
+FONT_NAME_SUFFIXES = (".ttf", ".otf", ".ttc", ".otc", ".woff", ".woff2", ".pfb", ".pfa", ".fon", ".fnt")
 _FORMAT_WHITELIST = "mov,mp4,m4a,3gp,3g2,mj2,matroska,webm,avi,wav,mp3,ogg,flac,aac"
 _CHUNK = 1 << 20
 
@@ -51,12 +56,14 @@ class UploadLimits:
         max_pixels: Largest image (width x height) accepted; checked from the header before decoding.
         max_duration_s: Longest audio or video accepted.
         max_owner_bytes: Total size of one user's uploads.
+        max_font_bytes: Largest font file accepted (Studio reads none larger than `studio.fonts.FONT_MAX_BYTES`).
     """
 
     max_bytes: int = 50_000_000
     max_pixels: int = 40_000_000
     max_duration_s: float = 1800.0
     max_owner_bytes: int = 1_000_000_000
+    max_font_bytes: int = FONT_MAX_BYTES
 
 
 @dataclass(frozen=True)
@@ -66,12 +73,13 @@ class Upload:
     Attributes:
         id: Its id (32 hex digits); job requests name it.
         owner: Who uploaded it.
-        kind: ``image``, ``audio`` or ``video``.
+        kind: ``image``, ``audio``, ``video`` or ``font``.
         file: Its file name in the owner's upload folder (made by the server).
         size_bytes: Its size.
         sha256: Its content hash.
         name: The client's file name, for display only (never used as a path).
-        info: What the content check found (format, width, height, duration_s, has_audio, has_video).
+        info: What the content check found (format, width, height, duration_s, has_audio, has_video; a font's
+            format, family and style).
         created_at: Unix time of the upload.
     """
 
@@ -129,7 +137,7 @@ class UploadStore:
 
         Raises:
             TooLarge: over `UploadLimits.max_bytes`, or the owner's total over `max_owner_bytes`.
-            RequestError: empty, or not an image, audio or video this server accepts (the message says why).
+            RequestError: empty, or not an image, audio, video or font this server accepts (the message says why).
         """
         # 1. Copy it to a temporary name in the owner's folder, counting bytes.
         folder = self.folder(owner)
@@ -154,7 +162,7 @@ class UploadStore:
                                f"{self.limits.max_owner_bytes / 1e6:.0f} MB; delete some first", field="file")
 
             # 2. Check the content and choose the stored name.
-            kind, ext, info = self._check_content(tmp)
+            kind, ext, info = self._check_content(tmp, size, filename)
             final = folder / f"{upload_id}{ext}"
             os.replace(tmp, final)
         finally:
@@ -175,16 +183,30 @@ class UploadStore:
         row = self.journal.query("SELECT COALESCE(SUM(size_bytes), 0) FROM uploads WHERE owner = ?", (owner,))
         return int(row[0][0])
 
-    def _check_content(self, path: Path) -> tuple[str, str, dict]:
-        """(kind, extension, info) of a file, by its content."""
+    def _check_content(self, path: Path, size: int, filename: str | None) -> tuple[str, str, dict]:
+        """(kind, extension, info) of a file, by its content (a name only ever makes the check stricter)."""
         with open(path, "rb") as handle:
             head = handle.read(64)
+        if head[:4] in FONT_SIGNATURES or str(filename or "").lower().endswith(FONT_NAME_SUFFIXES):
+            return self._check_font(path, size)
         if head.lstrip().startswith((b"#EXTM3U", b"ffconcat", b"#EXT")):
             raise RequestError("playlists are not accepted; upload the media file itself", field="file")
         image = self._check_image(path)
         if image is not None:
             return image
         return self._check_media(path)
+
+    def _check_font(self, path: Path, size: int) -> tuple[str, str, dict]:
+        if size > self.limits.max_font_bytes:
+            raise TooLarge(f"the font is {size / 1e6:.1f} MB; fonts of up to {self.limits.max_font_bytes / 1e6:.0f} MB "
+                           "are accepted", field="file")
+        try:
+            facts = inspect_font(path)
+        except FontError as exc:  # its message never holds the path
+            raise RequestError(f"the file is not a font this server accepts: {exc}; upload a TrueType or OpenType "
+                               "font (.ttf, .otf)", field="file") from None
+        fmt = "opentype" if facts.suffix == ".otf" else "truetype"
+        return "font", facts.suffix, {"format": fmt, "family": facts.family, "style": facts.style}
 
     def _check_image(self, path: Path) -> tuple[str, str, dict] | None:
         from PIL import Image, UnidentifiedImageError

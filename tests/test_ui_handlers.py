@@ -296,7 +296,7 @@ def _fake_ui():
                            voice=panel("notes", "voice"),
                            visuals=panel("gallery", "style", "notes", "scene", "prompt", "seed", "media_note"),
                            compose=panel("scene", "captions", "caption_style", "music_volume", "transition",
-                                         "music_note", "watermark_note", "presets"))
+                                         "music_note", "watermark_note", "caption_font_note", "presets"))
 
 
 def test_workspace_refuses_bad_ids_and_links(tmp_path):

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 from ..errors import StudioError
-from ..fonts import font_path
+from ..fonts import font_path, read_font
 
 MAX_LINES = 2
 PAUSE_S = 0.55  # a silence this long between two words starts a new caption
@@ -64,12 +64,18 @@ STYLES: dict[str, CaptionStyle] = {
 
 @dataclass(frozen=True)
 class CaptionLayout:
-    """A caption style resolved for one frame size: font, sizes and margins in pixels (ASS units = pixels)."""
+    """A caption style resolved for one frame size: font, sizes and margins in pixels (ASS units = pixels).
+
+    `font_sha256` is the font file's content hash (so anything keyed by the layout changes with the font) and
+    `font_suffix` the extension the font is copied under into the work folder (``.ttf`` or ``.otf``, by content).
+    """
 
     style: CaptionStyle
     width: int
     height: int
     font_path: Path
+    font_sha256: str
+    font_suffix: str
     family: str
     bold: bool
     font_size: int
@@ -104,18 +110,31 @@ class TimedWord:
     end_s: float
 
 
-def caption_layout(style_name: str, size: tuple[int, int]) -> CaptionLayout:
+def caption_layout(style_name: str, size: tuple[int, int], font: Path | None = None) -> CaptionLayout:
     """Resolve the caption style `style_name` for a frame of `size` (width, height).
 
+    Args:
+        style_name: A name in `STYLES`.
+        size: The frame's (width, height) in pixels.
+        font: A TrueType or OpenType file (``Project.caption_font``) used instead of the style's bundled font; its
+            own weight is used (a regular face stays regular), the style sets size, outline, shadow and box.
+
     Raises:
-        StudioError: unknown style, or no font installed.
+        StudioError: unknown style, a font file that cannot be used (naming `caption_font`), or no font installed.
     """
     if style_name not in STYLES:
         raise StudioError(f"`caption_style` must be one of {', '.join(STYLES)}, got {style_name!r}")
     style = STYLES[style_name]
     width, height = size
-    path = font_path(style.weight)
-    family, face_style, line_ratio = _font_facts(str(path))
+    if font is not None:
+        path = Path(font)
+        facts = read_font(path, "caption_font")
+        family, face_style, line_ratio = facts.family, facts.style, facts.line_ratio
+        sha256, suffix = facts.sha256, facts.suffix
+    else:
+        path = font_path(style.weight)
+        family, face_style, line_ratio = _font_facts(str(path))
+        sha256, suffix = _file_sha256(str(path)), path.suffix.lower()
     font_size = max(8, round(min(width, height) * style.size_frac))
     outline = max(1.0, round(font_size * style.outline_frac, 1))
     shadow = round(font_size * style.shadow_frac, 1)
@@ -125,8 +144,8 @@ def caption_layout(style_name: str, size: tuple[int, int]) -> CaptionLayout:
     # Leave room for the outline (or box padding) and a small margin for layout differences between PIL and libass.
     max_line = (width - 2 * margin_h - 2 * outline) * 0.96
     return CaptionLayout(
-        style=style, width=width, height=height, font_path=path, family=family, bold="bold" in face_style.lower(),
-        font_size=font_size, em_px=font_size / line_ratio, outline_px=outline, shadow_px=shadow,
+        style=style, width=width, height=height, font_path=path, font_sha256=sha256, font_suffix=suffix, family=family,
+        bold="bold" in face_style.lower(), font_size=font_size, em_px=font_size / line_ratio, outline_px=outline, shadow_px=shadow,
         margin_h_px=margin_h, margin_v_px=margin_v, max_line_px=max_line,
     )
 
@@ -140,6 +159,14 @@ def _font_facts(path: str) -> tuple[str, str, float]:
     ascent, descent = big.getmetrics()
     family, face_style = big.getname()
     return family.replace(",", " "), face_style or "", (ascent + descent) / 1000.0
+
+
+@functools.lru_cache(maxsize=8)
+def _file_sha256(path: str) -> str:
+    """The content hash of an installed font (they do not change while Studio runs)."""
+    from ..assets import file_digest
+
+    return file_digest(Path(path))
 
 
 @functools.lru_cache(maxsize=16)
@@ -406,7 +433,7 @@ class CaptionOverlays:
         write_ass(work / "captions.ass", layout, slotted)
         fonts = work / "fonts"
         fonts.mkdir(exist_ok=True)
-        target = fonts / f"caption{layout.font_path.suffix.lower()}"
+        target = fonts / f"caption{layout.font_suffix}"
         try:
             target.symlink_to(layout.font_path)
         except OSError:  # no symlinks here: copy it

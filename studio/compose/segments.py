@@ -175,7 +175,9 @@ def _segment_key(part: Timeline, watermark: str | None) -> str:
                    [list(r.as_tuple()) for r in s.ken_burns], s.transition.kind, round(s.transition.duration_s, 6)]
                   for s in part.segments],
         captions=[[round(c.start_s, 4), round(c.end_s, 4), list(c.lines)] for c in part.captions],
-        layout=repr(part.caption_layout) if part.captions else None,
+        # The font by its bytes (`font_sha256`), not its path: a changed font re-renders, a moved one does not.
+        layout=repr(replace(part.caption_layout, font_path=Path()))
+        if part.captions and part.caption_layout is not None else None,
         watermark=watermark,
     )
 

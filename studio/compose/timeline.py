@@ -398,7 +398,7 @@ def build_timeline(project: Project, preset: Preset, *, only: Collection[str] | 
     layout = None
     captions: tuple[CaptionEvent, ...] = ()
     if project.captions:
-        layout = caption_layout(project.caption_style, (width, height))
+        layout = caption_layout(project.caption_style, (width, height), project.caption_font)
         events: list[CaptionEvent] = []
         for (_, scene), scene_words, window in zip(numbered, words, windows):
             events.extend(group_words(layout, scene_words, window_end_s=window, scene_id=scene.id))

@@ -123,7 +123,7 @@ def redraw_outputs(ui: SimpleNamespace) -> list:
     names = {"brief": ["notes"], "storyboard": ["table", "title", "scene"], "voice": ["notes", "voice"],
              "visuals": ["gallery", "style", "notes", "scene", "prompt", "seed", "media_note"],
              "compose": ["scene", "captions", "caption_style", "music_volume", "transition", "music_note",
-                         "watermark_note", "presets"]}
+                         "watermark_note", "caption_font_note", "presets"]}
     return [ui.header] + [getattr(getattr(ui, panel), key) for panel, keys in names.items() for key in keys]
 
 

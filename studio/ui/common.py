@@ -209,10 +209,21 @@ def view(project: Project | None) -> dict | None:
         "music": project.music.name if project.music else None,
         "music_volume": project.music_volume,
         "watermark": project.watermark.name if project.watermark else None,
+        "caption_font": _font_family(project.caption_font) if project.caption_font else None,
         "notes": list(project.notes),
         "scenes": scenes,
         "mtime": _mtime(project),
     }
+
+
+def _font_family(path: Path) -> str:
+    """A caption font as the panel names it: its family (read from the file), or its file name if it is unreadable."""
+    from ..fonts import FontError, inspect_font
+
+    try:
+        return inspect_font(path).family
+    except FontError:
+        return Path(path).name
 
 
 def _mtime(project: Project) -> float:

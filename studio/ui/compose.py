@@ -1,4 +1,4 @@
-"""Panel 5, Compose: the preset (what each tier means here), captions, music, transitions, watermark; "Preview
+"""Panel 5, Compose: the preset (what each tier means here), captions and their font, music, transitions, watermark; "Preview
 scene" renders one scene at Draft in seconds; "Render" starts a background job with a live progress bar and a
 working Cancel, then shows the video and a download button."""
 
@@ -73,6 +73,14 @@ def set_watermark(studio: Studio, session: dict, file: str | None = None, reques
     mark = (studio.workspace.upload_path(project, studio.upload(project, file, "watermark", session, request))
             if file else None)
     return {"view": view(studio.save(replace(project, watermark=mark), session, request))}
+
+
+def set_caption_font(studio: Studio, session: dict, file: str | None = None, request: gr.Request = None) -> dict:
+    """A TrueType or OpenType font for the captions (checked by its content); empty goes back to DejaVu Sans."""
+    project = studio.project(session, request)
+    font = (studio.workspace.upload_path(project, studio.upload(project, file, "caption_font", session, request))
+            if file else None)
+    return {"view": view(studio.save(replace(project, caption_font=font), session, request))}
 
 
 @gpu
@@ -160,6 +168,8 @@ def show(view_: dict | None) -> dict:
         "music_volume": view_["music_volume"], "transition": transition,
         "music_note": f"Music: `{view_['music']}`" if view_["music"] else "No music.",
         "watermark_note": f"Watermark: `{view_['watermark']}`" if view_["watermark"] else "No watermark.",
+        "caption_font_note": (f"Caption font: `{view_['caption_font'].replace('`', '')}`" if view_.get("caption_font")
+                              else "Caption font: DejaVu Sans (bundled)."),
         "presets": preset_table(view_["aspect"]),
     }
 
@@ -174,6 +184,10 @@ def layout(studio: Studio) -> SimpleNamespace:
             with gr.Row():
                 captions = gr.Checkbox(True, label="Burn captions in")
                 caption_style = gr.Dropdown(list(STYLES), value="bold", label="Caption style")
+            with gr.Row(equal_height=True):
+                caption_font = gr.UploadButton("Caption font…", file_types=[".ttf", ".otf"], size="sm")
+                no_caption_font = gr.Button("No custom font", size="sm")
+            caption_font_note = gr.Markdown("Caption font: DejaVu Sans (bundled).")
             transition = gr.Dropdown([("auto (per scene)", "auto"), ("as set in the table", "keep"),
                                       *[(t, t) for t in TRANSITIONS]], value="auto", label="Transitions")
             with gr.Row(equal_height=True):
@@ -202,6 +216,8 @@ def layout(studio: Studio) -> SimpleNamespace:
             status = gr.Markdown()
     timer = gr.Timer(1.0, active=False)
     return SimpleNamespace(preset=preset, presets=presets, captions=captions, caption_style=caption_style,
+                           caption_font=caption_font, no_caption_font=no_caption_font,
+                           caption_font_note=caption_font_note,
                            transition=transition, music=music, no_music=no_music, music_volume=music_volume,
                            music_note=music_note, watermark=watermark, no_watermark=no_watermark,
                            watermark_note=watermark_note, scene=scene, preview_button=preview_btn, preview=preview,
@@ -241,6 +257,9 @@ def wire(studio: Studio, ui: SimpleNamespace) -> None:
     for component in (p.captions, p.caption_style, p.transition):
         component.input(fn, inputs_kwargs=settings, outputs=outputs, **light)
     p.music_volume.release(fn, inputs_kwargs=settings, outputs=outputs, **light)
+    fn, outputs = named(bind(set_caption_font, studio), {"view": ui.view})
+    p.caption_font.upload(fn, inputs_kwargs=dict(session=ui.session, file=p.caption_font), outputs=outputs, **light)
+    p.no_caption_font.click(fn, inputs_kwargs=dict(session=ui.session), outputs=outputs, **light)
     fn, outputs = named(bind(set_music, studio), {"view": ui.view})
     p.music.upload(fn, inputs_kwargs=dict(session=ui.session, file=p.music), outputs=outputs, **light)
     p.no_music.click(fn, inputs_kwargs=dict(session=ui.session), outputs=outputs, **light)

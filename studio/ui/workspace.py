@@ -37,7 +37,8 @@ OWNER_RE = re.compile(r"^[A-Za-z0-9_@+-][A-Za-z0-9_.@+-]{0,63}$")  # as the job 
 UPLOAD_RE = re.compile(r"^uploads/[0-9a-f]{32}\.[a-z0-9]{2,5}$")  # <upload id><ext>
 OWNER_FILE = "owner.json"
 # What each use of an upload accepts, by the kind the content check finds.
-UPLOAD_KINDS = {"media": ("image", "video"), "music": ("audio", "video"), "watermark": ("image",)}
+UPLOAD_KINDS = {"media": ("image", "video"), "music": ("audio", "video"), "watermark": ("image",),
+                "caption_font": ("font",)}
 
 
 def default_data_dir() -> Path:
@@ -175,7 +176,8 @@ class Workspace:
         Args:
             project: The project it belongs to (saved).
             source: The uploaded file (Gradio's temporary copy).
-            kind: ``media`` (an image or video for a scene), ``music`` (audio) or ``watermark`` (an image).
+            kind: ``media`` (an image or video for a scene), ``music`` (audio), ``watermark`` (an image) or
+                ``caption_font`` (a TrueType or OpenType font).
             store: The runner's upload store.
             owner: Who uploads it.
 
