@@ -285,7 +285,7 @@ def test_the_compose_panel_stores_checks_and_clears_the_caption_font(tmp_path, m
         # What is not a font is refused, and the font already chosen stays.
         with pytest.raises(StudioError, match="not a font"):
             panel.set_caption_font(studio, session, str(png_as_ttf))
-        with pytest.raises(StudioError, match="caption_font must be font"):
+        with pytest.raises(StudioError, match="the caption font must be a font file"):
             panel.set_caption_font(studio, session, str(make_image("logo.png", (32, 32), (9, 9, 9))))
         assert studio.project(session, None).caption_font == project.caption_font
 

@@ -41,6 +41,10 @@ UPLOAD_KINDS = {"media": ("image", "video"), "music": ("audio", "video"), "water
                 "caption_font": ("font",)}
 
 
+def _article(noun: str) -> str:
+    return "an" if noun[:1] in "aeiou" else "a"
+
+
 def default_data_dir() -> Path:
     """``$STUDIO_DATA_DIR``; else ``/data/studio`` when ``/data`` (a Space's persistent storage) is writable; else the
     job runner's default (``$XDG_DATA_HOME/studio``, ``~/.local/share/studio``). The app, its projects and its jobs
@@ -194,8 +198,9 @@ class Workspace:
         wanted = UPLOAD_KINDS[kind]
         if upload.kind not in wanted or (kind == "music" and not upload.info.get("has_audio")):
             store.delete(owner, upload.id)
-            raise StudioError(f"{upload.name!r} is {'an' if upload.kind in ('image', 'audio') else 'a'} {upload.kind} file; the "
-                              f"{kind} must be {' or '.join(wanted)}" + (" with sound" if kind == "music" else ""))
+            what = " or ".join(f"{_article(w)} {w} file" for w in wanted) + (" with sound" if kind == "music" else "")
+            raise StudioError(f"{upload.name!r} is {_article(upload.kind)} {upload.kind} file; the {kind.replace('_', ' ')}"
+                              f" must be {what}")
         name = f"uploads/{upload.id}{Path(upload.file).suffix}"
         target = project.folder / name
         target.parent.mkdir(exist_ok=True)
