@@ -174,7 +174,8 @@ def test_submit_follow_events_and_download_with_ranges(api, tmp_path):
 
 def test_cancel_over_http_ends_the_event_stream(api):
     client = api["alice"]
-    job_id = client.post("/api/jobs", json={"storyboard": storyboard([4.0] * 3), "preset": "draft",
+    # 30 s of Draft video: the encoder is still busy when the cancel comes (cancelled, it costs no more than less)
+    job_id = client.post("/api/jobs", json={"storyboard": storyboard([10.0] * 3), "preset": "draft",
                                             "aspect": "1:1"}).json()["id"]
     wait_for(lambda: client.get(f"/api/jobs/{job_id}").json()["step"] == "compose", timeout_s=120, interval_s=0.02)
     answer = client.post(f"/api/jobs/{job_id}/cancel")
@@ -517,7 +518,9 @@ def test_the_cli_renders_through_the_server(tmp_path, make_image, make_tone):
         other = cli("submit", "--storyboard", str(board), "--preset", "tiny", "--aspect", "1:1", "--key", "cli-1")
         assert other.returncode == 2 and "Idempotency-Key" in other.stderr
         script = tmp_path / "script.md"
-        script.write_text("# Again\n\n" + " ".join(["Words to say slowly."] * 40), "utf-8")
+        # long enough (about 28 scenes of speech) to be still running when the cancel comes two CLI starts later
+        script.write_text("# Again\n\n" + "\n\n".join(" ".join(["Words to say slowly."] * 40) for _ in range(2)),
+                          "utf-8")
         first = cli("submit", str(script), "--preset", "tiny", "--key", "cli-2")
         second = cli("submit", str(script), "--preset", "tiny", "--key", "cli-2")
         assert first.returncode == second.returncode == 0
