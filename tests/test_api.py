@@ -174,7 +174,7 @@ def test_submit_follow_events_and_download_with_ranges(api, tmp_path):
 
 def test_cancel_over_http_ends_the_event_stream(api):
     client = api["alice"]
-    # 30 s of Draft video: the encoder is still busy when the cancel comes (cancelled, it costs no more than less)
+    # 30 s of Draft video: still encoding when the cancel comes (cancelled, it costs no more than a short one)
     job_id = client.post("/api/jobs", json={"storyboard": storyboard([10.0] * 3), "preset": "draft",
                                             "aspect": "1:1"}).json()["id"]
     wait_for(lambda: client.get(f"/api/jobs/{job_id}").json()["step"] == "compose", timeout_s=120, interval_s=0.02)
