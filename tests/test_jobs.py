@@ -230,7 +230,7 @@ def test_cancel_stops_each_step_and_leaves_nothing(make_runner, slow_painter, st
     elif step == "illustrate":
         request = {**tiny_request((1.0,) * 4), "providers": {"painter": slow_painter}}
     else:  # a longer video at the draft size, so the encoder is busy when the cancel comes
-        request = {"storyboard": storyboard([4.0] * 3), "preset": "draft", "aspect": "1:1"}
+        request = {"storyboard": storyboard([10.0] * 3), "preset": "draft", "aspect": "1:1"}
     job = runner.submit(request, owner="alice")
 
     # Wait until the step is under way: espeak-ng speaking (narrate), a scene painted (illustrate), frames being
