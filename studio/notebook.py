@@ -31,7 +31,7 @@ if TYPE_CHECKING:  # heavy modules stay lazy
     from .presets import Preset
 
 __all__ = ["with_models", "progress_bar", "show_storyboard", "word_table", "play", "show_image", "show_scene", "show_video", "frame_at", "show_grid",
-           "compare", "plot_narration", "notebook_dir"]
+           "compare", "plot_narration", "notebook_dir", "scene_player", "scrubber"]
 
 # Videos larger than this are linked rather than embedded, so a saved notebook stays small.
 EMBED_LIMIT_BYTES = 8 * 1024 * 1024
@@ -132,6 +132,56 @@ def play(item: Scene | Path | str, *, autoplay: bool = False):
     if not path.is_file():
         raise StudioError(f"audio file {path} does not exist")
     return Audio(filename=str(path), autoplay=autoplay)
+
+
+def scene_player(scenes: Project | Sequence[Scene], *, description: str = "scene"):
+    """A slider over the scenes with an audio player that plays the chosen scene's narration (an ipywidgets box).
+
+    Built from plain widgets (a slider and an ``ipywidgets.Audio`` whose bytes the slider swaps), not ``interact``: an
+    ``Output`` widget makes headless runners such as nbclient talk to the kernel while it waits for a reply, which can
+    stall a notebook run until its timeout.
+    """
+    import ipywidgets as widgets
+
+    scenes = list(scenes.scenes if isinstance(scenes, Project) else scenes)
+    if not scenes:
+        raise StudioError("there are no scenes to play")
+    paths = [_audio_path(scene) for scene in scenes]  # raises for a scene with no narration yet
+
+    def audio_bytes(number: int) -> bytes:
+        path = paths[number - 1]
+        if not path.is_file():
+            raise StudioError(f"audio file {path} does not exist")
+        return path.read_bytes()
+
+    slider = widgets.IntSlider(value=1, min=1, max=len(scenes), description=description)
+    player = widgets.Audio(value=audio_bytes(1), format=paths[0].suffix.lstrip(".").lower() or "wav", autoplay=False)
+    slider.observe(lambda change: setattr(player, "value", audio_bytes(change["new"])), names="value")
+    return widgets.VBox([slider, player])
+
+
+def scrubber(video: Path | str, *, width: int = 480, step_s: float = 0.05):
+    """A time slider over a video with the frame at that time (an ipywidgets box; plain widgets, see `scene_player`)."""
+    import ipywidgets as widgets
+    from PIL import Image
+
+    path = Path(video)
+    info = probe(path)
+    if not info.has_video or info.is_image:
+        raise StudioError(f"{path} is not a video")
+
+    def png(time_s: float) -> bytes:
+        import io
+
+        buffer = io.BytesIO()
+        Image.fromarray(frame_at(path, time_s, width=width)).save(buffer, format="PNG")
+        return buffer.getvalue()
+
+    last = max(0.0, round(info.duration_s - step_s, 2))
+    slider = widgets.FloatSlider(value=0.0, min=0.0, max=last, step=step_s, description="time (s)")
+    picture = widgets.Image(value=png(0.0), format="png", width=width)
+    slider.observe(lambda change: setattr(picture, "value", png(change["new"])), names="value")
+    return widgets.VBox([slider, picture])
 
 
 def plot_narration(scene: Scene, *, sample_rate: int = 16000) -> "Figure":

@@ -76,6 +76,60 @@ def test_play_and_plot_narration(narrated):
     assert line.get_xdata()[-1] == pytest.approx(1.2, abs=1e-3)  # the whole waveform, in seconds
 
 
+def test_scene_player_swaps_the_audio_of_the_chosen_scene(narrated, tmp_path):
+    import ipywidgets as widgets
+    from dataclasses import replace
+
+    second = tmp_path / "second.wav"
+    write_wav(second, 0.3 * np.sin(2 * np.pi * 440 * np.arange(8000) / 16000), 16000)
+    project = replace(narrated, scenes=(narrated.scenes[0], replace(narrated.scenes[1], audio=second)))
+    box = nb.scene_player(project)
+    slider, player = box.children
+    # plain widgets only: no Output widget (headless runners stall on those), so nothing but a slider and a player
+    assert isinstance(slider, widgets.IntSlider) and isinstance(player, widgets.Audio)
+    assert (slider.min, slider.max) == (1, 2) and player.format == "wav"
+    assert player.value == narrated.scenes[0].audio.read_bytes()
+    slider.value = 2
+    assert player.value == second.read_bytes()
+    slider.value = 1
+    assert player.value == narrated.scenes[0].audio.read_bytes()
+    with pytest.raises(StudioError, match="no narration yet"):
+        nb.scene_player(narrated)  # its second scene has not been narrated
+    with pytest.raises(StudioError, match="no scenes"):
+        nb.scene_player([])
+
+
+def test_scrubber_shows_the_frame_at_the_sliders_time(tmp_path, make_image):
+    import io
+
+    import ipywidgets as widgets
+    from PIL import Image
+
+    from studio.media import run_ffmpeg
+
+    # one second of red, then one of blue
+    video = tmp_path / "two.mp4"
+    run_ffmpeg(["-f", "lavfi", "-i", "color=c=red:s=160x90:r=25:d=1", "-f", "lavfi", "-i",
+                "color=c=blue:s=160x90:r=25:d=1", "-filter_complex", "[0:v][1:v]concat=n=2:v=1[v]", "-map", "[v]",
+                "-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p", video])
+    box = nb.scrubber(video, width=80)
+    slider, picture = box.children
+    assert isinstance(slider, widgets.FloatSlider) and isinstance(picture, widgets.Image)
+    assert slider.max == pytest.approx(1.95, abs=0.05)
+
+    def colour() -> np.ndarray:
+        image = np.asarray(Image.open(io.BytesIO(picture.value)).convert("RGB"), dtype=float)
+        assert image.shape == (44, 80, 3)  # 80 wide, an even height for 16:9
+        return image.reshape(-1, 3).mean(axis=0)
+
+    red = colour()
+    slider.value = 1.5
+    blue = colour()
+    assert red[0] > 150 > red[2] and blue[2] > 150 > blue[0]
+    with pytest.raises(StudioError, match="not a video"):
+        nb.scrubber(make_image("still.png", (64, 64), (1, 2, 3)))
+
+
 def test_frame_at_reads_the_right_picture(narrated, make_clip):
     frame = nb.frame_at(narrated.scenes[0].visual)
     assert frame.shape == (180, 320, 3)
