@@ -5,6 +5,7 @@
     nb.play(project.scenes[0])            # an inline audio player
     nb.show_grid(project)                 # every scene's picture (a clip's first frame)
     nb.show_video(result.path)            # an inline video player
+    nb.scene_player(project)              # widgets: a slider over the scenes and a player for the chosen one
 
 Every function returns an object that Jupyter displays (an ``IPython.display`` object, a pandas DataFrame or a
 matplotlib Figure), so a helper can be the last line of a cell or be passed to ``display(...)``. Nothing here holds
