@@ -43,31 +43,8 @@ import psutil  # noqa: E402
 
 from studio.jobs import JobRunner  # noqa: E402
 from studio.media import probe  # noqa: E402
+from studio.testing import write_tiny_preset  # noqa: E402
 
-TINY = """name = "tiny"
-fps = 12
-[resolution]
-"16:9" = [128, 72]
-"9:16" = [72, 128]
-"1:1" = [96, 96]
-[video]
-encoders = ["libx264"]
-[encoder.libx264]
-preset = "ultrafast"
-crf = 35
-[audio]
-bitrate_kbps = 32
-sample_rate = 16000
-[motion]
-transition_s = 0.2
-[timing]
-lead_s = 0.1
-tail_s = 0.2
-[providers]
-storyboard = ["rules"]
-narrator = ["espeak"]
-painter = ["cards"]
-"""
 SENTENCE = "The quick brown fox jumps over the lazy dog while the river runs on."
 
 
@@ -441,7 +418,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} (other work on the machine slows every figure)")
     with tempfile.TemporaryDirectory(prefix="studio-bench-jobs-") as tmp:
         work = Path(tmp)
-        (work / "tiny.toml").write_text(TINY, "utf-8")
+        write_tiny_preset(work)
 
         print("1. cancel latency (ms): from cancel() to the journal saying canceled / to no process left")
         report["cancel"] = bench_cancel(work, repeats, args.quick)

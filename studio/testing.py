@@ -19,6 +19,8 @@ check shapes, lengths, timings, seeds, progress and cancellation, never content.
 - `put_in_hub_cache`: lay a saved folder out as a Hugging Face hub cache entry, to test loading by hub id offline.
 - `ScriptedChat`: make an LLM writer answer with scripted text (to test what the writer does with good and bad answers).
 - `TinyModels`: a folder of the above, built on first use, and the provider options that run each provider on them.
+- `write_tiny_preset`: a render preset of 96x96 at 12 fps with the offline providers, for tests and benchmark smoke runs
+  where per-job overhead, not pixels, is what is measured.
 """
 
 from __future__ import annotations
@@ -348,4 +350,42 @@ def use_one_thread() -> None:
 
 
 __all__ = ["tiny_llm", "tiny_bark", "tiny_sd", "tiny_motion_adapter", "tiny_animatediff", "clip_tokenizer",
-           "put_in_hub_cache", "ScriptedChat", "TinyModels", "use_one_thread", "BARK_VOICES", "BARK_SAMPLE_RATE"]
+           "put_in_hub_cache", "ScriptedChat", "TinyModels", "use_one_thread", "BARK_VOICES", "BARK_SAMPLE_RATE",
+           "TINY_PRESET", "write_tiny_preset"]
+
+
+# A preset for tests and benchmarks of the job machinery: tiny frames, the fastest encoder settings, offline providers.
+TINY_PRESET = """
+name = "tiny"
+label = "Tiny (tests)"
+summary = "96x96 at 12 fps: for tests only"
+fps = 12
+[resolution]
+"16:9" = [128, 72]
+"9:16" = [72, 128]
+"1:1" = [96, 96]
+[video]
+encoders = ["libx264"]
+[encoder.libx264]
+preset = "ultrafast"
+crf = 35
+[audio]
+bitrate_kbps = 32
+sample_rate = 16000
+[motion]
+transition_s = 0.2
+[timing]
+lead_s = 0.1
+tail_s = 0.2
+[providers]
+storyboard = ["rules"]
+narrator = ["espeak"]
+painter = ["cards"]
+"""
+
+
+def write_tiny_preset(folder: Path) -> Path:
+    """Write `TINY_PRESET` as ``folder/tiny.toml`` (load it with ``studio.load_preset(path)``); returns the path."""
+    path = Path(folder) / "tiny.toml"
+    path.write_text(TINY_PRESET, "utf-8")
+    return path

@@ -12,42 +12,9 @@ import time
 from pathlib import Path
 from typing import Iterator
 
+from studio.testing import TINY_PRESET, write_tiny_preset  # noqa: F401  (the tests import them from here)
+
 ROOT = Path(__file__).resolve().parent.parent
-
-# A test-only tier: tiny frames and a fast encoder, so a render takes about a second on 2 cores.
-TINY_PRESET = """
-name = "tiny"
-label = "Tiny (tests)"
-summary = "96x96 at 12 fps: for tests only"
-fps = 12
-[resolution]
-"16:9" = [128, 72]
-"9:16" = [72, 128]
-"1:1" = [96, 96]
-[video]
-encoders = ["libx264"]
-[encoder.libx264]
-preset = "ultrafast"
-crf = 35
-[audio]
-bitrate_kbps = 32
-sample_rate = 16000
-[motion]
-transition_s = 0.2
-[timing]
-lead_s = 0.1
-tail_s = 0.2
-[providers]
-storyboard = ["rules"]
-narrator = ["espeak"]
-painter = ["cards"]
-"""
-
-
-def write_tiny_preset(folder: Path) -> Path:
-    path = Path(folder) / "tiny.toml"
-    path.write_text(TINY_PRESET, "utf-8")
-    return path
 
 
 def storyboard(durations: list[float], words: str = "Scene") -> list[dict]:
