@@ -653,6 +653,23 @@ class _Run:
 
 
 # -- the runner ------------------------------------------------------------------------------------------------------
+# The modules the workers run, imported lazily elsewhere so `import studio` stays light.
+STEP_MODULES = ("studio.pipeline", "studio.executors", "studio.storyboard", "studio.voice", "studio.visuals",
+                "studio.compose", "studio.compose.segments")
+
+
+def import_steps() -> None:
+    """Import the step modules on this thread before any worker starts. Two workers importing them at once for their
+    first jobs take Python's per-module import locks in opposite orders (one imports ``studio.compose.timeline`` while
+    the other is inside ``studio.compose``, whose ``render`` -> ``audio`` imports ``timeline``); Python breaks that
+    deadlock by handing one of them a partly initialised module, and its job fails with an ImportError (seen once in
+    ``bench/jobs.py``)."""
+    import importlib
+
+    for name in STEP_MODULES:
+        importlib.import_module(name)
+
+
 class JobRunner:
     """Runs render jobs from a journal in a data folder; the one object the API, the app and the CLI share.
 
@@ -723,6 +740,7 @@ class JobRunner:
     # -- life cycle ------------------------------------------------------------------------------------------------
     def start(self) -> None:
         """Start the worker threads and the janitor (once)."""
+        import_steps()
         with self._cond:
             if self._threads or self._closing:
                 return

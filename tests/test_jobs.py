@@ -373,3 +373,22 @@ def test_events_can_be_awaited(make_runner):
     started = time.perf_counter()
     following = runner.events(job.id, "alice", after=seen[-1].seq, wait_s=30)
     assert following and following[0].kind == "running" and time.perf_counter() - started < 5
+
+
+def test_a_started_runner_has_imported_the_steps_before_its_workers_run(tmp_path):
+    """Workers must not import the step modules for the first time concurrently (opposite import-lock orders end in
+    an ImportError for one of them), so `start` imports them first, on the caller's thread; in a fresh interpreter."""
+    import subprocess
+
+    from .jobs_support import PYTHON, ROOT, python_env
+
+    code = ("import sys, studio.jobs as j; from studio.jobs import STEP_MODULES; "
+            "before = [m for m in STEP_MODULES if m in sys.modules]; "
+            f"r = j.JobRunner({str(tmp_path / 'data')!r}, start=False); "
+            "assert all(m not in sys.modules for m in ('studio.compose', 'studio.voice')), 'imported too early'; "
+            "r.start(); after = [m for m in STEP_MODULES if m not in sys.modules]; r.close(); "
+            "heavy = sorted({m.split('.')[0] for m in sys.modules if m.split('.')[0] in ('torch', 'diffusers', "
+            "'transformers', 'gradio')}); print(before, after, heavy)")
+    out = subprocess.run([PYTHON, "-c", code], capture_output=True, text=True, env=python_env(), cwd=ROOT, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[] [] []"  # none before, all after, and still no heavy library
