@@ -259,7 +259,9 @@ class JobRequest:
             watermark=_upload_id(data, "watermark"), caption_font=_upload_id(data, "caption_font"),
         )
 
-        # 4. Length, estimated before anything is made.
+        # 4. Length, estimated before anything is made; a script is split now, so too many scenes are refused here.
+        if script is not None:
+            check_source_limits(script, "script", limits)
         estimate = request.estimated_duration_s(preset)
         if estimate > limits.max_video_s:
             raise RequestError(f"the video would last about {estimate:.0f} s (at {WORDS_PER_S * 60:.0f} words a "
@@ -280,6 +282,81 @@ class JobRequest:
 
 def _speech_s(text: str) -> float:
     return len(text.split()) / WORDS_PER_S
+
+
+def script_scene_count(script: str) -> int:
+    """How many scenes the offline writer cuts `script` into (cheap: no prompts are made); 0 if it has no narration."""
+    from .storyboard.rules import MAX_SCENE_SENTENCES, MAX_SCENE_WORDS, MIN_SCENE_WORDS
+    from .storyboard.text import read_markdown, scene_spans
+
+    return sum(len(scene_spans(block, max_words=MAX_SCENE_WORDS, max_sentences=MAX_SCENE_SENTENCES,
+                               min_words=MIN_SCENE_WORDS))
+               for block in read_markdown(script).blocks if block.kind == "paragraph")
+
+
+def check_source_limits(source: str, mode: str, limits: Limits) -> None:
+    """A script's or a brief's length, and a script's scene count after splitting, before anything is written.
+
+    Raises:
+        RequestError: naming ``script`` or ``brief`` and the limit.
+    """
+    if not isinstance(source, str):
+        raise RequestError(f"`source` must be text, got {type(source).__name__}", field="source")
+    if mode == "brief" and len(source) > limits.max_brief_chars:
+        raise RequestError(f"the brief has {len(source):,} characters; this server's limit is "
+                           f"{limits.max_brief_chars:,}", field="brief")
+    if len(source) > limits.max_script_chars:
+        raise RequestError(f"the script has {len(source):,} characters; this server's limit is "
+                           f"{limits.max_script_chars:,}: shorten it or split it into several videos", field="script")
+    if mode == "script":
+        estimate = _speech_s(source)
+        if estimate > limits.max_video_s:
+            raise RequestError(f"the video would last about {estimate:.0f} s (at {WORDS_PER_S * 60:.0f} words a "
+                               f"minute), over this server's limit of {limits.max_video_s:.0f} s; shorten the script",
+                               field="script")
+        scenes = script_scene_count(source)
+        if scenes > limits.max_scenes:
+            raise RequestError(f"the script splits into {scenes} scenes; this server's limit is {limits.max_scenes}: "
+                               "shorten it or split it into several videos", field="script")
+
+
+def check_project_limits(project: Any, limits: Limits, preset: Any = None) -> None:
+    """A project within `limits`: scene count, each scene's text and fixed length, title and style, the estimated
+    video length and (with `preset`) the frame size. The same limits as a job request's, for faces that edit a
+    project directly (the studio app, its API endpoints).
+
+    Raises:
+        RequestError: naming the field (``scenes[3].narration``) and the limit.
+    """
+    scenes = project.scenes
+    if len(scenes) > limits.max_scenes:
+        raise RequestError(f"the storyboard has {len(scenes)} scenes; this server's limit is {limits.max_scenes}: "
+                           "shorten the script or delete scenes", field="scenes")
+    for name, limit in (("title", limits.max_text_chars), ("style", limits.max_text_chars)):
+        value = getattr(project, name) or ""
+        if len(value) > limit:
+            raise RequestError(f"the {name} has {len(value)} characters; this server's limit is {limit}", field=name)
+    for number, scene in enumerate(scenes, start=1):
+        for name, limit in (("narration", limits.max_narration_chars), ("visual_prompt", limits.max_prompt_chars)):
+            value = getattr(scene, name) or ""
+            if len(value) > limit:
+                raise RequestError(f"scene {number}'s {name.replace('_', ' ')} has {len(value):,} characters; this "
+                                   f"server's limit is {limit:,}", field=f"scenes[{number - 1}].{name}")
+        if scene.duration_s is not None and scene.duration_s > limits.max_scene_s:
+            raise RequestError(f"scene {number} lasts {scene.duration_s:g} s; this server's limit is "
+                               f"{limits.max_scene_s:g} s a scene", field=f"scenes[{number - 1}].duration_s")
+    pad = (preset.lead_s + preset.tail_s) if preset is not None else 0.0
+    estimate = sum(s.duration_s if s.duration_s is not None else (s.audio_duration_s or _speech_s(s.narration)) + pad
+                   for s in scenes)
+    if estimate > limits.max_video_s:
+        raise RequestError(f"the video would last about {estimate:.0f} s, over this server's limit of "
+                           f"{limits.max_video_s:.0f} s: shorten the storyboard", field="scenes")
+    if preset is not None:
+        width, height = preset.size(project.aspect)
+        if width * height > limits.max_pixels:
+            raise RequestError(f"preset {preset.name!r} at {project.aspect} is {width}x{height}, over this server's "
+                               f"limit of {limits.max_pixels:,} pixels a frame; choose a smaller preset",
+                               field="preset")
 
 
 def _tier_presets() -> dict[str, str]:

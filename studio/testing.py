@@ -19,6 +19,7 @@ check shapes, lengths, timings, seeds, progress and cancellation, never content.
 - `put_in_hub_cache`: lay a saved folder out as a Hugging Face hub cache entry, to test loading by hub id offline.
 - `ScriptedChat`: make an LLM writer answer with scripted text (to test what the writer does with good and bad answers).
 - `TinyModels`: a folder of the above, built on first use, and the provider options that run each provider on them.
+- `uploaded`: a file put where Gradio puts a browser's upload, for the studio's upload handlers.
 - `write_tiny_preset`: a render preset of 96x96 at 12 fps with the offline providers, for tests and benchmark smoke runs
   where per-job overhead, not pixels, is what is measured.
 """
@@ -389,3 +390,17 @@ def write_tiny_preset(folder: Path) -> Path:
     path = Path(folder) / "tiny.toml"
     path.write_text(TINY_PRESET, "utf-8")
     return path
+
+
+def uploaded(path: str | Path) -> str:
+    """A copy of `path` where Gradio's upload route puts a browser's upload (a fresh folder in Gradio's upload folder),
+    as a handler receives it; the studio's upload handlers take only such files (`studio.ui.common.accepted_upload`)."""
+    import secrets
+
+    from gradio import utils
+
+    folder = Path(utils.get_upload_folder()) / secrets.token_hex(20)
+    folder.mkdir(parents=True)
+    target = folder / Path(path).name
+    shutil.copyfile(path, target)
+    return str(target)

@@ -14,6 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from studio.testing import uploaded
+
 from studio import Project, StudioError, load_preset, make_video
 from studio.compose import build_timeline, compose
 from studio.compose.captions import caption_layout, text_width
@@ -271,7 +273,7 @@ def test_the_compose_panel_stores_checks_and_clears_the_caption_font(tmp_path, m
     try:
         session, shown = written(studio, {"guest": GUEST, "project": None, "job": None})
         assert shown["caption_font"] is None and "DejaVu Sans" in panel.show(shown)["caption_font_note"]
-        shown = panel.set_caption_font(studio, session, str(mono_font))["view"]
+        shown = panel.set_caption_font(studio, session, uploaded(mono_font))["view"]
         assert shown["caption_font"] == "DejaVu Sans Mono"
         assert panel.show(shown)["caption_font_note"] == "Caption font: `DejaVu Sans Mono`"
         project = studio.project(session, None)
@@ -284,9 +286,9 @@ def test_the_compose_panel_stores_checks_and_clears_the_caption_font(tmp_path, m
 
         # What is not a font is refused, and the font already chosen stays.
         with pytest.raises(StudioError, match="not a font"):
-            panel.set_caption_font(studio, session, str(png_as_ttf))
+            panel.set_caption_font(studio, session, uploaded(png_as_ttf))
         with pytest.raises(StudioError, match="the caption font must be a font file"):
-            panel.set_caption_font(studio, session, str(make_image("logo.png", (32, 32), (9, 9, 9))))
+            panel.set_caption_font(studio, session, uploaded(make_image("logo.png", (32, 32), (9, 9, 9))))
         assert studio.project(session, None).caption_font == project.caption_font
 
         shown = panel.set_caption_font(studio, session, None)["view"]  # "No custom font"

@@ -159,13 +159,13 @@ def test_limits_are_configurable_and_named(make_runner):
     assert runner.submit(tiny_request((1, 1)), owner="a").state == "queued"  # 96x96 fits
 
 
-def test_a_script_over_the_scene_limit_fails_before_narration(make_runner):
+def test_a_script_over_the_scene_limit_is_refused_at_submission(make_runner):
+    """The script is split when it is submitted: too many scenes is a 422 naming `script`, and no job is made."""
     runner = make_runner(limits=Limits(max_scenes=2))
     script = "# Many\n\n" + "\n\n".join(f"Paragraph number {i} is here." for i in range(5))
-    job = runner.wait(runner.submit({"script": script, "preset": "tiny"}, owner="a").id, timeout_s=60)
-    assert job.state == "failed" and "limit is 2" in job.error
-    assert [s["step"] for s in job.steps] == []  # not even the storyboard step completed
-    assert not (job.project_dir / "assets").exists() or not any((job.project_dir / "assets").iterdir())
+    with pytest.raises(RequestError, match="splits into 5 scenes; this server's limit is 2") as caught:
+        runner.submit({"script": script, "preset": "tiny"}, owner="a")
+    assert caught.value.field == "script" and runner.list("a") == []
 
 
 def test_full_queue_refuses_at_once(make_runner):

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from studio.testing import uploaded
+
 pytest.importorskip("gradio")
 
 from studio import Project, StudioError  # noqa: E402
@@ -160,7 +162,7 @@ def test_import_export_and_media_paths_refused(studio, session, tmp_path):
     csv = tmp_path / "edited.csv"
     text = Path(exported).read_text().replace("The hive keeps warm in winter.", "The hive hums all winter.")
     csv.write_text(text)
-    imported = storyboard.import_storyboard(studio, session, str(csv), None)["view"]
+    imported = storyboard.import_storyboard(studio, session, uploaded(csv), None)["view"]
     assert imported["scenes"][1]["narration"] == "The hive hums all winter."
     assert [s["id"] for s in imported["scenes"]] == [s["id"] for s in shown["scenes"]]  # ids kept: assets kept
 
@@ -168,7 +170,7 @@ def test_import_export_and_media_paths_refused(studio, session, tmp_path):
     bad = tmp_path / "bad.csv"
     bad.write_text("id,narration,visual_prompt,duration_s,seed,media,transition\n,Hello there.,,,0,/etc/passwd,\n")
     with pytest.raises(StudioError, match="not a file uploaded"):
-        storyboard.import_storyboard(studio, session, str(bad), None)
+        storyboard.import_storyboard(studio, session, uploaded(bad), None)
     frame = storyboard.table(imported)
     frame.loc[0, "media"] = "../../secret.png"
     with pytest.raises(StudioError, match="not a file uploaded"):
@@ -193,7 +195,7 @@ def test_visuals_gallery_repaint_and_upload(studio, session, make_image, make_to
     assert all(s["visual"] == before[s["id"]] for s in shown["scenes"] if s["id"] != target)
 
     photo = make_image("photo.png", (320, 240))
-    shown = visuals.use_media(studio, session, target, str(photo), "draft", None)["view"]
+    shown = visuals.use_media(studio, session, target, uploaded(photo), "draft", None)["view"]
     scene = shown["scenes"][1]
     assert scene["media"].startswith("uploads/") and scene["media"].endswith(".png")
     assert digest(scene["visual"]) == digest(photo)
@@ -203,13 +205,13 @@ def test_visuals_gallery_repaint_and_upload(studio, session, make_image, make_to
     fake = tmp_path / "fake.png"
     fake.write_text("not an image")
     with pytest.raises(StudioError, match="not an image, audio or video this server accepts"):
-        visuals.use_media(studio, session, target, str(fake), "draft", None)
+        visuals.use_media(studio, session, target, uploaded(fake), "draft", None)
     playlist = tmp_path / "clip.mp4"
     playlist.write_text("#EXTM3U\n#EXTINF:1,\n/etc/passwd\n")
     with pytest.raises(StudioError, match="playlists are not accepted"):
-        visuals.use_media(studio, session, target, str(playlist), "draft", None)
+        visuals.use_media(studio, session, target, uploaded(playlist), "draft", None)
     with pytest.raises(StudioError, match="is a audio file|is an audio file"):
-        visuals.use_media(studio, session, target, str(make_tone("tone.wav", 0.5)), "draft", None)
+        visuals.use_media(studio, session, target, uploaded(make_tone("tone.wav", 0.5)), "draft", None)
     assert studio.project(session, None).scene(target).media == scene["media"]  # nothing changed
     shown = visuals.drop_media(studio, session, target, "cards", "draft", None, None)["view"]
     assert shown["scenes"][1]["media"] is None
@@ -224,7 +226,7 @@ def test_compose_settings_music_and_scene_preview(studio, session, make_tone):
     with pytest.raises(StudioError, match="caption_style"):
         compose.save_settings(studio, session, True, "comic", 0.3, "auto", None)
 
-    shown = compose.set_music(studio, session, str(make_tone("tune.wav", 2.0)), None)["view"]
+    shown = compose.set_music(studio, session, uploaded(make_tone("tune.wav", 2.0)), None)["view"]
     assert shown["music"].endswith(".wav")
     assert studio.project(session, None).music.is_file()
 

@@ -11,7 +11,6 @@ about a user lives in a module global.
 from __future__ import annotations
 
 import os
-import secrets
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -53,22 +52,12 @@ CSS = """
 """
 
 
-def ui_secret(data_dir: Path) -> str:
-    """The key that encrypts the browser's saved session, kept in the data folder so a reload still finds its project
-    after the server restarts."""
-    path = Path(data_dir) / "ui-secret"
-    try:
-        return path.read_text("ascii").strip()
-    except OSError:
-        pass
-    value = secrets.token_urlsafe(32)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:  # another process made it a moment ago
-        return path.read_text("ascii").strip()
-    with os.fdopen(fd, "w") as handle:
-        handle.write(value)
-    return value
+# The browser's saved session is encrypted in the page by Gradio with a key that Gradio sends to the page, so that key
+# is no secret: it is a fixed, public name here, and nothing secret is ever sent. The session holds only a random
+# anonymous key (the browser's own capability) and ids that every handler checks against the caller.
+SESSION_KEY = "studio-session-v1"
+# Gradio's synchronous handlers get their own threads, so they never take the HTTP API's (anyio's default 40).
+GRADIO_THREADS = 32
 
 
 def make_studio(data_dir: Path | str | None = None, runner: Any = None, single_user: str | None = None) -> Studio:
@@ -139,7 +128,7 @@ def build_app(studio: Studio | None = None, *, data_dir: Path | str | None = Non
     studio = studio or make_studio(data_dir, runner)
     with gr.Blocks(title="Studio", delete_cache=CACHE_MAX_AGE_S) as demo:
         endpoints.register(studio)  # first, so the API's readable names are theirs (UI events are private)
-        session = gr.BrowserState(None, storage_key="studio-session", secret=ui_secret(studio.workspace.root))
+        session = gr.BrowserState(None, storage_key="studio-session", secret=SESSION_KEY)
         project_view = gr.State(None)
         head = gr.Markdown(header(None), elem_classes=["studio-header"])
         with gr.Tabs(selected="brief") as tabs:
@@ -179,8 +168,12 @@ def build_app(studio: Studio | None = None, *, data_dir: Path | str | None = Non
 def launch_options(studio: Studio) -> dict:
     """What `launch` and `mount_gradio_app` share: the upload limit (the job runner's, so the page refuses what the
     runner would), no extra served folders, the look."""
+    from starlette.middleware import Middleware
+
+    from .common import ServedGuard
+
     return dict(max_file_size=studio.runner.uploads.limits.max_bytes, allowed_paths=[], theme=THEME, css=CSS,
-                footer_links=["api"])
+                footer_links=["api"], app_kwargs={"middleware": [Middleware(ServedGuard)]})
 
 
 def launch(data_dir: Path | str | None = None, *, server_name: str | None = None, server_port: int | None = None,
@@ -192,6 +185,7 @@ def launch(data_dir: Path | str | None = None, *, server_name: str | None = None
     try:
         demo = build_app(studio)
         demo.queue(max_size=QUEUE_MAX_SIZE, default_concurrency_limit=1)
+        kwargs.setdefault("max_threads", GRADIO_THREADS)
         name = server_name or os.environ.get("GRADIO_SERVER_NAME") or "127.0.0.1"
         port = server_port or int(os.environ.get("GRADIO_SERVER_PORT") or 7860)
         return demo.launch(server_name=name, server_port=port, **launch_options(studio), **kwargs)
@@ -216,5 +210,10 @@ def mount(app: Any, runner: Any, users: Any = None, path: str = "/") -> Any:
     studio = make_studio(runner=runner, single_user=None if users is not None else LOCAL_USER)
     demo = build_app(studio)
     demo.queue(max_size=QUEUE_MAX_SIZE, default_concurrency_limit=1)
+    demo.max_threads = GRADIO_THREADS  # its own limiter (made at start-up): the HTTP API keeps anyio's 40 threads
     auth = (lambda user, secret: users.check_basic(user, secret) is not None) if users is not None else None
-    return gr.mount_gradio_app(app, demo, path=path, auth=auth, **launch_options(studio))
+    mounted = gr.mount_gradio_app(app, demo, path=path, auth=auth, **launch_options(studio))
+    # A mounted Blocks never "launches", and Gradio then skips its own check that an event's files were uploaded by
+    # a user (a forged FileData could name any server path): mark it launched so the check runs, as under launch().
+    demo.has_launched = True
+    return mounted

@@ -11,7 +11,7 @@ import gradio as gr
 
 from ..errors import StudioError
 from ..project import ASPECTS
-from ..storyboard import MODES, write_storyboard
+from ..storyboard import MODES
 from .common import (GPU, Studio, bind, checked_session, gpu, named, notes_md, preset_of, progress_to, providers_md,
                      view)
 
@@ -53,10 +53,10 @@ def write(studio: Studio, session: dict, source: str, title: str, style: str, as
     session = checked_session(session)
     owner = studio.owner(session, request)
     target = float(target_s) if target_s else None  # 0 or empty: as long as the script or brief needs
-    project = write_storyboard(source or "", mode=mode or "auto", writer=writer or "auto", title=title or None,
-                               aspect=aspect or "16:9", style=(style or "").strip(), language=(language or "en").strip(),
-                               voice=check_voice(voice), target_s=target, preset=preset_of(preset),
-                               on_progress=progress_to(progress))
+    project = studio.write_storyboard(source or "", mode=mode or "auto", writer=writer or "auto", title=title or None,
+                                      aspect=aspect or "16:9", style=(style or "").strip(),
+                                      language=(language or "en").strip(), voice=check_voice(voice), target_s=target,
+                                      preset=preset, on_progress=progress_to(progress))
     project = studio.workspace.create(project, owner)
     shown = view(project)
     return {

@@ -9,9 +9,14 @@ about a user is ever held in a module global.
 from __future__ import annotations
 
 import functools
+import hashlib
+import hmac
 import html
 import inspect
 import os
+import secrets
+import shutil
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -23,6 +28,11 @@ from ..presets import Preset, load_preset
 from ..progress import ProgressFn
 from ..project import Project
 from .workspace import Workspace, new_guest_key, owner_for, project_id_of
+
+# Served copies live in their own folder of Gradio's cache, one sub-folder per user (a keyed tag of the owner), so
+# they are never mistaken for uploads and a signed-in user's copies are refused to every other user (`ServedGuard`).
+SERVED_DIR = "studio-served"
+_SERVE_KEY = secrets.token_bytes(32)  # per process: a restart makes old served URLs unreachable, never guessable
 
 # A queue slot per resource: every handler that runs models or encodes shares the "gpu" slot (one at a time; on a
 # CPU-only machine it keeps the cores for one job), light handlers run freely.
@@ -73,11 +83,55 @@ class Studio:
         return self.workspace.load(project_id, self.owner(session, request))
 
     def save(self, project: Project, session: dict, request: gr.Request | None) -> Project:
-        return self.workspace.save(project, self.owner(session, request))
+        """Write the session's project back, if it is within the server's limits (`check`)."""
+        return self.workspace.save(self.check(project), self.owner(session, request))
 
-    def upload(self, project: Project, file: str, kind: str, session: dict, request: gr.Request | None) -> str:
-        """Check an uploaded file (the job runner's checks) and keep it in the project; returns its ``uploads/`` name."""
-        return self.workspace.add_upload(project, file, kind, self.runner.uploads, self.owner(session, request))
+    def write_storyboard(self, source: Any, *, mode: str = "auto", preset: Any = None, **options: Any) -> Project:
+        """Step 1 for a face: the source's limits first (length; a script's scene count after splitting), then the
+        writer, then the project's limits; nothing is written or saved over a limit."""
+        from ..jobs import check_source_limits
+        from ..storyboard import detect_mode, write_storyboard
+
+        source = source or ""
+        limits = self.limits
+        if not isinstance(source, str) or len(source) > max(limits.max_script_chars, limits.max_brief_chars):
+            check_source_limits(source, "script", limits)
+        if mode not in ("script", "brief"):
+            resolved = detect_mode(source)[0] if mode == "auto" and source.strip() else mode
+        else:
+            resolved = mode
+        if resolved in ("script", "brief"):
+            check_source_limits(source, resolved, limits)
+        chosen = self.preset(preset)
+        project = write_storyboard(source, mode=mode, preset=chosen, **options)
+        return self.check(project, chosen)
+
+    def upload(self, project: Project, file: Any, kind: str, session: dict, request: gr.Request | None) -> str:
+        """Check an uploaded file (the job runner's checks) and keep it in the project; returns its ``uploads/`` name.
+
+        Only a file that came through Gradio's upload route is taken (`accepted_upload`): a forged event naming a
+        server path, or a copy Studio served to someone, is refused whatever the mounting."""
+        return self.workspace.add_upload(project, accepted_upload(file), kind, self.runner.uploads,
+                                         self.owner(session, request))
+
+    @property
+    def limits(self) -> Any:
+        """The job runner's limits (`studio.jobs.Limits`): every face applies the same ones before any work."""
+        from ..jobs import Limits
+
+        return getattr(self.runner, "limits", None) or Limits()
+
+    def check(self, project: Project, preset: Preset | None = None) -> Project:
+        """`project` if it is within the server's limits (scenes, text lengths, scene and video length, frame size),
+        else a `StudioError` naming the limit; called before any step runs and before any project is saved."""
+        from ..jobs import check_project_limits
+
+        check_project_limits(project, self.limits, preset)
+        return project
+
+    def preset(self, value: Any) -> Preset:
+        """The preset a request names: a tier name of this server (never a path), as the job runner offers them."""
+        return preset_of(value, getattr(self.runner, "presets", None))
 
 
 def friendly(fn: Callable) -> Callable:
@@ -87,6 +141,21 @@ def friendly(fn: Callable) -> Callable:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
+        except Cancelled as exc:
+            raise gr.Error(str(exc) or "cancelled", title="Cancelled", print_exception=False) from None
+        except StudioError as exc:
+            raise gr.Error(str(exc), title="Studio", print_exception=False) from None
+
+    return wrapper
+
+
+def friendly_async(fn: Callable) -> Callable:
+    """`friendly` for a coroutine function (Gradio runs it on the event loop: it holds no worker thread)."""
+
+    @functools.wraps(fn)
+    async def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return await fn(*args, **kwargs)
         except Cancelled as exc:
             raise gr.Error(str(exc) or "cancelled", title="Cancelled", print_exception=False) from None
         except StudioError as exc:
@@ -135,9 +204,20 @@ def bind(fn: Callable, studio: Studio) -> Callable:
     return fix(fn, studio=studio)
 
 
-def preset_of(value: Any) -> Preset:
-    """The preset a panel names (a tier name from the preset radio; a `Preset` when called from Python)."""
-    return value if isinstance(value, Preset) else load_preset(value or "draft")
+def preset_of(value: Any, offered: Any = None) -> Preset:
+    """The preset a panel or an API call names: a tier name (``draft`` ... or one of the server's configured preset
+    files, `offered`: name -> file), or a `Preset` when called from Python. A path is never opened: the error lists
+    the names and quotes nothing read from a file."""
+    if isinstance(value, Preset):
+        return value
+    from ..presets import available_presets
+
+    name = value or "draft"
+    known = dict(offered) if offered else {n: n for n in available_presets()}
+    if not isinstance(name, str) or name not in known:
+        shown = repr(name)[:60] if isinstance(name, str) else type(name).__name__
+        raise StudioError(f"`preset` must be one of {', '.join(known)}, got {shown}")
+    return load_preset(known[name])
 
 
 def progress_to(progress: Any) -> ProgressFn:
@@ -163,18 +243,147 @@ def gpu(fn: Callable | None = None, *, duration: int | None = None) -> Callable:
     return decorate(fn) if fn is not None else decorate
 
 
-def served(path: Path | str | None) -> str | None:
+def upload_folder() -> Path:
+    """Gradio's upload folder (its cache), resolved."""
+    from gradio import utils
+
+    return Path(utils.get_upload_folder()).resolve()
+
+
+def accepted_upload(file: Any) -> Path:
+    """The path of a file that reached the server through Gradio's upload route, else a `StudioError`.
+
+    Gradio's own check is skipped when the app is mounted into FastAPI and never "launched", so the handler checks
+    too: the file must be a regular file inside Gradio's upload folder (symlinks resolved), and not one of the copies
+    Studio serves to pages (`served`). The message names no server path.
+    """
+    if isinstance(file, dict):  # a FileData as JSON
+        file = file.get("path")
+    elif hasattr(file, "path") and not isinstance(file, (str, Path)):
+        file = file.path
+    if not isinstance(file, (str, Path)) or not str(file):
+        raise StudioError("choose a file to upload")
+    refused = StudioError("that file did not come through the studio's upload button; upload it again")
+    root = upload_folder()
+    try:
+        resolved = Path(os.path.abspath(file)).resolve(strict=True)
+    except (OSError, RuntimeError):
+        raise refused from None
+    if (not resolved.is_relative_to(root) or resolved == root or resolved.relative_to(root).parts[0] == SERVED_DIR
+            or not resolved.is_file() or Path(file).is_symlink()):
+        raise refused
+    return resolved
+
+
+def owner_tag(owner: str) -> str:
+    """The folder of `owner`'s served copies: a keyed hash of the owner (no user name in any URL)."""
+    return hmac.new(_SERVE_KEY, f"owner:{owner}".encode(), hashlib.sha256).hexdigest()[:32]
+
+
+def _owner_from_path(path: Path) -> str | None:
+    """The owner of a workspace project file: ``owner.json`` of the project folder above it."""
+    import json
+
+    for folder in Path(path).resolve().parents:
+        owner_file = folder / "owner.json"
+        if folder.parent.name == "projects" and owner_file.is_file():
+            try:
+                return json.loads(owner_file.read_text("utf-8")).get("owner")
+            except (OSError, ValueError, AttributeError):
+                return None
+    return None
+
+
+def served(path: Path | str | None, owner: str | None = None) -> str | None:
     """A copy of a project file that Gradio may serve, or None.
 
-    Project files stay where they are; the page gets a copy in Gradio's own cache, named by a keyed hash of the
-    content, so no folder of the data directory is ever opened to the web (``allowed_paths`` stays empty) and one
-    user cannot fetch another's files by guessing a path.
+    Project files stay where they are; the page gets a copy in Gradio's cache under ``studio-served/<owner tag>/``
+    and a keyed hash of the owner and the content, so no folder of the data directory is ever opened to the web
+    (``allowed_paths`` stays empty), a URL cannot be guessed, and `ServedGuard` answers 404 to a signed-in user who
+    asks for another user's copy.
+
+    Args:
+        path: The file.
+        owner: Whose it is; default: the owner of the workspace project it lives in.
     """
     if path is None or not Path(path).is_file():
         return None
-    from gradio import processing_utils, utils
+    owner = owner or _owner_from_path(Path(path))
+    if not owner:
+        raise RuntimeError(f"served(): no owner for {Path(path).name}; pass owner=")
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    tag = owner_tag(owner)
+    key = hmac.new(_SERVE_KEY, f"{tag}:{digest.hexdigest()}".encode(), hashlib.sha256).hexdigest()[:40]
+    folder = upload_folder() / SERVED_DIR / tag / key
+    target = folder / Path(path).name
+    if target.is_file():
+        os.utime(target)  # Gradio's cache clean-up ages files; a copy handed out again starts a new day
+        return str(target)
+    folder.mkdir(parents=True, exist_ok=True)
+    fd, staging = tempfile.mkstemp(dir=folder, prefix=".part-")
+    os.close(fd)
+    try:
+        shutil.copyfile(path, staging)
+        os.replace(staging, target)
+    except BaseException:
+        Path(staging).unlink(missing_ok=True)
+        raise
+    return str(target)
 
-    return processing_utils.save_file_to_cache(Path(path), utils.get_upload_folder())
+
+class ServedGuard:
+    """ASGI middleware for Gradio's file route: a served copy (`served`) is given only to its owner.
+
+    Installed on Gradio's own app (``app_kwargs``), under ``python app.py`` and ``studio serve`` alike. On a server
+    with sign-in, a request for a copy in another user's folder answers 404 (as one that does not exist); without
+    sign-in there is no user to compare, and the copy's unguessable keyed name is what keeps it private.
+    """
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope.get("type") == "http" and "/file=" in scope.get("path", ""):
+            refused = await self._refused(scope)
+            if refused:
+                from starlette.responses import JSONResponse
+
+                await JSONResponse({"detail": "Not Found"}, status_code=404)(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+    async def _refused(self, scope: dict) -> bool:
+        target = scope["path"].split("/file=", 1)[1]
+        try:
+            resolved = Path(os.path.abspath(target)).resolve()
+        except (OSError, RuntimeError, ValueError):
+            return False  # Gradio's own route refuses it
+        root = upload_folder() / SERVED_DIR
+        if not resolved.is_relative_to(root) or resolved == root:
+            return False
+        tag = resolved.relative_to(root).parts[0]
+        user = await self._user(scope)
+        return user is not None and not hmac.compare_digest(tag, owner_tag(user))
+
+    @staticmethod
+    async def _user(scope: dict) -> str | None:
+        """The signed-in user of Gradio's app (its login cookie), or None on a server without sign-in."""
+        from starlette.requests import Request
+
+        app = scope.get("app")
+        if app is None or (getattr(app, "auth", None) is None and getattr(app, "auth_dependency", None) is None):
+            return None
+        request = Request(scope)
+        if app.auth_dependency is not None:
+            user = app.auth_dependency(request)
+            return await user if inspect.isawaitable(user) else user
+        cookie = getattr(app, "cookie_id", "")
+        token = request.cookies.get(f"access-token-{cookie}") or request.cookies.get(f"access-token-unsecure-{cookie}")
+        # A signed-in server without a valid login: never the owner of anything.
+        return app.tokens.get(token) or ""
 
 
 # -- the project view: a plain snapshot of the project that every panel draws from ---------------------------------

@@ -92,7 +92,8 @@ def preview_scene(studio: Studio, session: dict, scene_id: str, narrator: str, p
     if not scene_id:
         raise StudioError("pick the scene to preview")
     project.scene(scene_id)  # raises if unknown
-    chosen = preset_of(preset)
+    chosen = studio.preset(preset)
+    studio.check(project, chosen)
     report = progress_to(progress)
     project = narrate(project, narrator=narrator or "auto", preset=chosen, only=[scene_id],
                       on_progress=lambda f, m: report(0.4 * f, m))
@@ -150,7 +151,7 @@ def _job_fields(studio: Studio, job, owner: str) -> dict:
     out = {"progress": progress_html(state), "timer": gr.Timer(active=not job.terminal),
            "render": gr.Button(interactive=job.terminal), "cancel": gr.Button(interactive=not job.terminal)}
     if job.state == "done":
-        path = served(studio.runner.video_path(job.id, owner))
+        path = served(studio.runner.video_path(job.id, owner), owner)
         out.update(video=path, download=gr.DownloadButton(value=path, visible=True))
     else:
         out.update(video=None, download=gr.DownloadButton(value=None, visible=False))

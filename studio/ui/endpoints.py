@@ -9,36 +9,82 @@
     client.predict(job_id=job["job_id"], api_name="/wait")              # until it ends: state, percent, ...
     mp4 = client.predict(job_id=job["job_id"], api_name="/video")       # downloads the MP4
 
-The endpoints call the same library verbs as the panels. A caller is the signed-in user when the server runs with
-authentication, else the anonymous API user; project ids are random and a caller reaches only its own projects.
+The endpoints call the same library verbs as the panels, with the same limits (the job runner's) checked before any
+work. A caller is the signed-in user when the server runs with authentication, else (on a server without it) its own
+anonymous user: each ``gradio_client.Client`` session is a user of its own, so one client never reaches another's
+projects. Project ids are random and a caller reaches only its own projects.
+
+``/wait`` is asynchronous: it holds no worker thread while it waits, and each caller may keep a few waits open at a
+time (`WAITS_PER_CALLER`; `WAITS_TOTAL` for the whole server); beyond that it answers at once with a clear error.
 """
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
+import threading
+import time
 from dataclasses import replace
 
 import gradio as gr
 
 from ..errors import StudioError
-from ..presets import load_preset
 from ..project import Project
-from ..storyboard import write_storyboard as write_storyboard_
 from ..visuals import illustrate as illustrate_
 from ..voice import narrate as narrate_
 from .brief import check_voice
 from . import rendering
-from .common import GPU, Studio, friendly, gpu, served, view
+from .common import GPU, Studio, friendly, friendly_async, gpu, served, view
 from .storyboard import check_media
 from .workspace import owner_for
 
-API_GUEST = "api"  # the owner of projects made through the API on a server without authentication
+API_GUEST = "api"  # the owner of projects made by Python calls without a request (tests, notebooks)
+WAITS_PER_CALLER = 16  # /wait calls one caller may hold open at once (none of them holds a thread)
+WAITS_TOTAL = 200  # and the whole server
+WAIT_POLL_S = 0.5
 
 
 def caller(studio: Studio, request: gr.Request | None) -> str:
-    """The signed-in user, else the local server's one user, else the anonymous API user."""
+    """The signed-in user, else the local server's one user, else this API client's own anonymous user (named by a
+    hash of its Gradio session, so two clients never share projects)."""
     username = getattr(request, "username", None) if request is not None else None
     username = username or studio.single_user
-    return owner_for(username, None) if username else API_GUEST
+    if username:
+        return owner_for(username, None)
+    if request is None:
+        return API_GUEST
+    session_hash = getattr(request, "session_hash", None)
+    if not session_hash:
+        raise StudioError("an anonymous API call needs a session: call through gradio_client (each Client is its own "
+                          "user) or sign in")
+    return "api-" + hashlib.sha256(f"studio-api:{session_hash}".encode()).hexdigest()[:32]
+
+
+class WaitSlots:
+    """How many `/wait` calls are open, per caller and in all; taking one beyond a cap answers at once."""
+
+    def __init__(self, per_caller: int = WAITS_PER_CALLER, total: int = WAITS_TOTAL) -> None:
+        self.per_caller, self.total = per_caller, total
+        self._open: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    def take(self, owner: str) -> None:
+        with self._lock:
+            if sum(self._open.values()) >= self.total:
+                raise StudioError(f"the server already holds {self.total} waits open; poll /job instead, or try again "
+                                  "in a moment")
+            if self._open.get(owner, 0) >= self.per_caller:
+                raise StudioError(f"you already have {self.per_caller} waits open, the most one caller may have; "
+                                  "wait for one to end or poll /job")
+            self._open[owner] = self._open.get(owner, 0) + 1
+
+    def give(self, owner: str) -> None:
+        with self._lock:
+            left = self._open.get(owner, 0) - 1
+            if left > 0:
+                self._open[owner] = left
+            else:
+                self._open.pop(owner, None)
 
 
 def describe(project: Project) -> dict:
@@ -64,6 +110,8 @@ def _only(project: Project, scene_ids: list[str] | None) -> list[str] | None:
 def register(studio: Studio) -> None:
     """Add the API endpoints to the Blocks being built."""
     ws = studio.workspace
+    # A local server without sign-in has one user (every browser and client is it): the overall cap is its cap.
+    slots = WaitSlots(per_caller=WAITS_TOTAL if studio.single_user else WAITS_PER_CALLER)
 
     @gpu
     def write_storyboard(source: str, title: str = "", style: str = "", aspect: str = "16:9", language: str = "en",
@@ -83,10 +131,11 @@ def register(studio: Studio) -> None:
             mode: auto, script or brief.
             preset: Whose writer preferences and model options `auto` follows.
         """
-        project = write_storyboard_(source, mode=mode, writer=writer, title=title or None, aspect=aspect, style=style,
-                                    language=language, voice=check_voice(voice), target_s=float(target_s) or None,
-                                    preset=load_preset(preset))
-        return describe(ws.create(project, caller(studio, request)))
+        owner = caller(studio, request)
+        project = studio.write_storyboard(source, mode=mode, writer=writer, title=title or None, aspect=aspect,
+                                          style=style, language=language, voice=check_voice(voice),
+                                          target_s=float(target_s) or None, preset=preset)
+        return describe(ws.create(project, owner))
 
     def get_project(project_id: str, request: gr.Request = None) -> dict:
         """The project: settings, scenes, what each scene has, and which providers ran and why.
@@ -106,7 +155,7 @@ def register(studio: Studio) -> None:
         """
         project = ws.load(project_id, caller(studio, request))
         check_media(studio, project, scenes)
-        return describe(ws.save(project.with_storyboard(scenes), caller(studio, request)))
+        return describe(ws.save(studio.check(project.with_storyboard(scenes)), caller(studio, request)))
 
     @gpu
     def narrate(project_id: str, scene_ids: list[str] | None = None, narrator: str = "auto", voice: str = "",
@@ -123,7 +172,9 @@ def register(studio: Studio) -> None:
         project = ws.load(project_id, caller(studio, request))
         if voice:
             project = replace(project, voice=check_voice(voice))
-        project = narrate_(project, narrator=narrator, preset=load_preset(preset), only=_only(project, scene_ids))
+        chosen = studio.preset(preset)
+        studio.check(project, chosen)  # the server's limits, before any narration is made
+        project = narrate_(project, narrator=narrator, preset=chosen, only=_only(project, scene_ids))
         return describe(ws.save(project, caller(studio, request)))
 
     @gpu
@@ -138,7 +189,9 @@ def register(studio: Studio) -> None:
             preset: Gives the frame size and whose provider preferences `auto` follows.
         """
         project = ws.load(project_id, caller(studio, request))
-        project = illustrate_(project, painter=painter, preset=load_preset(preset), only=_only(project, scene_ids),
+        chosen = studio.preset(preset)
+        studio.check(project, chosen)
+        project = illustrate_(project, painter=painter, preset=chosen, only=_only(project, scene_ids),
                               media_root=project.folder)
         return describe(ws.save(project, caller(studio, request)))
 
@@ -164,15 +217,29 @@ def register(studio: Studio) -> None:
         """
         return rendering.status(studio.runner.get(job_id, caller(studio, request)))
 
-    def wait(job_id: str, timeout_s: float = 600, request: gr.Request = None) -> dict:
+    async def wait(job_id: str, timeout_s: float = 600, request: gr.Request = None) -> dict:
         """Wait until the job ends (or `timeout_s` passes) and return it.
 
         Args:
             job_id: The job.
             timeout_s: Longest wait, in seconds (at most 3600).
         """
-        timeout = min(max(float(timeout_s), 0.0), 3600.0)
-        return rendering.status(studio.runner.wait(job_id, timeout_s=timeout, owner=caller(studio, request)))
+        try:
+            timeout = min(max(float(timeout_s), 0.0), 3600.0)
+        except (TypeError, ValueError):
+            raise StudioError(f"`timeout_s` must be a number of seconds, got {timeout_s!r}") from None
+        owner = caller(studio, request)
+        job = studio.runner.get(job_id, owner)  # raises for an unknown id (or another user's) before a slot is taken
+        slots.take(owner)
+        try:
+            deadline = time.monotonic() + timeout
+            while not job.terminal and time.monotonic() < deadline:
+                # No thread is held while waiting: the event loop sleeps, and each look is one quick journal read.
+                await asyncio.sleep(min(WAIT_POLL_S, max(deadline - time.monotonic(), 0.0)))
+                job = studio.runner.get(job_id, owner)
+        finally:
+            slots.give(owner)
+        return rendering.status(job)
 
     def cancel(job_id: str, request: gr.Request = None) -> dict:
         """Cancel a waiting or running job; it ends `canceled` moments later.
@@ -184,7 +251,8 @@ def register(studio: Studio) -> None:
 
     def video(job_id: str, request: gr.Request = None) -> str:
         """The finished MP4 of a job."""
-        return served(studio.runner.video_path(job_id, caller(studio, request)))
+        owner = caller(studio, request)
+        return served(studio.runner.video_path(job_id, owner), owner)
 
     light = dict(concurrency_limit=None)
     gr.api(friendly(write_storyboard), api_name="write_storyboard", concurrency_id=GPU, concurrency_limit=1)
@@ -194,7 +262,9 @@ def register(studio: Studio) -> None:
     gr.api(friendly(illustrate), api_name="illustrate", concurrency_id=GPU, concurrency_limit=1)
     gr.api(friendly(render), api_name="render", **light)
     gr.api(friendly(job), api_name="job", **light)
-    gr.api(friendly(wait), api_name="wait", **light)
+    # Off Gradio's queue: a queued event holds one of the queue's worker slots (as many as its threads) for as long as
+    # it runs, so open waits would stall every other event; unqueued, a wait is one HTTP request on the event loop.
+    gr.api(friendly_async(wait), api_name="wait", queue=False)
     gr.api(friendly(cancel), api_name="cancel", **light)
     # A file answer needs a file component (gr.api returns JSON only): a hidden one, reached only through the API.
     with gr.Column(visible=False):

@@ -87,7 +87,7 @@ def show_job(studio: Studio, session: dict, job_id: str, request: gr.Request = N
     job = studio.runner.get(job_id, owner)
     state = rendering.status(job)
     if job.state == "done" and not job.expired:
-        path = served(studio.runner.video_path(job.id, owner))
+        path = served(studio.runner.video_path(job.id, owner), owner)
         facts = state["video"] or {}
         note = (f"**done** · {facts.get('duration_s', 0):.1f} s · {facts.get('width')}x{facts.get('height')} · "
                 f"{facts.get('encoder', '')} · {facts.get('size_bytes', 0) / 1e6:.2f} MB")

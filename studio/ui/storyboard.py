@@ -20,7 +20,7 @@ from ..errors import StudioError
 from ..project import Project, Scene, new_scene_id
 from ..storyboard import rewrite_scene
 from ..storyboard.text import count_words, split_sentences
-from .common import GPU, Studio, bind, gpu, named, notes_md, preset_of, served, view
+from .common import GPU, Studio, accepted_upload, bind, gpu, named, notes_md, served, view
 
 # The table's headers, in `studio.project.STORYBOARD_COLUMNS` order (CSV files keep the library's column names).
 HEADERS = {"id": "id", "narration": "narration", "visual_prompt": "visual prompt", "duration_s": "duration (s)",
@@ -177,7 +177,7 @@ def rewrite(studio: Studio, session: dict, scene: Any, field: str, instruction: 
     project = studio.project(session, request)
     index = _scene_number(project, scene)
     rewritten = rewrite_scene(project, project.scenes[index].id, field=field, instruction=(instruction or "").strip(),
-                              writer=writer or "auto", preset=preset_of(preset))
+                              writer=writer or "auto", preset=studio.preset(preset))
     shown = _saved(studio, rewritten, session, request)["view"]
     return {"view": shown, "scene": index + 1, "notes": notes_md({**shown, "notes": shown["notes"][-1:]})}
 
@@ -187,10 +187,11 @@ def import_storyboard(studio: Studio, session: dict, file: str | None, request: 
     project = studio.project(session, request)
     if not file:
         raise StudioError("choose a .csv or .json storyboard file to import")
-    imported = Project.read_storyboard(Path(file))
+    path = accepted_upload(file)  # only a file uploaded through the page, never a server path
+    imported = Project.read_storyboard(path)
     rows = imported.storyboard_records()
     if not rows:
-        raise StudioError(f"{Path(file).name} holds no scenes")
+        raise StudioError(f"{path.name} holds no scenes")
     check_media(studio, project, rows)
     return _saved(studio, project.with_storyboard(rows), session, request)
 
@@ -204,7 +205,7 @@ def export_storyboard(studio: Studio, session: dict, fmt: str, request: gr.Reque
     with tempfile.TemporaryDirectory(prefix="studio-export-") as tmp:
         path = Path(tmp) / f"{slug}.{fmt}"
         project.write_storyboard_file(path)
-        return {"download": gr.File(served(path), visible=True)}
+        return {"download": gr.File(served(path, studio.owner(session, request)), visible=True)}
 
 
 def export_csv(studio: Studio, session: dict, request: gr.Request = None) -> dict:

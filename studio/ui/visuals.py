@@ -20,7 +20,9 @@ MAX_SEED = 2**31 - 1
 
 def _illustrate(studio: Studio, session: dict, request: Any, project, only, painter: str, preset: str,
                 progress: Any) -> dict:
-    project = illustrate(project, painter=painter or "auto", preset=preset_of(preset), only=only,
+    chosen = studio.preset(preset)
+    studio.check(project, chosen)  # the server's limits, before anything is painted
+    project = illustrate(project, painter=painter or "auto", preset=chosen, only=only,
                          media_root=project.folder, on_progress=progress_to(progress))
     shown = view(studio.save(project, session, request))
     return {"view": shown, "notes": notes_md(shown, "painter:", "visuals:")}

@@ -24,7 +24,9 @@ def _narrate(studio: Studio, session: dict, request: Any, project, only, narrato
     voice_ = check_voice(voice)
     if voice_ != project.voice:
         project = replace(project, voice=voice_)
-    project = narrate(project, narrator=narrator or "auto", preset=preset_of(preset), only=only,
+    chosen = studio.preset(preset)
+    studio.check(project, chosen)  # the server's limits, before any narration is made
+    project = narrate(project, narrator=narrator or "auto", preset=chosen, only=only,
                       on_progress=progress_to(progress))
     shown = view(studio.save(project, session, request))
     return {"view": shown, "notes": notes_md(shown, "narrator:")}

@@ -5,7 +5,7 @@ per-user folder) is shared with the job runner (``studio.db``, ``jobs/``, ``uplo
 holds the studio's own::
 
     projects/<project id>/      one Studio project folder (project.json, assets/, renders/, uploads/) + owner.json
-    ui-secret                   the key that encrypts the browser's saved session (so a reload survives a restart)
+    (a file ui-secret of older versions is no longer used: the browser session holds no secret)
 
 A project id is a random 96-bit token (``p`` + 24 hex digits); ``owner.json`` names the user it belongs to. A
 request names a project by id, and `Workspace.load` answers "no such project" unless the caller owns it, so a user
