@@ -12,7 +12,7 @@ import gradio as gr
 from ..errors import StudioError
 from ..project import ASPECTS
 from ..storyboard import MODES
-from .common import (GPU, Studio, bind, checked_session, gpu, named, notes_md, preset_of, progress_to, providers_md,
+from .common import (GPU, Studio, bind, checked_session, gpu, named, notes_md, progress_to, providers_md,
                      view)
 
 EXAMPLES_DIR = Path(__file__).resolve().parent.parent.parent / "examples"

@@ -18,7 +18,7 @@ from ..presets import TIERS, available_presets, load_preset
 from ..visuals import illustrate
 from ..voice import narrate
 from . import rendering
-from .common import (GPU, Studio, bind, checked_session, gpu, named, preset_of, progress_to, scene_choices, served,
+from .common import (GPU, Studio, bind, checked_session, gpu, named, progress_to, scene_choices, served,
                      view)
 
 PREVIEW_PRESET = "draft"

@@ -12,7 +12,7 @@ import gradio as gr
 
 from ..errors import StudioError
 from ..visuals import illustrate
-from .common import (GPU, Studio, bind, gpu, named, notes_md, preset_of, progress_to, providers_md, scene_choices,
+from .common import (GPU, Studio, bind, gpu, named, notes_md, progress_to, providers_md, scene_choices,
                      served, shorten, view)
 
 MAX_SEED = 2**31 - 1

@@ -12,7 +12,7 @@ import gradio as gr
 from ..errors import StudioError
 from ..voice import narrate
 from .brief import check_voice
-from .common import (GPU, Studio, bind, fix, gpu, named, notes_md, preset_of, progress_to, providers_md, served,
+from .common import (GPU, Studio, bind, fix, gpu, named, notes_md, progress_to, providers_md, served,
                      view)
 
 # Common names; any voice name may be typed (Piper, espeak-ng, Bark speaker presets).
