@@ -73,14 +73,6 @@ def render_with_studio(project: Project, preset: Preset, output: Path) -> dict:
     return {"encoder": str(result.encoder), "duration_s": result.duration_s}
 
 
-def render_with_standin(project: Project, preset: Preset, output: Path) -> dict:
-    """A stand-in used only to test this harness before Studio's compositor existed (never reported as Studio)."""
-    from bench._standin import compose
-
-    result = compose(project, preset, output, encoder="libx264")
-    return {"encoder": str(result.encoder), "duration_s": result.duration_s}
-
-
 def render_with_moviepy(project: Project, preset: Preset, output: Path) -> dict:
     """The same timeline written the way a moviepy 2 user would write it."""
     import numpy as np
@@ -137,7 +129,7 @@ def render_with_moviepy(project: Project, preset: Preset, output: Path) -> dict:
     return {"encoder": "libx264", "duration_s": total_s}
 
 
-WORKERS = {"studio": render_with_studio, "moviepy": render_with_moviepy, "standin": render_with_standin}
+WORKERS = {"studio": render_with_studio, "moviepy": render_with_moviepy}
 
 
 def run_worker(args: argparse.Namespace) -> int:
@@ -213,7 +205,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="2 scenes of 1 s: a smoke test that finishes in seconds")
     parser.add_argument("--json", type=Path, help="write all figures to this JSON file")
     parser.add_argument("--keep", type=Path, help="keep the inputs and outputs in this folder instead of a temporary one")
-    parser.add_argument("--standin", action="store_true", help=argparse.SUPPRESS)  # harness self-test only
     # Child-process mode (internal).
     parser.add_argument("--worker", choices=sorted(WORKERS), help=argparse.SUPPRESS)
     parser.add_argument("--project", help=argparse.SUPPRESS)
@@ -242,7 +233,7 @@ def main(argv: list[str] | None = None) -> int:
     minutes = [1.0] if args.quick else [float(m) for m in args.minutes.split(",") if m.strip()]
     skip_moviepy = {"all"} if args.skip_moviepy == "all" else {float(m) for m in args.skip_moviepy.split(",") if m.strip()}
     scene_s = 1.0 if args.quick else 5.0
-    studio_worker = "standin" if args.standin else "studio"
+    studio_worker = "studio"
 
     work = args.keep or Path(tempfile.mkdtemp(prefix="studio-bench-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -303,7 +294,7 @@ def main(argv: list[str] | None = None) -> int:
                     rows.append({
                         "minutes": length_min, "case": f"{scenes}x{scene_s:g}s", "scenes": scenes, "scene_s": scene_s,
                         "preset": preset.name, "approach": approach, "load_before": load_before, "load_after": os.getloadavg(),
-                        "label": "studio (STAND-IN)" if approach == "studio" and args.standin else approach,
+                        "label": approach,
                         "width": size[0], "height": size[1], "fps": preset.fps, "frames": n_frames,
                         "video_s": round(total_s, 3), "runs": [r.to_dict() for r in runs], **best.to_dict(),
                         "realtime_x": total_s / best.wall_s if best.wall_s else None,
@@ -419,8 +410,6 @@ def print_report(rows: list[dict], summary: list[dict], args: argparse.Namespace
         if "studio_peak_mb" in s:
             print(f"{where} studio peak    = {s['studio_peak_mb']:.0f} MB (target < {MEMORY_TARGET_MB:g} MB): "
                   f"{'met' if s['memory_met'] else 'NOT MET'}")
-    if args.standin:
-        print("NOTE: 'studio' rows come from bench/_standin.py, NOT from Studio's compositor.")
 
 
 if __name__ == "__main__":

@@ -259,7 +259,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"== {tier}: {results[0].frames} frames; rule: {RULES[tier].describe}")
             print_table(tier, results, pick)
             print(f"Recommendation for {tier}: " + (f"preset = \"{pick.preset}\", crf = {pick.crf}" if pick else "none")
-                  + f"  ({why}); presets/{tier}.toml has preset = \"{current['preset']}\", crf = {current['crf']}")
+                  + f"  ({why}); studio/presets/{tier}.toml has preset = \"{current['preset']}\", crf = {current['crf']}")
             print()
             report["tiers"][tier] = {"rule": asdict(RULES[tier]), "results": [r.to_dict() for r in results],
                                      "chosen": pick.to_dict() if pick else None, "why": why, "current": current}

@@ -27,13 +27,17 @@ if [ -n "$missing" ]; then
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends $missing >/dev/null
 fi
 
-# 2. Python packages in .venv
+# 2. Python packages in .venv: Studio itself (editable, so the checkout is what runs), at the versions the lock files
+#    pin. Without --dev only what the offline render needs (the core and the Piper extra); --dev adds every extra
+#    (models, app, server, Ray, notebooks) and the test tools.
 [ -x .venv/bin/python ] || python3 -m venv .venv
-.venv/bin/python -m pip install -q --disable-pip-version-check -r requirements.txt
-if [ "${STUDIO_NO_PIPER:-0}" != 1 ]; then
-  .venv/bin/python -m pip install -q --disable-pip-version-check -r requirements-piper.txt
-fi
+pip=(.venv/bin/python -m pip install -q --disable-pip-version-check)
+extras="piper"
+[ "${STUDIO_NO_PIPER:-0}" = 1 ] && extras=""
 if [ "$dev" = 1 ]; then
-  .venv/bin/python -m pip install -q --disable-pip-version-check -r requirements-dev.txt
+  "${pip[@]}" -r requirements.txt -r requirements-dev.txt
+  [ -n "$extras" ] && "${pip[@]}" -r requirements-piper.txt
+  extras="models,ui,server,ray,notebooks,dev${extras:+,$extras}"
 fi
+"${pip[@]}" -c requirements.txt -c requirements-piper.txt -e ".${extras:+[$extras]}"
 echo "set-up done: $(.venv/bin/python -m studio --version)"

@@ -16,7 +16,7 @@ from typing import Any
 from .errors import StudioError
 from .project import ASPECTS
 
-PRESETS_DIR = Path(__file__).resolve().parent.parent / "presets"
+PRESETS_DIR = Path(__file__).resolve().parent / "presets"  # package data: found wherever Studio is installed
 TIERS = ("draft", "standard", "premium", "maximum")
 
 X264_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow")
