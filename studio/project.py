@@ -173,6 +173,64 @@ class Project:
         """A copy with one scene's storyboard fields changed (see `Scene.edited`)."""
         return self.replace_scene(self.scene(scene_id).edited(**changes))
 
+    # -- scene editing: each returns a new project (ids are kept, so untouched scenes keep their assets) ---------------
+    def _index(self, scene_id: str) -> int:
+        for i, scene in enumerate(self.scenes):
+            if scene.id == scene_id:
+                return i
+        raise StudioError(f"no scene {scene_id!r} in this project")
+
+    def insert_scene(self, after: str | None = None, scene: Scene | None = None) -> "Project":
+        """A copy with `scene` (default: a new empty one) after the scene `after` (None: at the start)."""
+        scene = scene or Scene(id=new_scene_id(), narration="", visual_prompt="")
+        if any(s.id == scene.id for s in self.scenes):
+            raise StudioError(f"the project already has a scene {scene.id!r}")
+        at = 0 if after is None else self._index(after) + 1
+        return self.with_scenes([*self.scenes[:at], scene, *self.scenes[at:]])
+
+    def delete_scene(self, scene_id: str) -> "Project":
+        """A copy without the scene `scene_id` (a storyboard keeps at least one scene)."""
+        index = self._index(scene_id)
+        if len(self.scenes) == 1:
+            raise StudioError("a storyboard needs at least one scene; edit this one instead of deleting it")
+        return self.with_scenes([s for i, s in enumerate(self.scenes) if i != index])
+
+    def move_scene(self, scene_id: str, offset: int) -> "Project":
+        """A copy with the scene moved `offset` places (-1: one up, +1: one down)."""
+        index = self._index(scene_id)
+        target = index + int(offset)
+        if not 0 <= target < len(self.scenes):
+            where = "first" if offset < 0 else "last"
+            raise StudioError(f"scene {index + 1} is already the {where} scene")
+        scenes = list(self.scenes)
+        scenes.insert(target, scenes.pop(index))
+        return self.with_scenes(scenes)
+
+    def split_scene(self, scene_id: str) -> "Project":
+        """A copy with the scene's narration split in two at the sentence boundary nearest its middle (by words); a
+        fixed duration is shared in proportion, the second scene keeps the picture prompt and media."""
+        from .storyboard.text import count_words, split_sentences
+
+        index = self._index(scene_id)
+        original = self.scenes[index]
+        sentences = split_sentences(original.narration)
+        if len(sentences) < 2:
+            raise StudioError(f"scene {index + 1} has a single sentence; there is nothing to split (edit it instead)")
+        words = [count_words(s) for s in sentences]
+        half, running, cut, best = sum(words) / 2, 0, 1, None
+        for i in range(1, len(sentences)):
+            running += words[i - 1]
+            if best is None or abs(running - half) < best:
+                best, cut = abs(running - half), i
+        duration = original.duration_s
+        share = sum(words[:cut]) / max(sum(words), 1)
+        first = original.edited(narration=" ".join(sentences[:cut]),
+                                duration_s=None if duration is None else max(0.2, round(duration * share, 2)))
+        second = Scene(id=new_scene_id(), narration=" ".join(sentences[cut:]), visual_prompt=original.visual_prompt,
+                       duration_s=None if duration is None else max(0.2, round(duration - first.duration_s, 2)),
+                       seed=original.seed + 1, media=original.media)
+        return self.with_scenes([*self.scenes[:index], first, second, *self.scenes[index + 1:]])
+
     def with_note(self, note: str) -> "Project":
         return replace(self, notes=self.notes + (note,))
 

@@ -268,3 +268,38 @@ def test_read_storyboard_file_errors(tmp_path):
     empty.write_text("", "utf-8")
     with pytest.raises(StudioError, match="empty.csv"):
         Project.read_storyboard(empty)
+
+
+def test_scene_editing_methods_return_new_projects():
+    """insert, delete, move and split keep every other scene (and its id, so its assets) as it was."""
+    from studio.errors import StudioError
+
+    scenes = (Scene(id="a", narration="One. Two words here. Three more words now.", visual_prompt="sea", seed=4,
+                    duration_s=9.0),
+              Scene(id="b", narration="Bee.", visual_prompt="hive"),
+              Scene(id="c", narration="Sea.", visual_prompt="wave"))
+    project = Project(title="T", scenes=scenes)
+
+    inserted = project.insert_scene("a")
+    assert [s.id for s in inserted.scenes][0::2] == ["a", "b"] and len(inserted.scenes) == 4
+    assert inserted.scenes[1].narration == "" and project.scenes == scenes  # the original is untouched
+    assert project.insert_scene(None).scenes[1:] == scenes
+    with pytest.raises(StudioError, match="no scene 'zz'"):
+        project.insert_scene("zz")
+
+    assert [s.id for s in project.delete_scene("b").scenes] == ["a", "c"]
+    with pytest.raises(StudioError, match="at least one scene"):
+        Project(title="T", scenes=scenes[:1]).delete_scene("a")
+
+    assert [s.id for s in project.move_scene("c", -1).scenes] == ["a", "c", "b"]
+    assert [s.id for s in project.move_scene("a", 1).scenes] == ["b", "a", "c"]
+    with pytest.raises(StudioError, match="already the first"):
+        project.move_scene("a", -1)
+
+    split = project.split_scene("a")
+    first, second = split.scenes[:2]
+    assert first.id == "a" and second.id not in {"a", "b", "c"} and split.scenes[2:] == scenes[1:]
+    assert f"{first.narration} {second.narration}" == scenes[0].narration
+    assert first.duration_s + second.duration_s == pytest.approx(9.0) and second.seed == 5
+    with pytest.raises(StudioError, match="single sentence"):
+        project.split_scene("b")

@@ -17,9 +17,8 @@ from typing import Any
 import gradio as gr
 
 from ..errors import StudioError
-from ..project import Project, Scene, new_scene_id
+from ..project import Project
 from ..storyboard import rewrite_scene
-from ..storyboard.text import count_words, split_sentences
 from .common import GPU, Studio, accepted_upload, bind, gpu, named, notes_md, served, view
 
 # The table's headers, in `studio.project.STORYBOARD_COLUMNS` order (CSV files keep the library's column names).
@@ -106,31 +105,24 @@ def set_title(studio: Studio, session: dict, title: str, request: gr.Request = N
 def add_scene(studio: Studio, session: dict, scene: Any, request: gr.Request = None) -> dict:
     """Insert an empty scene after scene number `scene` (0: at the start)."""
     project = studio.project(session, request)
-    after = 0 if scene in (None, "", 0) else _scene_number(project, scene) + 1
-    scenes = list(project.scenes)
-    scenes.insert(after, Scene(id=new_scene_id(), narration="", visual_prompt=""))
-    return {**_saved(studio, project.with_scenes(scenes), session, request), "scene": after + 1}
+    after = None if scene in (None, "", 0) else project.scenes[_scene_number(project, scene)].id
+    project = project.insert_scene(after)
+    return {**_saved(studio, project, session, request), "scene": 1 if after is None else _scene_number(project, scene) + 2}
 
 
 def delete_scene(studio: Studio, session: dict, scene: Any, request: gr.Request = None) -> dict:
     project = studio.project(session, request)
     index = _scene_number(project, scene)
-    if len(project.scenes) == 1:
-        raise StudioError("a storyboard needs at least one scene; edit this one instead of deleting it")
-    scenes = [s for i, s in enumerate(project.scenes) if i != index]
-    return {**_saved(studio, project.with_scenes(scenes), session, request), "scene": min(index + 1, len(scenes))}
+    project = project.delete_scene(project.scenes[index].id)
+    return {**_saved(studio, project, session, request), "scene": min(index + 1, len(project.scenes))}
 
 
 def move_scene(studio: Studio, session: dict, scene: Any, offset: int, request: gr.Request = None) -> dict:
     """Move scene number `scene` up (offset -1) or down (+1)."""
     project = studio.project(session, request)
     index = _scene_number(project, scene)
-    target = index + int(offset)
-    if not 0 <= target < len(project.scenes):
-        raise StudioError(f"scene {index + 1} is already the {'first' if offset < 0 else 'last'} scene")
-    scenes = list(project.scenes)
-    scenes[index], scenes[target] = scenes[target], scenes[index]
-    return {**_saved(studio, project.with_scenes(scenes), session, request), "scene": target + 1}
+    project = project.move_scene(project.scenes[index].id, int(offset))
+    return {**_saved(studio, project, session, request), "scene": index + int(offset) + 1}
 
 
 def move_up(studio: Studio, session: dict, scene: Any, request: gr.Request = None) -> dict:
@@ -145,28 +137,8 @@ def split_scene(studio: Studio, session: dict, scene: Any, request: gr.Request =
     """Split a scene's narration in two at the sentence boundary nearest its middle (by words)."""
     project = studio.project(session, request)
     index = _scene_number(project, scene)
-    original = project.scenes[index]
-    sentences = split_sentences(original.narration)
-    if len(sentences) < 2:
-        raise StudioError(f"scene {index + 1} has a single sentence; there is nothing to split (edit it instead)")
-    words = [count_words(s) for s in sentences]
-    half, running, cut = sum(words) / 2, 0, 1
-    best = None
-    for i in range(1, len(sentences)):
-        running += words[i - 1]
-        if best is None or abs(running - half) < best:
-            best, cut = abs(running - half), i
-    first_text, second_text = " ".join(sentences[:cut]), " ".join(sentences[cut:])
-    duration = original.duration_s
-    share = sum(words[:cut]) / max(sum(words), 1)
-    first = original.edited(narration=first_text,
-                            duration_s=None if duration is None else max(0.2, round(duration * share, 2)))
-    second = Scene(id=new_scene_id(), narration=second_text, visual_prompt=original.visual_prompt,
-                   duration_s=None if duration is None else max(0.2, round(duration - first.duration_s, 2)),
-                   seed=original.seed + 1, media=original.media)
-    scenes = list(project.scenes)
-    scenes[index:index + 1] = [first, second]
-    return {**_saved(studio, project.with_scenes(scenes), session, request), "scene": index + 1}
+    project = project.split_scene(project.scenes[index].id)
+    return {**_saved(studio, project, session, request), "scene": index + 1}
 
 
 @gpu
