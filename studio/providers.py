@@ -13,9 +13,12 @@ A provider that cannot run raises `ProviderUnavailable` with what to install or 
 
 from __future__ import annotations
 
+import contextvars
+import functools
 import importlib
 import inspect
 import logging
+import threading
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
 
@@ -162,13 +165,43 @@ def choose(kind: str, name: str = "auto", prefer: Sequence[str] | None = None,
     raise ProviderUnavailable(f"no {kind} provider can run here: " + "; ".join(skipped))
 
 
-_INSTANCES: dict[tuple, Any] = {}
+class _Entry:
+    """A cached provider instance and how many calls use it now (see `leasing`)."""
+
+    __slots__ = ("instance", "users", "retired")
+
+    def __init__(self, instance: Any) -> None:
+        self.instance, self.users, self.retired = instance, 0, False
+
+
+_INSTANCES: dict[tuple, _Entry] = {}
+# One lock for the cache: Gradio threads and job workers create and release providers at once. A model is loaded
+# under it (two threads asking for the same model load it once); releases run outside it.
+_CACHE_LOCK = threading.RLock()
+_LEASES: contextvars.ContextVar[list | None] = contextvars.ContextVar("studio_provider_leases", default=None)
+
+
+def _release_instance(instance: Any) -> None:
+    if hasattr(instance, "release"):
+        instance.release()
+
+
+def _retire(key: tuple, retired: list) -> None:
+    """Take `key` out of the cache (lock held): released now if no call uses it, else when its last user ends."""
+    entry = _INSTANCES.pop(key)
+    if entry.users:
+        entry.retired = True
+    else:
+        retired.append(entry.instance)
 
 
 def create(kind: str, name: str = "auto", prefer: Sequence[str] | None = None,
            configs: Mapping[str, Mapping[str, Any]] | None = None, **options: Any) -> tuple[Any, Choice]:
     """Choose a provider and build it; instances are cached per process (models load once), and a provider's model is
     released when the same provider is asked for with other options (another model, steps, device ...).
+
+    Inside a `leasing` call (every step verb is one) the instance is *leased* until that call returns: a release
+    asked for meanwhile, by any thread, waits until no call uses the model, so a model is never freed in use.
 
     Args:
         kind: One of `KINDS`.
@@ -180,19 +213,66 @@ def create(kind: str, name: str = "auto", prefer: Sequence[str] | None = None,
     choice = choose(kind, name, prefer, configs, **options)
     merged = {**(configs or {}).get(choice.name, {}), **options}
     key = (kind, choice.name, tuple(sorted((k, repr(v)) for k, v in merged.items())))
-    if key not in _INSTANCES:
-        # A model is kept while the same one is used: another model of this provider replaces it (GPU memory).
-        for old in [k for k in _INSTANCES if k[:2] == key[:2] and hasattr(_INSTANCES[k], "release")]:
-            log.info("%s %s: releasing the previous model for one with other options", kind, choice.name)
-            _INSTANCES.pop(old).release()
-        _INSTANCES[key] = _REGISTRY[kind][choice.name].factory(**merged)
-    return _INSTANCES[key], choice
+    retired: list = []
+    leases = _LEASES.get()
+    with _CACHE_LOCK:
+        entry = _INSTANCES.get(key)
+        if entry is None:
+            # A model is kept while the same one is used: another model of this provider replaces it (GPU memory).
+            for old in [k for k in _INSTANCES if k[:2] == key[:2] and hasattr(_INSTANCES[k].instance, "release")]:
+                log.info("%s %s: releasing the previous model for one with other options", kind, choice.name)
+                _retire(old, retired)
+            entry = _INSTANCES[key] = _Entry(_REGISTRY[kind][choice.name].factory(**merged))
+        if leases is not None:
+            entry.users += 1
+            leases.append(entry)
+    for instance in retired:
+        _release_instance(instance)
+    return entry.instance, choice
+
+
+def leasing(fn: Callable) -> Callable:
+    """Hold every provider `fn` creates until `fn` returns (see `create`): a step verb's models stay loaded while it
+    runs, whatever other threads create or release."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        if _LEASES.get() is not None:  # already inside a leasing call: its leases cover this one
+            return fn(*args, **kwargs)
+        leases: list = []
+        token = _LEASES.set(leases)
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            _LEASES.reset(token)
+            _give_back(leases)
+
+    return wrapper
+
+
+def _give_back(leases: list) -> None:
+    freed = []
+    with _CACHE_LOCK:
+        for entry in leases:
+            entry.users -= 1
+            if entry.retired and entry.users == 0:
+                freed.append(entry.instance)
+    for instance in freed:
+        _release_instance(instance)
+
+
+def in_use(instance: Any) -> int:
+    """How many calls hold `instance` now (0 when none, or when it is no longer cached)."""
+    with _CACHE_LOCK:
+        return sum(e.users for e in _INSTANCES.values() if e.instance is instance)
 
 
 def release(kind: str | None = None, name: str | None = None) -> None:
     """Drop cached provider instances (of one kind and/or name, or all), calling their ``release()`` to free the
-    memory their models hold (GPU memory first of all)."""
-    for key in [k for k in _INSTANCES if (kind is None or k[0] == kind) and (name is None or k[1] == name)]:
-        instance = _INSTANCES.pop(key)
-        if hasattr(instance, "release"):
-            instance.release()
+    memory their models hold (GPU memory first of all); one that a call is using is freed when that call ends."""
+    retired: list = []
+    with _CACHE_LOCK:
+        for key in [k for k in _INSTANCES if (kind is None or k[0] == kind) and (name is None or k[1] == name)]:
+            _retire(key, retired)
+    for instance in retired:
+        _release_instance(instance)

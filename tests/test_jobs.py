@@ -217,7 +217,7 @@ def slow_painter():
     providers.register("painter", "slowcards", description="test painter")(lambda: SlowCards())
     yield "slowcards"
     providers._REGISTRY["painter"].pop("slowcards", None)
-    providers._INSTANCES.pop(("painter", "slowcards", ()), None)
+    providers.release("painter", "slowcards")
 
 
 @pytest.mark.parametrize("step", ["narrate", "illustrate", "compose"])

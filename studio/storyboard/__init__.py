@@ -124,6 +124,7 @@ def read_script(path: str | Path) -> str:
     return text
 
 
+@providers.leasing
 def write_storyboard(source: str, *, mode: str = "auto", writer: str = "auto", title: str | None = None,
                      aspect: str = "16:9", style: str = "", language: str = "en", voice: str | None = None,
                      target_s: float | None = None, seed: int = 0, preset: Preset | str | None = None,
@@ -219,6 +220,7 @@ def write_storyboard(source: str, *, mode: str = "auto", writer: str = "auto", t
 REWRITE_FIELDS = ("narration", "visual_prompt")
 
 
+@providers.leasing
 def rewrite_scene(project: Project, scene_id: str, *, field: str = "narration", instruction: str = "",
                   writer: str = "auto", preset: Preset | str | None = None,
                   cancel: CancelToken | None = None) -> Project:

@@ -23,7 +23,7 @@ from ..errors import Cancelled, StudioError
 from ..presets import Preset, load_preset
 from ..progress import CancelToken, ProgressFn, check, no_progress
 from ..project import Project, Scene
-from ..providers import create, names
+from ..providers import create, leasing, names
 from . import cards, diffusers_image, diffusers_video, local  # noqa: F401  (importing them registers the painters)
 from .local import scene_label
 
@@ -51,6 +51,7 @@ class Painter(Protocol):
         ...
 
 
+@leasing
 def illustrate(
     project: Project,
     *,

@@ -18,6 +18,7 @@ from typing import Collection, Optional, Protocol, runtime_checkable
 from ..assets import AssetStore, asset_key
 from ..errors import Cancelled, StudioError
 from ..presets import Preset
+from ..providers import leasing
 from ..progress import CancelToken, ProgressFn, check
 from ..project import Project, Scene, WordTiming
 
@@ -54,6 +55,7 @@ class Narrator(Protocol):
         ...
 
 
+@leasing
 def narrate(project: Project, *, narrator: str = "auto", preset: Preset | None = None,
             only: Collection[str] | None = None, store: AssetStore | None = None,
             on_progress: Optional[ProgressFn] = None, cancel: CancelToken | None = None) -> Project:
