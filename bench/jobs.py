@@ -377,13 +377,13 @@ class _LiveServer:
 # -- 4. segment overhead -------------------------------------------------------------------------------------------------
 def bench_segments(work: Path, repeats: int, quick: bool) -> list[dict]:
     import studio
-    from studio.executors import produce_video
+    from studio.pipeline import make_video
     from studio.project import Project
 
     count = 6 if quick else 12
     preset = studio.load_preset("draft")
     base = Project.from_storyboard(scenes(count, words=30), title="Segments", aspect="16:9")
-    made = produce_video(base.save(work / "seg-source"), preset=preset, output=work / "seg-first.mp4", segments=False)
+    made = make_video(base.save(work / "seg-source"), preset=preset, output=work / "seg-first.mp4", segments=False)
     rows = []
     for mode in ("one pass", "segments"):
         times = []
@@ -396,7 +396,7 @@ def bench_segments(work: Path, repeats: int, quick: bool) -> list[dict]:
                 if asset.suffix in (".wav", ".png", ".json"):
                     os.link(asset, folder / "assets" / asset.name)
             project = Project.load(folder)
-            summary = produce_video(project, preset=preset, output=folder / "out.mp4", segments=mode == "segments")
+            summary = make_video(project, preset=preset, output=folder / "out.mp4", segments=mode == "segments")
             compose_s = next(s.seconds for s in summary.steps if s.name == "compose")
             times.append(compose_s)
             if not probe(summary.output).has_audio:

@@ -198,17 +198,19 @@ def cmd_render(args: argparse.Namespace) -> int:
     cancel = CancelToken()
     bar = None if args.quiet else tqdm(total=100, unit="%", bar_format="{l_bar}{bar}| {n:.0f}% [{elapsed}<{remaining}] {postfix}")
 
-    def on_progress(fraction: float, message: str) -> None:
+    def on_update(progress) -> None:  # a studio.progress.Progress: the step and scene are fields, not parsed text
         if bar is not None:
-            bar.n = round(fraction * 100, 1)
-            bar.set_postfix_str(message, refresh=False)
+            bar.n = round(progress.fraction * 100, 1)
+            if progress.step is not None:
+                bar.set_description_str(f"{progress.step_number}/4 {progress.step}", refresh=False)
+            bar.set_postfix_str(progress.message, refresh=False)
             bar.refresh()
 
     started = time.perf_counter()
     try:
         summary = make_video(project, preset=args.preset, output=args.output, project_dir=args.project, writer=args.writer,
                              narrator=args.narrator, painter=args.painter, media_root=media_root, encoder=args.encoder,
-                             on_progress=on_progress, cancel=cancel, **fields)
+                             on_update=on_update, cancel=cancel, **fields)
     except KeyboardInterrupt:
         cancel.cancel()
         raise

@@ -2,7 +2,7 @@
 
     executor = LocalExecutor()                        # default: in this process, one task after another
     executor = RayExecutor(address="auto")            # or on a Ray cluster (optional extra: requirements-ray.txt)
-    summary = produce_video(project, preset=preset, output=out, executor=executor, on_event=print)
+    summary = make_video(project, preset=preset, output=out, executor=executor, on_event=print)   # studio.pipeline
 
 A unit of work is a `Task`: one of the plain functions `narrate_scene`, `paint_scene` or `render_segment` with its
 arguments. Every unit is idempotent: its output is a content-addressed file in the project's asset folder (named by
@@ -20,8 +20,8 @@ in the data folder, which every Ray node must see at the same path (a shared fil
   are retried when an actor dies (``max_restarts``/``max_task_retries``); a cancel removes queued tasks and tells the
   running ones to stop through the actor's own `CancelToken`.
 
-`produce_video` is `studio.pipeline.make_video`'s steps 3-5 (narration, visuals, composition) driven through an
-executor, with an event per scene and per segment, so a job can journal exactly which scenes are done.
+`studio.pipeline.make_video` drives the steps through an executor, with an event per scene and per segment, so a job
+can journal exactly which scenes are done.
 """
 
 from __future__ import annotations
@@ -29,15 +29,14 @@ from __future__ import annotations
 import logging
 import os
 import threading
-import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 from .assets import AssetStore
 from .errors import Cancelled, ProviderUnavailable, StudioError
-from .presets import Preset, load_preset
-from .progress import CancelToken, ProgressFn, check, no_progress
+from .presets import Preset
+from .progress import CancelToken, ProgressFn, check
 from .project import Project, Scene
 
 log = logging.getLogger("studio.executors")
@@ -45,8 +44,6 @@ log = logging.getLogger("studio.executors")
 # Providers that run on the CPU without a model; any other provider is a model provider, run on a GPU actor when
 # the executor has GPU workers.
 CPU_PROVIDERS = frozenset({"rules", "espeak", "piper", "cards", "local"})
-# Share of the progress bar each step gets (as in `studio.pipeline`).
-STEP_WEIGHTS = (("storyboard", 0.02), ("narrate", 0.28), ("illustrate", 0.12), ("compose", 0.58))
 
 EventFn = Callable[[str, dict], None]
 
@@ -383,176 +380,9 @@ def create_executor(spec: str | None) -> Executor:
     return RayExecutor(address, **options)
 
 
-# -- the pipeline through an executor ----------------------------------------------------------------------------------
-def _ranges() -> dict[str, tuple[float, float]]:
-    ranges, start = {}, 0.0
-    for name, weight in STEP_WEIGHTS:
-        ranges[name] = (start, start + weight)
-        start += weight
-    return ranges
+# -- the pipeline ---------------------------------------------------------------------------------------------------
+def produce_video(project: Project, *, segments: bool = True, **options: Any):
+    """`studio.pipeline.make_video` with segments on (the job runner's default); the pipeline lives there."""
+    from .pipeline import make_video
 
-
-def _is_gpu(kind: str, name: str, preset: Preset) -> bool:
-    """Whether the provider that `name` (or auto) picks for `kind` is a model provider."""
-    from . import providers
-
-    prefer = preset.providers.get(kind)
-    if kind == "painter" and name == "auto":
-        prefer = [p for p in (prefer or providers.names("painter")) if p != "local"]
-    try:
-        chosen = providers.choose(kind, name, prefer=prefer).name
-    except StudioError:
-        return False  # the unit itself reports why the provider cannot run
-    return chosen not in CPU_PROVIDERS
-
-
-@dataclass
-class _Step:
-    name: str
-    started: float = field(default_factory=time.perf_counter)
-    made: int = 0
-    reused: int = 0
-
-
-def produce_video(project: Project, *, preset: Preset | str = "draft", output: Path | str,
-                  executor: Executor | None = None, narrator: str = "auto", painter: str = "auto",
-                  media_root: Path | str | None = None, encoder: str | None = None, segments: bool = True,
-                  on_progress: ProgressFn | None = None, on_event: EventFn | None = None,
-                  cancel: CancelToken | None = None):
-    """Narrate, illustrate and compose a saved project through an executor, scene by scene.
-
-    Args:
-        project: A project with a folder (saved) and a storyboard.
-        preset: The render tier (`Preset`, tier name or TOML path).
-        output: The MP4 to write (replaced only when the new one is complete and checked).
-        executor: Where the units of work run; default `LocalExecutor`.
-        narrator, painter: Providers (``auto``: the preset's preference).
-        media_root: Folder that scenes' ``media`` names are resolved against.
-        encoder: Force a video encoder; default the preset's first that works here.
-        segments: Compose segment by segment (cached per segment, spread over workers); False composes in one pass.
-        on_progress: ``on_progress(fraction, message)``; fractions start after the storyboard's share.
-        on_event: ``on_event(kind, data)`` for ``step_started``, ``scene`` (a scene's narration or visual is ready),
-            ``segment`` and ``step`` (a step is done) events.
-        cancel: A `CancelToken`.
-
-    Returns:
-        A `studio.pipeline.RunSummary`.
-    """
-    from .compose import build_timeline, compose
-    from .media import check_output_path
-    from .pipeline import RunSummary, StepReport, _validate_project_files
-
-    # 1. Check inputs before any work
-    executor = executor or LocalExecutor()
-    preset = preset if isinstance(preset, Preset) else load_preset(preset)
-    output = check_output_path(Path(output))
-    if project.folder is None:
-        raise StudioError("produce_video needs a saved project: call `project.save(folder)` first")
-    if not project.scenes:
-        raise StudioError("the storyboard has no scenes; add at least one scene with narration")
-    _validate_project_files(project)
-    preset.size(project.aspect)
-    root = Path(media_root) if media_root is not None else None
-    report = on_progress or no_progress
-    event = on_event or _no_event
-    ranges = _ranges()
-    steps: list[StepReport] = []
-    ids = [s.id for s in project.scenes]
-    total = len(ids)
-
-    def step_report(name: str):
-        lo, hi = ranges[name]
-        number = [n for n, _ in STEP_WEIGHTS].index(name) + 1
-        return lambda fraction, message: report(lo + (hi - lo) * min(max(fraction, 0.0), 1.0),
-                                                f"[{number}/{len(STEP_WEIGHTS)} {name}] {message}")
-
-    def scene_step(name: str, kind: str, tasks: list[Task], project: Project) -> Project:
-        step = _Step(name)
-        progress = step_report(name)
-        event("step_started", {"step": name, "total": total})
-        progress(0.0, f"{total} scenes")
-        scenes = dict(zip(ids, project.scenes))
-        notes: list[str] = list(project.notes)
-        done = [0]
-
-        def on_done(index: int, result: SceneResult) -> None:
-            done[0] += 1
-            scenes[result.scene_id] = result.scene
-            for note in result.notes:
-                prefix = note.split(":", 1)[0] + ":"
-                if prefix in ("narrator:", "painter:"):
-                    notes[:] = [n for n in notes if not n.startswith(prefix)]
-                if note not in notes:
-                    notes.append(note)
-            if result.reused:
-                step.reused += 1
-            else:
-                step.made += 1
-            event("scene", {"step": name, "scene_id": result.scene_id, "index": ids.index(result.scene_id) + 1,
-                            "total": total, "reused": result.reused})
-            progress(done[0] / total, f"scene {done[0]}/{total} {'reused' if result.reused else kind}")
-
-        executor.run(tasks, cancel=cancel, on_done=on_done)
-        project = replace(project, scenes=tuple(scenes[i] for i in ids), notes=tuple(notes)).save()
-        seconds = time.perf_counter() - step.started
-        steps.append(StepReport(name, seconds, step.made, step.reused))
-        event("step", {"step": name, "seconds": round(seconds, 3), "made": step.made, "reused": step.reused})
-        return project
-
-    # 2. Narration, scene by scene
-    gpu = _is_gpu("narrator", narrator, preset)
-    project = scene_step("narrate", "narrated", [
-        Task("narrate", {"project": project, "scene_id": i, "narrator": narrator, "preset": preset}, gpu=gpu,
-             label=f"narrate scene {n}") for n, i in enumerate(ids, 1)], project)
-    check(cancel)
-
-    # 3. Visuals, scene by scene
-    gpu = _is_gpu("painter", painter, preset)
-    project = scene_step("illustrate", "painted", [
-        Task("paint", {"project": project, "scene_id": i, "painter": painter, "preset": preset, "media_root": root},
-             gpu=gpu and not project.scene(i).media, label=f"paint scene {n}") for n, i in enumerate(ids, 1)], project)
-    check(cancel)
-
-    # 4. Composition: segments (each cached, any worker), then joined with the soundtrack; or one pass
-    step = _Step("compose")
-    progress = step_report("compose")
-    event("step_started", {"step": "compose", "total": total})
-    if segments:
-        from .compose.segments import join_segments, plan_segments
-
-        timeline = build_timeline(project, preset, encoder=encoder)
-        plans = plan_segments(timeline)
-        frames = sum(p.frames for p in plans)
-        finished = [0]
-        gpu = timeline.encoder != "libx264"
-
-        def on_segment(index: int, result: Any) -> None:
-            finished[0] += plans[index].frames
-            if result.reused:
-                step.reused += 1
-            else:
-                step.made += 1
-            event("segment", {"step": "compose", "index": index + 1, "total": len(plans), "reused": result.reused,
-                              "scene_ids": list(plans[index].scene_ids)})
-            progress(0.9 * finished[0] / frames, f"segment {index + 1}/{len(plans)} "
-                                                 f"{'reused' if result.reused else 'rendered'}")
-
-        def on_segment_progress(index: int, fraction: float, message: str) -> None:
-            progress(0.9 * (finished[0] + fraction * plans[index].frames) / frames,
-                     f"segment {index + 1}/{len(plans)}: {message}")
-
-        tasks = [Task("segment", {"timeline": timeline, "plan": p, "folder": project.assets_dir}, gpu=gpu,
-                      label=f"segment {p.index + 1}") for p in plans]
-        parts = executor.run(tasks, cancel=cancel, on_done=on_segment, on_progress=on_segment_progress)
-        check(cancel)
-        result = join_segments(timeline, [p.path for p in parts], output, cancel=cancel,
-                               on_progress=lambda f, m: progress(0.9 + 0.1 * f, m))
-    else:
-        result = compose(project, preset, output, encoder=encoder, cancel=cancel, on_progress=progress)
-    seconds = time.perf_counter() - step.started
-    steps.append(StepReport("compose", seconds, step.made, step.reused))
-    event("step", {"step": "compose", "seconds": round(seconds, 3), "made": step.made, "reused": step.reused})
-    report(1.0, "done")
-    return RunSummary(output=result.path, duration_s=result.duration_s, size_bytes=result.size_bytes,
-                      width=result.width, height=result.height, fps=result.fps, encoder=result.encoder,
-                      steps=tuple(steps), project=project)
+    return make_video(project, segments=segments, **options)

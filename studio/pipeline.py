@@ -1,25 +1,21 @@
-"""`make_video`: the four steps in order, with the asset cache, progress, cancellation and a run summary."""
+"""`make_video`: the four steps in order, with the asset cache, progress, cancellation and a run summary; the one
+orchestration of the steps, whatever runs the scene-level work (`studio.executors`: here, or on Ray)."""
 
 from __future__ import annotations
 
 import contextlib
 import tempfile
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
-from .assets import AssetStore
 from .errors import StudioError
 from .fonts import read_font
 from .media import check_output_path, probe
 from .presets import Preset, load_preset
-from .progress import CancelToken, ProgressFn, check, no_progress, scaled
+from .progress import CancelToken, ProgressFn, Reporter, UpdateFn, check
 from .project import Project
-
-# Share of the progress bar each step gets (narration and encoding take most of the time offline).
-_WEIGHTS = (("storyboard", 0.02), ("narrate", 0.28), ("illustrate", 0.12), ("compose", 0.58))
-
 
 @dataclass(frozen=True)
 class StepReport:
@@ -64,13 +60,6 @@ class RunSummary:
         return "\n".join(lines)
 
 
-def _step_progress(report: ProgressFn, ranges: dict, name: str) -> ProgressFn:
-    """The step's share of the bar, its messages prefixed with the step (``[2/4 narrate] scene 3/7``)."""
-    number = [n for n, _ in _WEIGHTS].index(name) + 1
-    inner = scaled(report, *ranges[name])
-    return lambda fraction, message: inner(fraction, f"[{number}/{len(_WEIGHTS)} {name}] {message}")
-
-
 def _validate_project_files(project: Project) -> None:
     """Check the music, watermark and caption font files before any work is done, so a typo fails in a second, not a
     minute."""
@@ -99,64 +88,96 @@ def _project_folder(project: Project, project_dir: Path | None) -> Iterator[Proj
         yield project.save(Path(tmp))
 
 
+@dataclass
+class _Step:
+    name: str
+    started: float = field(default_factory=time.perf_counter)
+    made: int = 0
+    reused: int = 0
+
+
+def _is_gpu(kind: str, name: str, preset: Preset) -> bool:
+    """Whether the provider that `name` (or auto) picks for `kind` is a model provider (its tasks want a GPU)."""
+    from . import providers
+    from .executors import CPU_PROVIDERS
+
+    prefer = preset.providers.get(kind)
+    if kind == "painter" and name == "auto":
+        prefer = [p for p in (prefer or providers.names("painter")) if p != "local"]
+    try:
+        chosen = providers.choose(kind, name, prefer=prefer).name
+    except StudioError:
+        return False  # the unit itself reports why the provider cannot run
+    return chosen not in CPU_PROVIDERS
+
+
 def make_video(
     project: Project | str,
     *,
     preset: Preset | str = "draft",
     output: Path | str,
     project_dir: Path | str | None = None,
+    executor: Any = None,
     writer: str = "auto",
     narrator: str = "auto",
     painter: str = "auto",
     media_root: Path | str | None = None,
     encoder: str | None = None,
+    segments: bool = False,
     on_progress: ProgressFn | None = None,
+    on_update: UpdateFn | None = None,
+    on_event: Callable[[str, dict], None] | None = None,
     cancel: CancelToken | None = None,
     **project_fields: Any,
 ) -> RunSummary:
-    """Turn a script, a brief or a storyboard into a finished MP4.
+    """Turn a script, a brief or a storyboard into a finished MP4: the one orchestration of Studio's steps (the CLI,
+    notebooks, the job runner and Ray all call it, with their executor).
 
     Args:
         project: A `Project` (e.g. from a storyboard file) or text: a script or a short brief (see `write_storyboard`).
         preset: A tier name (``draft``, ``standard``, ``premium``, ``maximum``), a preset file's path, or a `Preset`.
         output: The MP4 to write; it is replaced only when the new video is complete.
         project_dir: Keep the project (``project.json``, ``assets/``, ``renders/``) here, so a second run reuses every
-            asset whose inputs did not change. Without it a temporary folder is used and removed.
+            asset whose inputs did not change. Default: the project's own folder, else a temporary one (removed).
+        executor: Where scene-level work runs (`studio.executors`): default `LocalExecutor` (here, in order).
         writer, narrator, painter: Providers for the steps (``auto`` picks by the preset's preferences).
         media_root: Folder that relative ``media`` paths in the storyboard are resolved against.
         encoder: Force a video encoder (``libx264``, ``h264_nvenc``, ``hevc_nvenc``); default: the preset's first that works.
-        on_progress: ``on_progress(fraction, message)``.
+        segments: Compose segment by segment (each cached, spread over the executor's workers), joined at the end;
+            False composes in one pass (a little faster on one machine).
+        on_progress: ``on_progress(fraction, message)``, the message labelled with its step (``[2/4 narrate] ...``).
+        on_update: ``on_update(progress)`` with a `studio.progress.Progress` (step, scene, fractions as data).
+        on_event: ``on_event(kind, data)`` as work completes: ``step_started``, ``scene`` (a scene's narration or
+            visual is ready), ``segment`` and ``step`` (a step is done), for a journal.
         cancel: A `CancelToken`; cancelling stops the current step (and ffmpeg) and raises `Cancelled`.
         **project_fields: Project settings for text input or overrides (``title``, ``aspect``, ``style``, ``voice``,
             ``music``, ``music_volume``, ``captions``, ``caption_style``, ``caption_font``, ``watermark``, ``seed``,
             ``language``).
 
     Returns:
-        A `RunSummary` with the output's facts, each step's time and how many assets were reused.
+        A `RunSummary` with the output's facts, each step's time and how many assets were made or reused.
     """
-    from .compose import compose
+    from .executors import LocalExecutor, SceneResult, Task
     from .storyboard import write_storyboard
-    from .visuals import illustrate
-    from .voice import narrate
 
     # 1. Check inputs before any work
+    executor = executor or LocalExecutor()
     preset = preset if isinstance(preset, Preset) else load_preset(preset)
     output = check_output_path(Path(output))
     if project_fields.get("caption_font") is not None:  # before a writer model runs (checked again with the project)
         read_font(Path(project_fields["caption_font"]))
-    report = on_progress or no_progress
-    ranges, start = {}, 0.0
-    for name, weight in _WEIGHTS:
-        ranges[name] = (start, start + weight)
-        start += weight
+    progress = Reporter(on_progress, on_update)
+    event = on_event or (lambda kind, data: None)
+    root = Path(media_root) if media_root is not None else None
     steps: list[StepReport] = []
 
     # 2. Storyboard
     t0 = time.perf_counter()
     if isinstance(project, str):
-        story_fields = {k: project_fields.pop(k) for k in ("title", "aspect", "style", "language", "voice", "seed") if k in project_fields}
+        story_fields = {k: project_fields.pop(k) for k in ("title", "aspect", "style", "language", "voice", "seed")
+                        if k in project_fields}
         project = write_storyboard(project, writer=writer, preset=preset, cancel=cancel,
-                                   on_progress=_step_progress(report, ranges, "storyboard"), **story_fields)
+                                   on_progress=progress.for_step("storyboard"), **story_fields)
     if project_fields:
         project = replace(project, **{k: (Path(v) if k in ("music", "watermark", "caption_font") and v is not None else v)
                                       for k, v in project_fields.items()})
@@ -168,38 +189,105 @@ def make_video(
     check(cancel)
 
     with _project_folder(project, Path(project_dir) if project_dir is not None else None) as project:
-        store = AssetStore(project.assets_dir)
+        ids = [s.id for s in project.scenes]
+        total = len(ids)
 
-        # 3. Narration
-        t0 = time.perf_counter()
-        project = narrate(project, narrator=narrator, preset=preset, store=store, cancel=cancel,
-                          on_progress=_step_progress(report, ranges, "narrate"))
-        steps.append(StepReport("narrate", time.perf_counter() - t0, store.made, store.reused))
-        project = project.save()
+        def scene_step(name: str, verb: str, tasks: list[Task], project: Project) -> Project:
+            """Run one task per scene through the executor; the project gets each scene as its task finishes."""
+            step = _Step(name)
+            event("step_started", {"step": name, "total": total})
+            progress.step(name, 0.0, f"{total} scenes", scenes=total)
+            scenes = dict(zip(ids, project.scenes))
+            notes: list[str] = list(project.notes)
+            done = [0]
 
-        # 4. Visuals
-        made, reused = store.made, store.reused
-        t0 = time.perf_counter()
-        project = illustrate(project, painter=painter, preset=preset, store=store, cancel=cancel,
-                             media_root=Path(media_root) if media_root is not None else None,
-                             on_progress=_step_progress(report, ranges, "illustrate"))
-        steps.append(StepReport("illustrate", time.perf_counter() - t0, store.made - made, store.reused - reused))
-        project = project.save()
+            def on_done(index: int, result: SceneResult) -> None:
+                done[0] += 1
+                scenes[result.scene_id] = result.scene
+                for note in result.notes:
+                    prefix = note.split(":", 1)[0] + ":"
+                    if prefix in ("narrator:", "painter:"):
+                        notes[:] = [n for n in notes if not n.startswith(prefix)]
+                    if note not in notes:
+                        notes.append(note)
+                step.reused += result.reused
+                step.made += not result.reused
+                number = ids.index(result.scene_id) + 1
+                event("scene", {"step": name, "scene_id": result.scene_id, "index": number, "total": total,
+                                "reused": result.reused})
+                progress.step(name, done[0] / total, f"scene {done[0]}/{total} {'reused' if result.reused else verb}",
+                              scene=number, scenes=total)
 
-        # 5. Compose and encode
-        t0 = time.perf_counter()
+            executor.run(tasks, cancel=cancel, on_done=on_done)
+            project = replace(project, scenes=tuple(scenes[i] for i in ids), notes=tuple(notes)).save()
+            seconds = time.perf_counter() - step.started
+            steps.append(StepReport(name, seconds, step.made, step.reused))
+            event("step", {"step": name, "seconds": round(seconds, 3), "made": step.made, "reused": step.reused})
+            return project
+
+        # 3. Narration, scene by scene
+        gpu = _is_gpu("narrator", narrator, preset)
+        project = scene_step("narrate", "narrated", [
+            Task("narrate", {"project": project, "scene_id": i, "narrator": narrator, "preset": preset}, gpu=gpu,
+                 label=f"narrate scene {n}") for n, i in enumerate(ids, 1)], project)
+        check(cancel)
+
+        # 4. Visuals, scene by scene
+        gpu = _is_gpu("painter", painter, preset)
+        project = scene_step("illustrate", "painted", [
+            Task("paint", {"project": project, "scene_id": i, "painter": painter, "preset": preset, "media_root": root},
+                 gpu=gpu and not project.scene(i).media, label=f"paint scene {n}") for n, i in enumerate(ids, 1)],
+            project)
+        check(cancel)
+
+        # 5. Compose: segments (each cached, any worker) joined with the soundtrack, or one pass
+        result = _compose_step(project, preset, output, executor, encoder, segments, progress, event, steps, cancel)
+        progress.done()
+        return RunSummary(output=result.path, duration_s=result.duration_s, size_bytes=result.size_bytes,
+                          width=result.width, height=result.height, fps=result.fps, encoder=result.encoder,
+                          steps=tuple(steps), project=project)
+
+
+def _compose_step(project: Project, preset: Preset, output: Path, executor: Any, encoder: str | None, segments: bool,
+                  progress: Reporter, event: Callable[[str, dict], None], steps: list[StepReport],
+                  cancel: CancelToken | None) -> Any:
+    from .compose import build_timeline, compose
+    from .executors import Task
+
+    step = _Step("compose")
+    event("step_started", {"step": "compose", "total": len(project.scenes)})
+    if not segments:
         result = compose(project, preset, output, encoder=encoder, cancel=cancel,
-                         on_progress=_step_progress(report, ranges, "compose"))
-        steps.append(StepReport("compose", time.perf_counter() - t0))
-        report(1.0, "done")
-        return RunSummary(
-            output=result.path,
-            duration_s=result.duration_s,
-            size_bytes=result.size_bytes,
-            width=result.width,
-            height=result.height,
-            fps=result.fps,
-            encoder=result.encoder,
-            steps=tuple(steps),
-            project=project,
-        )
+                         on_progress=progress.for_step("compose"))
+    else:
+        from .compose.segments import join_segments, plan_segments
+
+        timeline = build_timeline(project, preset, encoder=encoder)
+        plans = plan_segments(timeline)
+        frames = sum(p.frames for p in plans) or 1
+        finished = [0]
+
+        def on_segment(index: int, part: Any) -> None:
+            finished[0] += plans[index].frames
+            step.reused += part.reused
+            step.made += not part.reused
+            event("segment", {"step": "compose", "index": index + 1, "total": len(plans), "reused": part.reused,
+                              "scene_ids": list(plans[index].scene_ids)})
+            progress.step("compose", 0.9 * finished[0] / frames,
+                          f"segment {index + 1}/{len(plans)} {'reused' if part.reused else 'rendered'}",
+                          scene=index + 1, scenes=len(plans))
+
+        def on_segment_progress(index: int, fraction: float, message: str) -> None:
+            progress.step("compose", 0.9 * (finished[0] + fraction * plans[index].frames) / frames,
+                          f"segment {index + 1}/{len(plans)}: {message}", scene=index + 1, scenes=len(plans))
+
+        tasks = [Task("segment", {"timeline": timeline, "plan": p, "folder": project.assets_dir},
+                      gpu=timeline.encoder != "libx264", label=f"segment {p.index + 1}") for p in plans]
+        parts = executor.run(tasks, cancel=cancel, on_done=on_segment, on_progress=on_segment_progress)
+        check(cancel)
+        result = join_segments(timeline, [p.path for p in parts], output, cancel=cancel,
+                               on_progress=lambda f, m: progress.step("compose", 0.9 + 0.1 * f, m))
+    seconds = time.perf_counter() - step.started
+    steps.append(StepReport("compose", seconds, step.made, step.reused))
+    event("step", {"step": "compose", "seconds": round(seconds, 3), "made": step.made, "reused": step.reused})
+    return result

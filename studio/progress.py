@@ -7,6 +7,7 @@ tqdm bar. Cancellation is a `CancelToken` checked between units of work and insi
 from __future__ import annotations
 
 import threading
+from dataclasses import dataclass
 from typing import Callable, Optional
 
 from .errors import Cancelled
@@ -85,3 +86,83 @@ def scaled(on_progress: Optional[ProgressFn], start: float, end: float) -> Progr
         parent(start + (end - start) * fraction, message)
 
     return report
+
+
+# -- a render's progress as data -------------------------------------------------------------------------------------
+# The steps of a render and the share of the bar each gets (narration and encoding take most of the time offline).
+# The one definition: the pipeline, the CLI, the job journal and the UIs all read it from here.
+STEPS: tuple[tuple[str, float], ...] = (("storyboard", 0.02), ("narrate", 0.28), ("illustrate", 0.12), ("compose", 0.58))
+STEP_NAMES: tuple[str, ...] = tuple(name for name, _ in STEPS)
+
+
+def step_range(step: str) -> tuple[float, float]:
+    """The part ``(start, end)`` of the whole run's 0..1 that `step` covers."""
+    start = 0.0
+    for name, weight in STEPS:
+        if name == step:
+            return start, start + weight
+        start += weight
+    raise ValueError(f"unknown step {step!r}; steps: {', '.join(STEP_NAMES)}")
+
+
+@dataclass(frozen=True)
+class Progress:
+    """One progress event of a render, as data (the CLI's bar, ``gr.Progress``, the job journal and SSE read its
+    fields; nobody parses `message`).
+
+    Attributes:
+        fraction: Of the whole run, 0..1.
+        message: What is happening, for people (``scene 3/7 narrated``).
+        step: The step it belongs to (one of `STEP_NAMES`), or None for the run's start and end.
+        step_fraction: Of that step, 0..1.
+        scene: The scene (or segment) being worked on, 1-based, when there is one.
+        scenes: How many scenes (or segments) the step has.
+    """
+
+    fraction: float
+    message: str
+    step: Optional[str] = None
+    step_fraction: Optional[float] = None
+    scene: Optional[int] = None
+    scenes: Optional[int] = None
+
+    @property
+    def step_number(self) -> Optional[int]:
+        """1-based number of `step` among `STEP_NAMES`."""
+        return STEP_NAMES.index(self.step) + 1 if self.step in STEP_NAMES else None
+
+    def label(self) -> str:
+        """``[2/4 narrate] scene 3/7 narrated``: the message with its step, as a bar shows it."""
+        if self.step is None:
+            return self.message
+        return f"[{self.step_number}/{len(STEPS)} {self.step}] {self.message}"
+
+
+UpdateFn = Callable[[Progress], None]
+
+
+class Reporter:
+    """Turns a step's own ``(fraction, message)`` reports into `Progress` events for `on_update`, and into the plain
+    ``on_progress(fraction, label)`` callback for callers that want only that."""
+
+    def __init__(self, on_progress: Optional[ProgressFn] = None, on_update: Optional[UpdateFn] = None) -> None:
+        self._progress, self._update = on_progress, on_update
+
+    def emit(self, event: Progress) -> None:
+        if self._update is not None:
+            self._update(event)
+        if self._progress is not None:
+            self._progress(event.fraction, event.label())
+
+    def step(self, step: str, step_fraction: float, message: str, *, scene: Optional[int] = None,
+             scenes: Optional[int] = None) -> None:
+        start, end = step_range(step)
+        within = min(max(step_fraction, 0.0), 1.0)
+        self.emit(Progress(start + (end - start) * within, message, step, within, scene, scenes))
+
+    def for_step(self, step: str) -> ProgressFn:
+        """A plain ``(fraction, message)`` callback for a step verb, reported as `step`."""
+        return lambda fraction, message: self.step(step, fraction, message)
+
+    def done(self) -> None:
+        self.emit(Progress(1.0, "done"))

@@ -10,7 +10,8 @@ import pytest
 
 import studio
 from studio.errors import Cancelled, StudioError
-from studio.executors import LocalExecutor, Task, create_executor, produce_video
+from studio.executors import LocalExecutor, Task, create_executor
+from studio.pipeline import make_video
 from studio.progress import CancelToken
 from studio.project import Project
 
@@ -72,14 +73,14 @@ def test_ray_executor_renders_in_its_actors_and_reuses_assets(tmp_path, tiny, ra
     pids = ray_executor.worker_pids()
     assert len(set(pids)) == 2 and os.getpid() not in pids  # the work runs in the actors' own processes
     events = []
-    summary = produce_video(project, preset=tiny, output=tmp_path / "ray.mp4", executor=ray_executor,
+    summary = make_video(project, preset=tiny, output=tmp_path / "ray.mp4", executor=ray_executor, segments=True,
                             on_event=lambda k, d: events.append((k, d)))
     facts = video_facts(summary.output)
     assert (facts["width"], facts["height"]) == (96, 96) and facts["has_audio"]
     assert facts["duration_s"] == pytest.approx(3.2 - 0.4, abs=1 / 12 + 0.01)
     assert sum(1 for k, _ in events if k == "scene") == 6 and sum(1 for k, _ in events if k == "segment") == 3
     assert summary.made == 9 and summary.reused == 0
-    again = produce_video(project, preset=tiny, output=tmp_path / "again.mp4", executor=ray_executor)
+    again = make_video(project, preset=tiny, output=tmp_path / "again.mp4", executor=ray_executor, segments=True)
     assert again.made == 0 and again.reused == 9
     assert temp_files(tmp_path) == []
 
@@ -106,7 +107,7 @@ def long_segments(tmp_path, seconds: list[float]):
 
     draft = studio.load_preset("draft")
     project = saved_project(tmp_path / "p", seconds)
-    project = produce_video(project, preset=draft, output=tmp_path / "first.mp4", segments=False).project
+    project = make_video(project, preset=draft, output=tmp_path / "first.mp4", segments=False).project
     timeline = build_timeline(project, draft)
     folder = tmp_path / "segments"
     plans = plan_segments(timeline)

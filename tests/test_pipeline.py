@@ -162,3 +162,24 @@ def test_cli_doctor_and_presets():
         assert name in res.stdout
     res = run_cli("presets")
     assert res.returncode == 0 and all(t in res.stdout for t in ("draft", "standard", "premium", "maximum"))
+
+
+def test_progress_is_structured_data(tmp_path):
+    """`on_update` gets `Progress` events: every step in order, fractions that only grow, scene numbers as fields;
+    `on_progress` gets the same as text labelled with the step."""
+    from studio.progress import STEP_NAMES, Progress
+
+    updates: list[Progress] = []
+    labels: list[tuple[float, str]] = []
+    make_video(SHORT_SCRIPT, preset="draft", output=tmp_path / "p.mp4", narrator="espeak", painter="cards",
+               on_update=updates.append, on_progress=lambda f, m: labels.append((f, m)))
+    assert all(isinstance(u, Progress) for u in updates) and len(updates) == len(labels)
+    seen = [u.step for u in updates if u.step is not None]
+    assert [s for i, s in enumerate(seen) if i == 0 or seen[i - 1] != s] == list(STEP_NAMES)
+    fractions = [u.fraction for u in updates]
+    assert fractions == sorted(fractions) and fractions[-1] == 1.0
+    narrated = [u for u in updates if u.step == "narrate" and u.scene is not None]
+    assert [u.scene for u in narrated] == [1, 2] and {u.scenes for u in narrated} == {2}
+    assert all(0.0 <= u.step_fraction <= 1.0 for u in updates if u.step is not None)
+    assert labels[len(updates) // 2][1].startswith("[")  # e.g. "[3/4 illustrate] scene 1/2 painted"
+    assert [u.label() for u in updates] == [m for _, m in labels]

@@ -8,7 +8,7 @@ import pytest
 import studio
 from studio.compose import build_timeline, compose
 from studio.compose.segments import join_segments, plan_segments, render_segment, sub_timeline
-from studio.executors import produce_video
+from studio.pipeline import make_video
 from studio.project import Project
 
 from .conftest import video_facts
@@ -32,7 +32,7 @@ def made_project(tmp_path, tiny, scenes, name="proj") -> Project:
     """A project narrated and painted (the first two steps), ready to compose."""
     project = Project.from_storyboard(scenes, title="Segments", aspect="1:1").save(tmp_path / name)
     out = tmp_path / f"{name}-first.mp4"
-    return produce_video(project, preset=tiny, output=out, segments=False).project
+    return make_video(project, preset=tiny, output=out, segments=False).project
 
 
 def luma_frames(path) -> np.ndarray:
@@ -80,7 +80,7 @@ def test_a_clip_is_never_cut(tmp_path, tiny, make_clip):
     scenes = [{"narration": "Before.", "duration_s": 1.0}, {"narration": "", "duration_s": 2.0, "media": str(clip)},
               {"narration": "After.", "duration_s": 1.0}]
     project = Project.from_storyboard(scenes, title="Clip", aspect="1:1").save(tmp_path / "proj")
-    project = produce_video(project, preset=tiny, output=tmp_path / "a.mp4", media_root=tmp_path).project
+    project = make_video(project, preset=tiny, output=tmp_path / "a.mp4", media_root=tmp_path, segments=True).project
     timeline = build_timeline(project, tiny)
     plans = plan_segments(timeline)
     clip_id = project.scenes[1].id
@@ -95,12 +95,12 @@ def test_editing_one_scene_renders_only_its_segments_again(tmp_path, tiny):
     scenes = [{"narration": f"Scene number {i}.", "duration_s": 1.0} for i in range(4)]
     project = Project.from_storyboard(scenes, title="Edit", aspect="1:1").save(tmp_path / "proj")
     events = []
-    first = produce_video(project, preset=tiny, output=tmp_path / "a.mp4", on_event=lambda k, d: events.append((k, d)))
+    first = make_video(project, preset=tiny, output=tmp_path / "a.mp4", segments=True, on_event=lambda k, d: events.append((k, d)))
     assert [d["reused"] for k, d in events if k == "segment"] == [False] * 4
 
     edited = first.project.edit_scene(first.project.scenes[2].id, narration="A new line for scene three.")
     events.clear()
-    second = produce_video(edited, preset=tiny, output=tmp_path / "b.mp4", on_event=lambda k, d: events.append((k, d)))
+    second = make_video(edited, preset=tiny, output=tmp_path / "b.mp4", segments=True, on_event=lambda k, d: events.append((k, d)))
     narrated = [d["reused"] for k, d in events if k == "scene" and d["step"] == "narrate"]
     assert narrated == [True, True, False, True]
     segments = {d["index"]: d for k, d in events if k == "segment"}
