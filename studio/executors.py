@@ -65,24 +65,26 @@ class SceneResult:
 
 
 def narrate_scene(project: Project, scene_id: str, *, narrator: str = "auto", preset: Preset | None = None,
-                  cancel: CancelToken | None = None) -> SceneResult:
+                  cancel: CancelToken | None = None, on_progress: ProgressFn | None = None) -> SceneResult:
     """Narrate one scene of a saved project (its WAV goes to the project's asset folder, or is found there)."""
     from .voice import narrate
 
     store = AssetStore(project.assets_dir)
-    result = narrate(project, narrator=narrator, preset=preset, only=[scene_id], store=store, cancel=cancel)
+    result = narrate(project, narrator=narrator, preset=preset, only=[scene_id], store=store, cancel=cancel,
+                     on_progress=on_progress)
     notes = tuple(n for n in result.notes if n not in project.notes)
     return SceneResult(scene_id, result.scene(scene_id), reused=store.made == 0, notes=notes)
 
 
 def paint_scene(project: Project, scene_id: str, *, painter: str = "auto", preset: Preset | None = None,
-                media_root: Path | None = None, cancel: CancelToken | None = None) -> SceneResult:
+                media_root: Path | None = None, cancel: CancelToken | None = None,
+                on_progress: ProgressFn | None = None) -> SceneResult:
     """Paint one scene of a saved project (its image or clip goes to the project's asset folder, or is found there)."""
     from .visuals import illustrate
 
     store = AssetStore(project.assets_dir)
     result = illustrate(project, painter=painter, preset=preset, media_root=media_root, only=[scene_id], store=store,
-                        cancel=cancel)
+                        cancel=cancel, on_progress=on_progress)
     notes = tuple(n for n in result.notes if n not in project.notes)
     return SceneResult(scene_id, result.scene(scene_id), reused=store.made == 0, notes=notes)
 
@@ -116,7 +118,7 @@ class Task:
 def run_task(task: Task, cancel: CancelToken | None = None, on_progress: ProgressFn | None = None) -> Any:
     """Run one task here."""
     kwargs = dict(task.kwargs)
-    if task.kind == "segment" and on_progress is not None:
+    if on_progress is not None:
         kwargs["on_progress"] = on_progress
     return UNITS[task.kind](**kwargs, cancel=cancel)
 

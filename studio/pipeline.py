@@ -218,7 +218,11 @@ def make_video(
                 progress.step(name, done[0] / total, f"scene {done[0]}/{total} {'reused' if result.reused else verb}",
                               scene=number, scenes=total)
 
-            executor.run(tasks, cancel=cancel, on_done=on_done)
+            def within(index: int, fraction: float, message: str) -> None:  # a scene's own progress (a model's steps)
+                progress.step(name, (done[0] + min(max(fraction, 0.0), 1.0)) / total,
+                              f"scene {index + 1}/{total}: {message}", scene=index + 1, scenes=total)
+
+            executor.run(tasks, cancel=cancel, on_done=on_done, on_progress=within)
             project = replace(project, scenes=tuple(scenes[i] for i in ids), notes=tuple(notes)).save()
             seconds = time.perf_counter() - step.started
             steps.append(StepReport(name, seconds, step.made, step.reused))

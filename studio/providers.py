@@ -27,12 +27,36 @@ from .errors import ProviderUnavailable, StudioError
 log = logging.getLogger("studio")
 
 KINDS = ("storyboard", "narrator", "painter")
-# Modules whose import registers the built-in providers of each kind (imported on first use, so heavy ones stay lazy).
-_PROVIDER_MODULES = {
-    "storyboard": "studio.storyboard",
-    "narrator": "studio.voice",
-    "painter": "studio.visuals",
+# The one way providers are registered: the modules below (and any a third-party package names in the
+# ``studio.providers`` entry-point group) are imported on first use of a kind, and each registers its providers with
+# `register` as it is imported. The order is the registration order that ``auto`` follows without a preset.
+# Provider modules keep their heavy imports (torch, diffusers, transformers) inside functions.
+PROVIDER_MODULES: dict[str, tuple[str, ...]] = {
+    "storyboard": ("studio.storyboard.openai_llm", "studio.storyboard.transformers_llm", "studio.storyboard.rules"),
+    "narrator": ("studio.voice.piper", "studio.voice.espeak", "studio.voice.bark"),
+    "painter": ("studio.visuals.cards", "studio.visuals.diffusers_image", "studio.visuals.diffusers_video",
+                "studio.visuals.local"),
 }
+ENTRY_POINT_GROUP = "studio.providers"
+_LOADED: set[str] = set()
+_LOAD_LOCK = threading.RLock()
+
+# Optional hooks a provider may declare in its class attribute ``hooks`` (a frozenset of these names); the steps call
+# a hook only when it is declared (`supports`), never by sniffing signatures. Every provider takes ``cancel``.
+HOOKS = {
+    "progress": "its main method (write / speak / paint) takes on_progress=(fraction, message) within one scene",
+    "variant": "variant(scene, *, index, style, project_seed) -> dict: choices its output depends on beyond the "
+               "prompt, seed, style and size (a painter; they go into the asset's cache key)",
+    "rewrite": "rewrite(project, scene_id, *, field, instruction, cancel) -> str: rewrite one scene (a writer)",
+    "release": "release(): free the memory its model holds (the model cache calls it)",
+}
+
+
+def supports(instance: Any, hook: str) -> bool:
+    """Whether a provider instance declares the optional `hook` (one of `HOOKS`)."""
+    if hook not in HOOKS:
+        raise ValueError(f"unknown hook {hook!r}; hooks: {', '.join(HOOKS)}")
+    return hook in getattr(instance, "hooks", frozenset())
 
 
 @dataclass(frozen=True)
@@ -79,10 +103,36 @@ def register(kind: str, name: str, *, check: Callable[[], str | None] | None = N
 
 
 def _load(kind: str) -> dict[str, Registration]:
+    """The providers of `kind`, their modules imported first (the built-in ones, then the entry points')."""
     if kind not in _REGISTRY:
         raise StudioError(f"unknown provider kind {kind!r}; kinds: {', '.join(KINDS)}")
-    importlib.import_module(_PROVIDER_MODULES[kind])
+    if kind not in _LOADED:
+        with _LOAD_LOCK:
+            if kind not in _LOADED:
+                for module in PROVIDER_MODULES[kind]:
+                    importlib.import_module(module)
+                _LOADED.add(kind)
+                _load_entry_points()
     return _REGISTRY[kind]
+
+
+_ENTRY_POINTS_LOADED = False
+
+
+def _load_entry_points() -> None:
+    """Import the modules third-party packages name in the ``studio.providers`` entry-point group (once)."""
+    global _ENTRY_POINTS_LOADED
+    if _ENTRY_POINTS_LOADED:
+        return
+    _ENTRY_POINTS_LOADED = True
+    from importlib.metadata import entry_points
+
+    for point in entry_points(group=ENTRY_POINT_GROUP):
+        try:
+            point.load()  # a module (or an object in one) whose import registers its providers
+        except Exception as exc:  # a broken plug-in must not stop the built-in providers
+            log.warning("provider plug-in %s (%s) failed to load: %s: %s", point.name, point.value,
+                        type(exc).__name__, exc)
 
 
 def registration(kind: str, name: str) -> Registration:
@@ -182,7 +232,7 @@ _LEASES: contextvars.ContextVar[list | None] = contextvars.ContextVar("studio_pr
 
 
 def _release_instance(instance: Any) -> None:
-    if hasattr(instance, "release"):
+    if supports(instance, "release"):
         instance.release()
 
 
@@ -219,7 +269,7 @@ def create(kind: str, name: str = "auto", prefer: Sequence[str] | None = None,
         entry = _INSTANCES.get(key)
         if entry is None:
             # A model is kept while the same one is used: another model of this provider replaces it (GPU memory).
-            for old in [k for k in _INSTANCES if k[:2] == key[:2] and hasattr(_INSTANCES[k].instance, "release")]:
+            for old in [k for k in _INSTANCES if k[:2] == key[:2] and supports(_INSTANCES[k].instance, "release")]:
                 log.info("%s %s: releasing the previous model for one with other options", kind, choice.name)
                 _retire(old, retired)
             entry = _INSTANCES[key] = _Entry(_REGISTRY[kind][choice.name].factory(**merged))

@@ -179,7 +179,8 @@ def test_progress_is_structured_data(tmp_path):
     fractions = [u.fraction for u in updates]
     assert fractions == sorted(fractions) and fractions[-1] == 1.0
     narrated = [u for u in updates if u.step == "narrate" and u.scene is not None]
-    assert [u.scene for u in narrated] == [1, 2] and {u.scenes for u in narrated} == {2}
+    numbers = [u.scene for u in narrated]
+    assert numbers == sorted(numbers) and set(numbers) == {1, 2} and {u.scenes for u in narrated} == {2}
     assert all(0.0 <= u.step_fraction <= 1.0 for u in updates if u.step is not None)
     assert labels[len(updates) // 2][1].startswith("[")  # e.g. "[3/4 illustrate] scene 1/2 painted"
     assert [u.label() for u in updates] == [m for _, m in labels]

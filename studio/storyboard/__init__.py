@@ -11,8 +11,6 @@ package is imported.
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, runtime_checkable
@@ -48,9 +46,14 @@ class Draft:
 
 @runtime_checkable
 class StoryboardWriter(Protocol):
-    """A storyboard provider: writes scenes from a script or a brief."""
+    """A storyboard provider: writes scenes from a script or a brief.
+
+    Optional hooks, declared in ``hooks`` (see `studio.providers.HOOKS`): ``rewrite`` (a method
+    ``rewrite(project, scene_id, *, field, instruction, cancel) -> str``), ``release`` (frees its model).
+    """
 
     name: str
+    hooks: frozenset[str]  # the optional hooks it implements
 
     def write(self, source: str, *, mode: str, title: str | None, language: str, style: str,
               target_s: float | None, cancel: CancelToken | None) -> Draft:
@@ -270,7 +273,7 @@ def rewrite_scene(project: Project, scene_id: str, *, field: str = "narration", 
     prefer = preset.providers.get("storyboard") if preset is not None else None
     configs = preset.models if preset is not None else None
     instance, choice = providers.create("storyboard", writer, prefer=prefer, configs=configs)
-    rewrite = getattr(instance, "rewrite", None)
+    rewrite = instance.rewrite if providers.supports(instance, "rewrite") else None
     if rewrite is None:
         raise ProviderUnavailable(f"the {choice.name} storyboard writer cannot rewrite a scene; choose another `writer`")
     text = rewrite(project, scene_id, field=field, instruction=instruction, cancel=cancel)
@@ -284,17 +287,6 @@ def rewrite_scene(project: Project, scene_id: str, *, field: str = "narration", 
     return edited.with_note(f"storyboard: scene {index + 1}'s {field.replace('_', ' ')} rewritten by "
                             f"{choice.name}{how} ({choice.reason})")
 
-
-def _register_providers() -> None:
-    """Import every provider module of this package so each registers itself; ``rules`` goes last, so that in the
-    registration order (used by ``auto`` without a preset) a writer that can really write comes before the outline
-    maker. Provider modules keep their heavy imports inside functions, so this stays fast."""
-    modules = [m.name for m in pkgutil.iter_modules(__path__) if m.name != "text" and not m.name.startswith("_")]
-    for name in sorted(modules, key=lambda n: (n == "rules", n)):
-        importlib.import_module(f"{__name__}.{name}")
-
-
-_register_providers()
 
 __all__ = ["Draft", "StoryboardWriter", "MODES", "REWRITE_FIELDS", "detect_mode", "read_script", "rewrite_scene",
            "write_storyboard"]

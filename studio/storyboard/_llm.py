@@ -210,6 +210,7 @@ class ChatWriter:
     """Base of the LLM writers: subclasses set `name` and `model` and implement `chat`."""
 
     name = "llm"
+    hooks = frozenset({"rewrite"})  # optional hooks it implements (studio.providers.HOOKS)
     model = ""
     max_attempts = 3
 

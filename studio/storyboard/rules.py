@@ -56,6 +56,7 @@ class RulesWriter:
     """Splits scripts into scenes and outlines briefs without a language model; deterministic."""
 
     name = "rules"
+    hooks = frozenset({"rewrite"})  # optional hooks it implements (studio.providers.HOOKS)
 
     def write(self, source: str, *, mode: str, title: str | None = None, language: str = "en", style: str = "",
               target_s: float | None = None, cancel: CancelToken | None = None) -> Draft:

@@ -91,6 +91,7 @@ class TransformersWriter(ChatWriter):
     """Writes storyboards with a local causal LM; the model loads on first use and stays until `release()`."""
 
     name = "transformers"
+    hooks = frozenset({"rewrite", "release"})  # optional hooks it implements (studio.providers.HOOKS)
 
     def __init__(self, weights: LocalWeights, *, device: str | None, dtype: str | None, max_new_tokens: int,
                  temperature: float, max_attempts: int, seed: int, cache_dir: str | None) -> None:

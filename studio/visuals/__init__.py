@@ -23,8 +23,7 @@ from ..errors import Cancelled, StudioError
 from ..presets import Preset, load_preset
 from ..progress import CancelToken, ProgressFn, check, no_progress
 from ..project import Project, Scene
-from ..providers import create, leasing, names
-from . import cards, diffusers_image, diffusers_video, local  # noqa: F401  (importing them registers the painters)
+from ..providers import create, leasing, names, supports
 from .local import scene_label
 
 __all__ = ["Painter", "illustrate", "scene_label"]
@@ -36,12 +35,15 @@ _MIN_SIDE, _MAX_SIDE = 16, 7680
 class Painter(Protocol):
     """What every painter provides.
 
-    A painter may also define ``variant(scene, *, index, style, project_seed) -> dict``: the choices its output depends
-    on beyond the prompt, seeds, style and size (for ``cards``: layout, palette, font and the words drawn, some of them
-    chosen by the scene's position). `illustrate` puts them into the asset's cache key.
+    Optional hooks, declared in ``hooks`` (see `studio.providers.HOOKS`): ``variant``, a method
+    ``variant(scene, *, index, style, project_seed) -> dict`` giving the choices its output depends on beyond the
+    prompt, seeds, style and size (for ``cards``: layout, palette, font and the words drawn, some of them chosen by the
+    scene's position), which `illustrate` puts into the asset's cache key; ``progress`` (`paint` takes
+    ``on_progress``); ``release`` (frees its model).
     """
 
     name: str
+    hooks: frozenset[str]  # the optional hooks it implements
     model: str  # identity for cache keys ("cards-v1"); change it when the painter's output changes
     suffix: str  # ".png" for stills, ".mp4" for clips; ``local`` keeps each file's own suffix
 
@@ -163,7 +165,7 @@ def illustrate(
 def _paint(painter: Any, scene: Scene, index: int, size: tuple[int, int], project: Project, store: AssetStore,
            cancel: CancelToken | None, on_progress: ProgressFn | None = None) -> tuple[Path, bool]:
     """Paint one scene without media with the chosen painter, or find the same image in the store."""
-    variant = getattr(painter, "variant", None)
+    variant = painter.variant if supports(painter, "variant") else None
     key = asset_key(
         step="illustrate",
         provider=painter.name,
@@ -181,21 +183,11 @@ def _paint(painter: Any, scene: Scene, index: int, size: tuple[int, int], projec
     if found is not None:
         return found, True
     # Painters that report progress within a scene (e.g. per denoising step) get a callback.
-    extra = {"on_progress": on_progress} if on_progress is not None and _accepts(painter.paint, "on_progress") else {}
+    extra = {"on_progress": on_progress} if on_progress is not None and supports(painter, "progress") else {}
     with store.making(key, painter.suffix) as tmp:
         painter.paint(scene, index=index, size=size, style=project.style, project_seed=project.seed, out=tmp,
                       cancel=cancel, **extra)
     return store.path(key, painter.suffix), False
-
-
-def _accepts(function: Any, name: str) -> bool:
-    """Whether `function` takes a keyword argument `name`."""
-    import inspect
-
-    try:
-        return name in inspect.signature(function).parameters
-    except (TypeError, ValueError):
-        return False
 
 
 def _use_media(painter: Any, scene: Scene, index: int, size: tuple[int, int], project: Project, root: Path,

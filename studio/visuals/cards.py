@@ -701,6 +701,7 @@ class CardsPainter:
     """Typographic title cards: see the module's notes."""
 
     name = "cards"
+    hooks = frozenset({"variant"})  # optional hooks it implements (studio.providers.HOOKS)
     model = MODEL
     suffix = ".png"
 

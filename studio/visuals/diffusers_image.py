@@ -87,6 +87,7 @@ class DiffusersImagePainter(diffusion.HeldPipeline):
     """Paints each scene with a diffusers text-to-image pipeline; it loads on first use and stays until `release()`."""
 
     name = "diffusers-image"
+    hooks = frozenset({"progress", "release"})  # optional hooks it implements (studio.providers.HOOKS)
     suffix = ".png"
 
     def __init__(self, weights: LocalWeights, *, steps: int, guidance_scale: float, negative_prompt: str,

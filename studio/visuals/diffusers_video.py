@@ -157,6 +157,7 @@ class DiffusersVideoPainter(diffusion.HeldPipeline):
     """Makes a clip per scene with AnimateDiff; the pipeline loads on first use and stays until `release()`."""
 
     name = "diffusers-video"
+    hooks = frozenset({"progress", "variant", "release"})  # optional hooks it implements (studio.providers.HOOKS)
     suffix = ".mp4"
 
     def __init__(self, weights: LocalWeights, adapter: LocalWeights | None, *, steps: int, guidance_scale: float,

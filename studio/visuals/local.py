@@ -54,6 +54,7 @@ class LocalPainter:
     """Checks a scene's own media file and copies it into the asset store (see the module's notes)."""
 
     name = "local"
+    hooks = frozenset()  # optional hooks it implements (studio.providers.HOOKS)
     model = MODEL
     suffix = ""  # each asset keeps its file's own suffix: see `prepare`
 

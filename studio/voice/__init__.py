@@ -18,7 +18,7 @@ from typing import Collection, Optional, Protocol, runtime_checkable
 from ..assets import AssetStore, asset_key
 from ..errors import Cancelled, StudioError
 from ..presets import Preset
-from ..providers import leasing
+from ..providers import leasing, supports
 from ..progress import CancelToken, ProgressFn, check
 from ..project import Project, Scene, WordTiming
 
@@ -44,10 +44,15 @@ class Speech:
 
 @runtime_checkable
 class Narrator(Protocol):
-    """A text-to-speech provider."""
+    """A text-to-speech provider.
+
+    Optional hooks, declared in ``hooks`` (see `studio.providers.HOOKS`): ``progress`` (`speak` takes
+    ``on_progress``), ``release`` (frees its model).
+    """
 
     name: str  # registry name
     model: str  # identity of the voice/model: part of the asset cache key
+    hooks: frozenset[str]  # the optional hooks it implements
 
     def speak(self, text: str, *, voice: str | None, seed: int, language: str, out: Path,
               cancel: CancelToken | None = None) -> Speech:
@@ -139,7 +144,7 @@ def _narrate_scene(scene: Scene, index: int, project: Project, speaker: Narrator
         if found is not None:
             return scene.with_audio(found, cached[0], cached[1])
     # Narrators that report progress within a scene (e.g. per sentence) get a callback.
-    extra = {"on_progress": on_progress} if on_progress is not None and _accepts(speaker.speak, "on_progress") else {}
+    extra = {"on_progress": on_progress} if on_progress is not None and supports(speaker, "progress") else {}
     try:
         with store.making(key, ".wav") as tmp:
             speech = speaker.speak(text, voice=project.voice, seed=scene.seed, language=project.language, out=tmp,
@@ -160,16 +165,6 @@ def _narrate_scene(scene: Scene, index: int, project: Project, speaker: Narrator
     return scene.with_audio(store.path(key, ".wav"), speech.words, speech.duration_s)
 
 
-def _accepts(function, name: str) -> bool:
-    """Whether `function` takes a keyword argument `name`."""
-    import inspect
-
-    try:
-        return name in inspect.signature(function).parameters
-    except (TypeError, ValueError):
-        return False
-
-
 def _cached_speech(meta: dict | None) -> tuple[tuple[WordTiming, ...], float] | None:
     """(words, duration_s) from an asset's side file, or None if it is missing or damaged."""
     if not meta:
@@ -180,8 +175,3 @@ def _cached_speech(meta: dict | None) -> tuple[tuple[WordTiming, ...], float] | 
     except (KeyError, TypeError, ValueError):
         return None
 
-
-# Importing the provider modules registers them; Piper first, so "auto" without a preset prefers it.
-from . import piper as _piper  # noqa: E402,F401
-from . import espeak as _espeak  # noqa: E402,F401
-from . import bark as _bark  # noqa: E402,F401

@@ -156,6 +156,7 @@ class BarkNarrator:
     """Speaks with Bark; the model loads on first use and stays until `release()`."""
 
     name = "bark"
+    hooks = frozenset({"progress", "release"})  # optional hooks it implements (studio.providers.HOOKS)
 
     def __init__(self, weights: LocalWeights, *, voice: str | None, device: str | None, dtype: str | None,
                  batch_size: int, pause_s: float, temperature: float) -> None:

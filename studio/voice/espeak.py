@@ -82,6 +82,7 @@ class EspeakNarrator:
     """Speaks with the ``espeak-ng`` program."""
 
     name = "espeak"
+    hooks = frozenset()  # optional hooks it implements (studio.providers.HOOKS)
 
     def __init__(self, speed_wpm: int = 165) -> None:
         self.exe = _exe()

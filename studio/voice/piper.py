@@ -87,6 +87,7 @@ class PiperNarrator:
     """Speaks with Piper (see the module's notes on alignments and seeds)."""
 
     name = "piper"
+    hooks = frozenset({"release"})  # optional hooks it implements (studio.providers.HOOKS)
 
     def __init__(self, device: str | None = None) -> None:
         self.model = DEFAULT_VOICE
