@@ -6,7 +6,8 @@
 Layout of a data folder::
 
     studio.db (+ -wal, -shm)    the journal: jobs, their events, uploads
-    server.lock                 held (flock) by the one server using the folder; the kernel drops it if that dies
+    server.lock                 the pid of the one server using the folder; that server holds an flock on the folder
+                                itself (and on this file) for its whole life; the kernel drops them if it dies
     jobs/<owner key>/<job id>/  a job's project folder (project.json, assets/, renders/video.mp4)
     uploads/<owner key>/        uploaded files, under names the server makes (<upload id>.<ext>)
 
@@ -23,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
 import os
 import re
 import secrets
@@ -41,6 +43,8 @@ ID_RE = re.compile(r"^[0-9a-f]{32}$")
 # A name inside the data folder: letters, digits, '.', '_', '-'; never "." or "..", never starting with a dot.
 _NAME_RE = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}$")
 OWNER_RE = re.compile(r"^[A-Za-z0-9_@+-][A-Za-z0-9_.@+-]{0,63}$")
+
+log = logging.getLogger("studio.journal")
 
 
 class ServiceError(StudioError):
@@ -167,6 +171,28 @@ def open_no_follow(path: Path) -> int:
     return fd
 
 
+def _lock_holder(data_dir: Path) -> str:
+    """The pid of the server holding `data_dir`: from ``server.lock``, else from the kernel's lock table (the file
+    may have been deleted), else ``unknown``."""
+    try:
+        text = (Path(data_dir) / LOCK_FILE).read_text("ascii", "replace").strip()
+        if text.isdigit():
+            return text
+    except OSError:
+        pass
+    try:
+        info = os.stat(data_dir)
+        device = f"{os.major(info.st_dev):02x}:{os.minor(info.st_dev):02x}:{info.st_ino}"
+        with open("/proc/locks", encoding="ascii", errors="replace") as handle:
+            for line in handle:
+                parts = line.split()
+                if len(parts) >= 6 and parts[1] == "FLOCK" and parts[5] == device and parts[4].isdigit():
+                    return parts[4]
+    except OSError:
+        pass
+    return "unknown"
+
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
     id TEXT PRIMARY KEY,
@@ -245,6 +271,7 @@ class Journal:
             raise StudioError(f"cannot create the data folder {self.data_dir} ({exc}); choose another --data-dir") from exc
         self.data_dir = self.data_dir.resolve()
         self._lock_fd: int | None = None
+        self._folder_fd: int | None = None
         if lock:
             self._take_lock()
         self.lock = threading.RLock()
@@ -267,25 +294,45 @@ class Journal:
                               "move it away or choose another --data-dir") from exc
 
     def _take_lock(self) -> None:
+        """Hold the folder for this process's whole life: an flock on the data folder itself (a directory cannot be
+        deleted out from under a running server, while ``server.lock`` can), and on ``server.lock``, which also
+        holds the pid for the message a second server prints (and keeps older Studio versions out)."""
         import fcntl
 
+        cloexec = getattr(os, "O_CLOEXEC", 0)
+        folder_fd = os.open(self.data_dir, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | cloexec)
+        try:
+            fcntl.flock(folder_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(folder_fd)
+            raise StudioError(self._in_use_message()) from None
+        except OSError as exc:  # a file system without flock on folders (some network ones): server.lock alone
+            log.warning("cannot lock the data folder %s itself (%s); relying on %s alone", self.data_dir, exc, LOCK_FILE)
+            os.close(folder_fd)
+            folder_fd = None
         path = self.data_dir / LOCK_FILE
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o600)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | cloexec, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
             os.close(fd)
-            raise StudioError(f"the data folder {self.data_dir} is in use by another Studio server (pid {holder}); "
-                              "stop it, or give this one another --data-dir") from None
+            if folder_fd is not None:
+                os.close(folder_fd)
+            raise StudioError(self._in_use_message()) from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, str(os.getpid()).encode("ascii"), 0)
-        self._lock_fd = fd
+        self._lock_fd, self._folder_fd = fd, folder_fd
+
+    def _in_use_message(self) -> str:
+        return (f"the data folder {self.data_dir} is in use by another Studio server (pid {_lock_holder(self.data_dir)});"
+                " stop it, or give this one another --data-dir")
 
     def _release_lock(self) -> None:
-        if self._lock_fd is not None:
-            os.close(self._lock_fd)  # closing the descriptor drops the flock
-            self._lock_fd = None
+        for name in ("_lock_fd", "_folder_fd"):
+            fd = getattr(self, name, None)
+            if fd is not None:
+                os.close(fd)  # closing the descriptor drops the flock
+                setattr(self, name, None)
 
     def close(self) -> None:
         """Close the database and release the folder."""

