@@ -160,3 +160,13 @@ def slow_painter():
     providers._INSTANCES.pop(("painter", "slowcards", ()), None)
 
 
+def test_the_app_on_a_folder_in_use_prints_one_line_and_exits(make_runner, tmp_path, capsys):
+    from studio.ui.app import launch
+
+    make_runner(start=False)
+    with pytest.raises(SystemExit) as exit_:
+        launch(tmp_path / "data")
+    assert exit_.value.code not in (0, None)
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: the data folder") and "in use by another Studio server" in err
+    assert "\n" not in err and "Traceback" not in err
