@@ -489,6 +489,7 @@ class Job:
         error: What went wrong, for the user (``failed`` jobs).
         error_detail: Details for the log (a traceback); never shown to other users.
         attempts: How many times it started (more than one after an interruption).
+        crashes: How many of those runs ended in a crash of the server (not a graceful stop).
         cancel_requested: A cancel was asked for and is being carried out.
         expired: Its files were removed by the retention policy.
         output: The finished MP4 (``done`` jobs), else None.
@@ -518,6 +519,7 @@ class Job:
     error: str | None
     error_detail: str | None
     attempts: int
+    crashes: int
     cancel_requested: bool
     expired: bool
     idempotency_key: str | None
@@ -565,7 +567,8 @@ def _job_from_row(row: Any, data_dir: Path) -> Job:
         updated_at=row["updated_at"], percent=float(row["percent"]), step=row["step"], message=row["message"],
         scene_index=row["scene_index"], scene_total=row["scene_total"], steps=json.loads(row["steps"]),
         scenes=json.loads(row["scenes"]), timings=json.loads(row["timings"]), error=row["error"],
-        error_detail=row["error_detail"], attempts=row["attempts"], cancel_requested=bool(row["cancel_requested"]),
+        error_detail=row["error_detail"], attempts=row["attempts"], crashes=row["crashes"],
+        cancel_requested=bool(row["cancel_requested"]),
         expired=bool(row["expired"]), idempotency_key=row["idempotency_key"],
         project_dir=data_dir / row["project"], output=(data_dir / row["output"]) if row["output"] else None,
         result=json.loads(row["result"]) if row["result"] else None,
@@ -685,8 +688,9 @@ class JobRunner:
         upload_limits: Upload limits (`studio.uploads.UploadLimits`).
         retention: What to keep and for how long (`Retention`).
         presets: Extra preset files this server offers besides the tiers (by their ``name``).
-        max_attempts: A job interrupted this many times fails instead of starting again (a job that kills the
-            server must not do so forever).
+        max_attempts: A job that was running when the server crashed or was killed this many times fails instead
+            of starting again (a job that kills the server must not do so forever). Graceful stops (`close`, a
+            restart) are not counted: the job resumes however often the server is restarted.
         classify: ``classify(request, preset) -> "gpu" | "cpu"``; default `default_classify`.
         segments: Compose segment by segment (cached, so a resumed job re-encodes only unfinished segments).
         start: Start the workers now (False: call `start()` later; submissions wait in the queue).
@@ -782,20 +786,23 @@ class JobRunner:
         self.close()
 
     def _recover(self) -> list[str]:
-        """Jobs found ``running`` were cut off by a crash: mark them ``interrupted`` (or ``failed`` after too many
-        tries) and sweep the temporary files every job folder may hold; returns the ids marked."""
+        """Jobs found ``running`` were cut off by a crash (a graceful stop leaves them ``interrupted``): mark them
+        ``interrupted`` (or ``failed`` after `max_attempts` crashes) and sweep the temporary files every job folder
+        may hold; returns the ids marked."""
         now = time.time()
         marked = []
         with self.journal.transaction() as db:
-            for row in db.execute("SELECT id, attempts FROM jobs WHERE state = 'running'").fetchall():
-                if row["attempts"] >= self.max_attempts:
-                    message = (f"the server stopped during this job {row['attempts']} times, so it was not started "
-                               "again; submit it again, or a smaller version of it")
-                    db.execute("UPDATE jobs SET state = 'failed', error = ?, finished_at = ?, updated_at = ? WHERE id = ?",
-                               (message, now, now, row["id"]))
+            for row in db.execute("SELECT id, crashes FROM jobs WHERE state = 'running'").fetchall():
+                crashes = row["crashes"] + 1  # a graceful stop leaves `interrupted`, never `running`: this was a crash
+                if crashes >= self.max_attempts:
+                    message = (f"the server was killed or crashed {crashes} times while it ran this job, so it was not "
+                               "started again; submit it again, or a smaller version of it")
+                    db.execute("UPDATE jobs SET state = 'failed', crashes = ?, error = ?, finished_at = ?, updated_at = ?"
+                               " WHERE id = ?", (crashes, message, now, now, row["id"]))
                     self.journal.add_event(db, row["id"], "failed", {"state": "failed", "error": message}, now)
                 else:
-                    db.execute("UPDATE jobs SET state = 'interrupted', updated_at = ? WHERE id = ?", (now, row["id"]))
+                    db.execute("UPDATE jobs SET state = 'interrupted', crashes = ?, updated_at = ? WHERE id = ?",
+                               (crashes, now, row["id"]))
                     self.journal.add_event(db, row["id"], "interrupted", {
                         "state": "interrupted",
                         "message": "the server stopped while this job ran; it resumes from the assets already made"}, now)

@@ -217,6 +217,7 @@ CREATE TABLE IF NOT EXISTS jobs (
     error TEXT,
     error_detail TEXT,
     attempts INTEGER NOT NULL DEFAULT 0,
+    crashes INTEGER NOT NULL DEFAULT 0,
     cancel_requested INTEGER NOT NULL DEFAULT 0,
     expired INTEGER NOT NULL DEFAULT 0,
     created_at REAL NOT NULL,
@@ -249,6 +250,9 @@ CREATE TABLE IF NOT EXISTS uploads (
 );
 CREATE INDEX IF NOT EXISTS uploads_owner ON uploads(owner, created_at);
 """
+# (column, definition) added to `jobs` after schema 1 was released; `crashes`: runs of the job that ended without a
+# graceful stop (the server was killed or crashed), which is what `JobRunner(max_attempts=...)` counts.
+_ADDED_COLUMNS = (("crashes", "INTEGER NOT NULL DEFAULT 0"),)
 
 
 class Journal:
@@ -287,11 +291,19 @@ class Journal:
                 raise StudioError(f"{self.data_dir / DB_FILE} was written by another version of Studio "
                                   f"(schema {version}, expected {SCHEMA_VERSION}); use another --data-dir")
             self.db.executescript(_SCHEMA)
+            self._add_columns()
             self.db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         except sqlite3.DatabaseError as exc:
             self._release_lock()
             raise StudioError(f"{self.data_dir / DB_FILE} is not a Studio journal ({exc}); "
                               "move it away or choose another --data-dir") from exc
+
+    def _add_columns(self) -> None:
+        """Columns added since schema 1 (only ever added, with defaults, so an older server still reads the journal)."""
+        have = {row[1] for row in self.db.execute("PRAGMA table_info(jobs)")}
+        for name, definition in _ADDED_COLUMNS:
+            if name not in have:
+                self.db.execute(f"ALTER TABLE jobs ADD COLUMN {name} {definition}")
 
     def _take_lock(self) -> None:
         """Hold the folder for this process's whole life: an flock on the data folder itself (a directory cannot be

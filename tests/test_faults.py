@@ -160,6 +160,43 @@ def slow_painter():
     providers._INSTANCES.pop(("painter", "slowcards", ()), None)
 
 
+def test_graceful_restarts_are_not_counted_as_crashes(make_runner, tmp_path, slow_painter):
+    runner = make_runner()
+    job = runner.submit({**tiny_request((1.0,) * 6), "providers": {"painter": slow_painter}}, owner="a")
+    for _ in range(3):  # three graceful restarts while it runs...
+        wait_for(lambda: runner.get(job.id).state == "running", timeout_s=60)
+        runner.close()
+        runner = make_runner()
+    wait_for(lambda: runner.get(job.id).state == "running", timeout_s=60)
+    runner.close()
+    conn = sqlite3.connect(tmp_path / "data" / "studio.db")  # ...and one crash: the journal as a SIGKILL leaves it
+    conn.execute("UPDATE jobs SET state = 'running' WHERE id = ?", (job.id,))
+    conn.commit()
+    conn.close()
+    again = make_runner()
+    assert again.recovered == [job.id]
+    done = again.wait(job.id, timeout_s=120)
+    assert done.state == "done", done.error
+    assert done.attempts == 5
+
+
+def test_a_journal_of_schema_1_gains_the_crash_count_and_keeps_its_jobs(tmp_path):
+    from studio.journal import _SCHEMA, Journal
+
+    data = tmp_path / "data"
+    data.mkdir()
+    old = sqlite3.connect(data / "studio.db")
+    old.executescript(_SCHEMA.replace("    crashes INTEGER NOT NULL DEFAULT 0,\n", ""))
+    old.execute("PRAGMA user_version=1")
+    old.execute("INSERT INTO jobs (id, owner, state, resource, request, request_sha256, preset, project, created_at,"
+                " updated_at) VALUES ('a' , 'x', 'running', 'cpu', '{}', '', 'tiny', 'jobs/x/a', 0, 0)")
+    old.commit()
+    old.close()
+    journal = Journal(data)
+    assert journal.query("SELECT id, crashes FROM jobs")[0][:] == ("a", 0)
+    journal.close()
+
+
 def test_the_app_on_a_folder_in_use_prints_one_line_and_exits(make_runner, tmp_path, capsys):
     from studio.ui.app import launch
 
