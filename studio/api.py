@@ -423,7 +423,8 @@ def create_app(runner: JobRunner, auth: Users | None = None, *, close_runner: bo
 
     @app.delete("/api/uploads/{upload_id}", status_code=204, responses=_ERRORS, tags=["uploads"])
     def delete_upload(upload_id: UploadId, who: User) -> Response:  # type: ignore[valid-type]
-        """Delete one of the caller's uploads."""
+        """Delete one of the caller's uploads. An upload that a waiting or running job uses answers 409 naming the
+        job (cancel it, or wait until it ends); a finished job's does not hold it."""
         runner.uploads.delete(who, upload_id)
         return Response(status_code=204)
 

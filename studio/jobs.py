@@ -575,6 +575,23 @@ def _job_from_row(row: Any, data_dir: Path) -> Job:
     )
 
 
+def request_upload_ids(request: Mapping) -> set[str]:
+    """The upload ids a request (its JSON form, `JobRequest.to_dict`) names."""
+    ids = {request.get(k) for k in ("music", "watermark", "caption_font")}
+    ids.update(s.get("media") for s in request.get("storyboard") or () if isinstance(s, Mapping))
+    return {i for i in ids if isinstance(i, str)}
+
+
+def _job_using_upload(db: Any, owner: str, upload_id: str) -> tuple[str, str] | None:
+    """(id, state) of the owner's oldest waiting or running job that uses the upload, if any (inside a transaction)."""
+    rows = db.execute("SELECT id, state, request FROM jobs WHERE owner = ? AND state IN ('queued', 'interrupted',"
+                      " 'running') ORDER BY created_at", (owner,)).fetchall()
+    for row in rows:
+        if upload_id in request_upload_ids(json.loads(row["request"])):
+            return row["id"], row["state"]
+    return None
+
+
 def _gpu_present() -> bool:
     """Whether an NVIDIA GPU is visible, without importing torch."""
     if os.environ.get("CUDA_VISIBLE_DEVICES", None) in ("", "-1"):
@@ -726,7 +743,7 @@ class JobRunner:
         self.journal = Journal(Path(data_dir) if data_dir is not None else default_data_dir())
         self.data_dir = self.journal.data_dir
         (self.data_dir / JOBS_DIR).mkdir(exist_ok=True)
-        self.uploads = UploadStore(self.journal, upload_limits)
+        self.uploads = UploadStore(self.journal, upload_limits, used_by=_job_using_upload)
         self.executor = executor or LocalExecutor()
         self._cond = threading.Condition(threading.RLock())
         self._tokens: dict[str, CancelToken] = {}
@@ -879,6 +896,10 @@ class JobRunner:
                 else:
                     existing = None
                 if existing is None:
+                    for field_name, upload_id in checked.upload_ids():  # not deleted since they were checked
+                        row = db.execute("SELECT 1 FROM uploads WHERE id = ? AND owner = ?", (upload_id, owner))
+                        if row.fetchone() is None:
+                            raise NotFound(f"no upload with id {upload_id!r}", field=field_name)
                     waiting = db.execute("SELECT COUNT(*) FROM jobs WHERE state IN ('queued', 'interrupted')").fetchone()[0]
                     if waiting >= self.max_queued:
                         raise QueueFull(f"the queue is full ({waiting} jobs waiting); try again later",
@@ -1345,8 +1366,6 @@ class JobRunner:
         if policy.upload_max_age_s is not None:
             in_use = set()
             for row in self.journal.query("SELECT request FROM jobs WHERE state IN ('queued', 'interrupted', 'running')"):
-                request = json.loads(row["request"])
-                in_use.update(v for k, v in request.items() if k in ("music", "watermark", "caption_font") and v)
-                in_use.update(s.get("media") for s in request.get("storyboard", ()) if s.get("media"))
+                in_use.update(request_upload_ids(json.loads(row["request"])))
             self.uploads.sweep(older_than_s=policy.upload_max_age_s, keep=in_use, now=now)
         return expired

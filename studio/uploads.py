@@ -18,13 +18,14 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sqlite3
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Iterable
+from typing import IO, Callable, Iterable
 
 from .fonts import FONT_MAX_BYTES, FONT_SIGNATURES, FontError, inspect_font
-from .journal import Journal, NotFound, RequestError, TooLarge, check_id, new_id, owner_key, safe_path
+from .journal import Conflict, Journal, NotFound, RequestError, TooLarge, check_id, new_id, owner_key, safe_path
 
 KINDS = ("image", "audio", "video", "font")
 UPLOADS_DIR = "uploads"
@@ -112,11 +113,15 @@ class UploadStore:
     Args:
         journal: The data folder's journal.
         limits: Size and content limits.
+        used_by: ``used_by(db, owner, upload_id) -> (job id, state) | None``: a waiting or running job that uses the
+            upload (inside the delete's transaction); such an upload cannot be deleted (the job runner gives it).
     """
 
-    def __init__(self, journal: Journal, limits: UploadLimits | None = None) -> None:
+    def __init__(self, journal: Journal, limits: UploadLimits | None = None, *,
+                 used_by: Callable[[sqlite3.Connection, str, str], tuple[str, str] | None] | None = None) -> None:
         self.journal = journal
         self.limits = limits or UploadLimits()
+        self.used_by = used_by
         self.root = journal.data_dir / UPLOADS_DIR
         self.root.mkdir(exist_ok=True)
 
@@ -300,9 +305,18 @@ class UploadStore:
         return [self.get(owner, row["id"]) for row in rows]
 
     def delete(self, owner: str, upload_id: str) -> None:
-        """Remove an upload and its file."""
+        """Remove an upload and its file.
+
+        Raises:
+            NotFound: no such upload of `owner`.
+            Conflict: a waiting or running job uses it (the message names the job); cancel the job or let it end.
+        """
         upload = self.get(owner, upload_id)
         with self.journal.transaction() as db:
+            user = self.used_by(db, owner, upload.id) if self.used_by is not None else None
+            if user is not None:
+                raise Conflict(f"upload {upload.id} is used by job {user[0]}, which is {user[1]}; cancel that job or "
+                               "wait until it ends, then delete the upload", field="upload_id")
             db.execute("DELETE FROM uploads WHERE id = ?", (upload.id,))
         path = safe_path(self.root, owner_key(owner), upload.file)
         if path.is_file():
@@ -326,7 +340,10 @@ class UploadStore:
             cutoff = (time.time() if now is None else now) - older_than_s
             for row in self.journal.query("SELECT id, owner FROM uploads WHERE created_at < ?", (cutoff,)):
                 if row["id"] not in keep:
-                    self.delete(row["owner"], row["id"])
+                    try:
+                        self.delete(row["owner"], row["id"])
+                    except (Conflict, NotFound):  # a job took it up (or it went) since `keep` was made
+                        continue
                     removed += 1
         return removed
 

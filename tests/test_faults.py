@@ -197,6 +197,21 @@ def test_a_journal_of_schema_1_gains_the_crash_count_and_keeps_its_jobs(tmp_path
     journal.close()
 
 
+def test_deleting_an_upload_a_waiting_job_uses_answers_409_naming_the_job(make_runner):
+    runner = make_runner(start=False)
+    client = api_client(runner)
+    upload = client.post("/api/uploads", files={"file": ("logo.png", png_bytes())}).json()
+    job = client.post("/api/jobs", json=tiny_request(watermark=upload["id"])).json()
+    answer = client.delete(f"/api/uploads/{upload['id']}")
+    assert answer.status_code == 409, answer.text
+    body = answer.json()
+    assert job["id"] in body["detail"] and "cancel" in body["detail"] and body["field"] == "upload_id"
+    assert client.get(f"/api/uploads/{upload['id']}").status_code == 200
+    assert runner.uploads.path(runner.uploads.get("local", upload["id"])).is_file()
+    assert client.post(f"/api/jobs/{job['id']}/cancel").status_code == 202
+    assert client.delete(f"/api/uploads/{upload['id']}").status_code == 204
+
+
 def test_the_app_on_a_folder_in_use_prints_one_line_and_exits(make_runner, tmp_path, capsys):
     from studio.ui.app import launch
 
