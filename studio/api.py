@@ -17,7 +17,8 @@ Routes (the OpenAPI document is at ``/openapi.json``, interactive docs at ``/doc
   ``watermark``, ``caption_font`` or a scene's ``media``; ``GET /api/health``.
 
 Errors are JSON ``{"detail": "...", "field": "..."}`` with a 4xx status naming the field at fault; another user's
-job or upload answers 404, exactly like one that does not exist.
+job or upload answers 404, exactly like one that does not exist. A full disk answers ``507`` (a submission the disk
+clearly has no room for, an upload or any write that ran out of space).
 """
 
 
@@ -40,7 +41,7 @@ from . import __version__
 from .auth import Users
 from .errors import StudioError
 from .jobs import STATES, TERMINAL, JobRunner
-from .journal import ServiceError, QueueFull
+from .journal import QueueFull, ServiceError, disk_full_message, free_bytes, is_disk_full
 
 log = logging.getLogger("studio.api")
 
@@ -132,7 +133,7 @@ class Health(BaseModel):
     executor: str
 
 
-_ERRORS = {status: {"model": ErrorOut} for status in (400, 401, 404, 409, 410, 413, 422, 429)}
+_ERRORS = {status: {"model": ErrorOut} for status in (400, 401, 404, 409, 410, 413, 422, 429, 507)}
 
 
 def _request_models(runner: JobRunner) -> tuple[type[BaseModel], type[BaseModel]]:
@@ -252,6 +253,19 @@ def create_app(runner: JobRunner, auth: Users | None = None, *, close_runner: bo
     @app.exception_handler(StudioError)
     async def studio_error(request: Request, exc: StudioError) -> JSONResponse:
         return _error(422, str(exc))
+
+    @app.exception_handler(OSError)
+    async def os_error(request: Request, exc: OSError) -> JSONResponse:
+        # A write that failed for want of room is 507 and says so; any other is the server's fault, said in JSON.
+        if is_disk_full(exc):
+            try:
+                free = free_bytes(runner.data_dir)
+            except OSError:
+                free = None
+            return _error(507, disk_full_message(free, then="try again"))
+        log.error("%s %s failed", request.method, request.url.path, exc_info=exc)
+        return _error(500, f"the server failed with an internal error ({type(exc).__name__}); its log has the "
+                           "details")
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:

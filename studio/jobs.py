@@ -46,13 +46,15 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from .errors import Cancelled, StudioError
-from .journal import (Conflict, Gone, Journal, NotFound, QueueFull, RequestError, ServiceError, TooLarge,
-                      check_id, check_owner, default_data_dir, new_id, owner_key, safe_path)
+from .journal import (Conflict, DiskFull, Gone, Journal, NotFound, QueueFull, RequestError, ServiceError, TooLarge,
+                      check_id, check_owner, default_data_dir, disk_full_message, free_bytes, is_disk_full, new_id,
+                      owner_key, safe_path)
 from .progress import CancelToken
 from .uploads import UploadLimits, UploadStore
 
 __all__ = ["JobRunner", "JobRequest", "SceneRequest", "Job", "Event", "Limits", "Retention", "STATES",
-           "ServiceError", "RequestError", "NotFound", "Conflict", "Gone", "QueueFull", "TooLarge", "default_data_dir"]
+           "ServiceError", "RequestError", "NotFound", "Conflict", "Gone", "QueueFull", "TooLarge", "DiskFull",
+           "default_data_dir", "estimate_render_bytes"]
 
 log = logging.getLogger("studio.jobs")
 
@@ -62,6 +64,15 @@ WAITING = ("queued", "interrupted")
 JOBS_DIR = "jobs"
 OUTPUT_NAME = "video.mp4"
 WORDS_PER_S = 2.5  # speaking rate for estimates before narration (150 words a minute)
+# Disk space a render needs (`estimate_render_bytes`): the audio mix's temporary float32 stereo samples at 48 kHz
+# (studio.compose.audio writes them all before encoding), the narration's WAV files, the video at a generous
+# compressed size (segments and the joined MP4 exist at once), a still per scene at full size, and a margin.
+AUDIO_MIX_BYTES_PER_S = 384_000
+NARRATION_BYTES_PER_S = 96_000
+VIDEO_BITS_PER_PIXEL = 0.15
+SECONDS_PER_SCENE = 8.0  # a script's or a brief's scenes, before the storyboard is written
+BRIEF_GUESS_S = 60.0  # a brief's length is the writer's choice
+SPACE_MARGIN_BYTES = 20_000_000
 _PROGRESS_EVENT_S = 0.5  # at most two progress events a second (state, scene and step events are never skipped)
 _PROGRESS_ROW_S = 0.2
 
@@ -276,6 +287,33 @@ class JobRequest:
         if self.script is not None:
             return _speech_s(self.script)
         return 0.0  # a brief's length is the writer's choice; checked after the storyboard is written
+
+
+def estimate_render_bytes(request: JobRequest, preset: Any) -> int:
+    """About how much disk a render of `request` takes at its peak, estimated before anything is made.
+
+    The video's length is estimated from its text (`JobRequest.estimated_duration_s`; a brief counts as
+    `BRIEF_GUESS_S`); per second of video the render holds the audio mix's temporary samples
+    (`AUDIO_MIX_BYTES_PER_S`, ~384 kB), the narration and the video twice over (the segments and the joined MP4), at
+    `VIDEO_BITS_PER_PIXEL` of the preset's frame size and rate; per scene a still at full frame size; plus
+    `SPACE_MARGIN_BYTES` for the journal and the small files. It errs on the generous side: a server refuses a
+    render (HTTP 507) when the disk has less free than this.
+
+    Args:
+        request: The checked request.
+        preset: Its preset (`studio.presets.Preset`).
+
+    Returns:
+        Bytes.
+    """
+    duration_s = request.estimated_duration_s(preset)
+    if request.source == "brief":
+        duration_s = max(duration_s, BRIEF_GUESS_S)
+    width, height = preset.size(request.aspect)
+    scenes = len(request.storyboard) if request.storyboard else max(1, math.ceil(duration_s / SECONDS_PER_SCENE))
+    video_bytes_per_s = width * height * preset.fps * VIDEO_BITS_PER_PIXEL / 8
+    per_second = AUDIO_MIX_BYTES_PER_S + NARRATION_BYTES_PER_S + 2 * video_bytes_per_s
+    return int(duration_s * per_second + scenes * width * height * 3 + SPACE_MARGIN_BYTES)
 
 
 def _speech_s(text: str) -> float:
@@ -853,7 +891,9 @@ class JobRunner:
 
         Raises:
             RequestError: a bad field or a limit (named); NotFound: an upload id that is not the owner's;
-            Conflict: the idempotency key was used with another request; QueueFull: too many jobs wait.
+            Conflict: the idempotency key was used with another request; QueueFull: too many jobs wait;
+            DiskFull: the disk holding the data folder has clearly too little room for the render
+            (`estimate_render_bytes`).
         """
         # 1. Check the request and the uploads it names, before anything is queued.
         check_owner(owner)
@@ -896,6 +936,7 @@ class JobRunner:
                 else:
                     existing = None
                 if existing is None:
+                    self._check_space(checked, preset, then="submit the job again")
                     for field_name, upload_id in checked.upload_ids():  # not deleted since they were checked
                         row = db.execute("SELECT 1 FROM uploads WHERE id = ? AND owner = ?", (upload_id, owner))
                         if row.fetchone() is None:
@@ -918,14 +959,30 @@ class JobRunner:
             if existing is None and prepare is not None:
                 try:
                     prepare(self.data_dir / project)
-                except BaseException:
+                except BaseException as exc:
+                    shutil.rmtree(self.data_dir / project, ignore_errors=True)  # first: it frees a full disk
                     with self.journal.transaction() as db:
                         db.execute("DELETE FROM events WHERE job_id = ?", (job_id,))
                         db.execute("DELETE FROM jobs WHERE id = ?", (job_id,))
-                    shutil.rmtree(self.data_dir / project, ignore_errors=True)
+                    if is_disk_full(exc) and not isinstance(exc, DiskFull):
+                        raise DiskFull(disk_full_message(self._free(), estimate_render_bytes(checked, preset),
+                                                         then="submit the job again")) from exc
                     raise
             self._cond.notify_all()
         return self.get(existing or job_id, owner)
+
+    def _check_space(self, request: JobRequest, preset: Any, *, then: str) -> None:
+        """Refuse a render the disk clearly has no room for (`DiskFull`, HTTP 507)."""
+        need = estimate_render_bytes(request, preset)
+        free = self._free()
+        if free is not None and free < need:
+            raise DiskFull(disk_full_message(free, need, then=then))
+
+    def _free(self) -> int | None:
+        try:
+            return free_bytes(self.data_dir)
+        except OSError:
+            return None
 
     def _check_uploads(self, request: JobRequest, owner: str) -> None:
         wanted = {"music": ("audio", "video"), "watermark": ("image",), "caption_font": ("font",)}
@@ -1122,15 +1179,20 @@ class JobRunner:
         run.timings = dict(job.timings)
         run.timings["queued_s"] = round((job.started_at or job.created_at) - job.created_at, 3)
         run.scenes = dict(job.scenes)
+        need = None
         try:
-            # 1. The project: the saved one when resuming, else the storyboard written now.
+            # 1. Room on the disk (it may have filled since the job was submitted).
             request = JobRequest.from_dict(job.request, limits=self.limits, presets=self.presets)
             from .presets import load_preset
 
             preset = load_preset(self.presets[request.preset])
+            need = estimate_render_bytes(request, preset)
+            self._check_space(request, preset, then="submit the job again")
+
+            # 2. The project: the saved one when resuming, else the storyboard written now.
             project = self._project(run, request, preset)
 
-            # 2. Narration, visuals, composition, scene by scene through the executor.
+            # 3. Narration, visuals, composition, scene by scene through the executor.
             output = job.project_dir / "renders" / OUTPUT_NAME
             summary = produce_video(
                 project, preset=preset, output=output, executor=self.executor, narrator=request.narrator,
@@ -1139,16 +1201,16 @@ class JobRunner:
                 cancel=token)
         except Cancelled:
             self._finish(run, "interrupted" if job.id in self._stopping else "canceled")
-        except ServiceError as exc:
-            self._finish(run, "failed", error=str(exc), detail=traceback.format_exc())
-        except StudioError as exc:
-            if token.cancelled:
-                self._finish(run, "interrupted" if job.id in self._stopping else "canceled")
-            else:
-                self._finish(run, "failed", error=str(exc), detail=traceback.format_exc())
         except Exception as exc:
-            if token.cancelled:
+            if token.cancelled and not isinstance(exc, ServiceError):
                 self._finish(run, "interrupted" if job.id in self._stopping else "canceled")
+            elif is_disk_full(exc):
+                # The files it made stay (nothing made is thrown away for want of room); temporary ones go.
+                error = str(exc) if isinstance(exc, DiskFull) else disk_full_message(self._free(), need,
+                                                                                     then="submit the job again")
+                self._finish(run, "failed", error=error, detail=traceback.format_exc(), keep_files=True)
+            elif isinstance(exc, StudioError):
+                self._finish(run, "failed", error=str(exc), detail=traceback.format_exc())
             else:
                 log.exception("job %s failed", job.id)
                 self._finish(run, "failed", error=f"the render failed with an internal error ({type(exc).__name__}); "
@@ -1270,7 +1332,7 @@ class JobRunner:
             self._cond.notify_all()
 
     def _finish(self, run: _Run, state: str, *, error: str | None = None, detail: str | None = None,
-                output: Path | None = None, result: dict | None = None) -> None:
+                output: Path | None = None, result: dict | None = None, keep_files: bool = False) -> None:
         job = run.job
         now = time.time()
         run.timings["run_s"] = round(time.perf_counter() - run.started, 3)
@@ -1281,7 +1343,7 @@ class JobRunner:
             if detail:
                 log.info("job %s details:\n%s", job.id, detail)
         # Files first, the journal last: a crash in between leaves a job that is still `running`, resumed next time.
-        if state in ("failed", "canceled"):
+        if state in ("failed", "canceled") and not keep_files:
             self._discard_files(job)
         else:
             sweep_temp(job.project_dir)

@@ -22,12 +22,14 @@ killed (SIGKILL, OOM); only a power cut can lose the last moments, never corrupt
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import logging
 import os
 import re
 import secrets
+import shutil
 import sqlite3
 import stat
 import threading
@@ -92,6 +94,13 @@ class TooLarge(ServiceError):
     status = 413
 
 
+class DiskFull(ServiceError):
+    """The disk holding the data folder is full (or the user's disk quota is spent); nothing was queued or stored
+    (HTTP 507 Insufficient Storage)."""
+
+    status = 507
+
+
 class QueueFull(ServiceError):
     """The queue is full; try again later (`retry_after_s`)."""
 
@@ -100,6 +109,52 @@ class QueueFull(ServiceError):
     def __init__(self, message: str, *, retry_after_s: int = 30) -> None:
         super().__init__(message)
         self.retry_after_s = retry_after_s
+
+
+# errno values of a full disk, and SQLite's code for it (SQLITE_FULL)
+DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
+_SQLITE_FULL = 13
+# what ffmpeg (and other programs whose messages become a StudioError) say on a full disk
+_DISK_FULL_WORDS = ("No space left on device", "Disk quota exceeded")
+
+
+def free_bytes(folder: Path) -> int:
+    """Free space on the disk holding `folder`, in bytes (what an unprivileged process may still write)."""
+    return shutil.disk_usage(folder).free
+
+
+def is_disk_full(exc: BaseException | None) -> bool:
+    """Whether `exc`, or an error it was raised from, says the disk is full: ``OSError`` ENOSPC or EDQUOT, SQLite's
+    SQLITE_FULL, a `DiskFull`, or a program's "No space left on device" in a `StudioError`'s message."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, DiskFull):
+            return True
+        if isinstance(exc, OSError) and exc.errno in DISK_FULL_ERRNOS:
+            return True
+        if isinstance(exc, sqlite3.OperationalError) and getattr(exc, "sqlite_errorcode", None) == _SQLITE_FULL:
+            return True
+        if isinstance(exc, StudioError) and any(words in str(exc) for words in _DISK_FULL_WORDS):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+def disk_full_message(free: int | None, need: int | None = None, *, what: str = "this render",
+                      then: str = "try again") -> str:
+    """What a user reads when the disk holding the data folder is full: the free space, what the work needs (when
+    known), and what to do. Never a path: the user of an API does not see the server's folders."""
+    facts = [] if free is None else [f"{_mb(free)} MB free"]
+    if need:
+        facts.append(f"{what} needs about {_mb(need)} MB")
+    found = f" ({', '.join(facts)})" if facts else ""
+    return (f"the disk holding the data folder is full{found}; free some space there (remove old renders, uploads or "
+            f"other files) or ask the server's operator to, then {then}")
+
+
+def _mb(size: int) -> str:
+    return f"{max(0, size) / 1e6:,.0f}"
 
 
 def default_data_dir() -> Path:
@@ -356,24 +411,63 @@ class Journal:
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
-        """A write transaction (``BEGIN IMMEDIATE`` ... ``COMMIT``), serialised with every other use."""
+        """A write transaction (``BEGIN IMMEDIATE`` ... ``COMMIT``), serialised with every other use.
+
+        Raises:
+            DiskFull: the disk is full (the transaction was rolled back).
+        """
         with self.lock:
-            self.db.execute("BEGIN IMMEDIATE")
+            try:
+                self.db.execute("BEGIN IMMEDIATE")
+            except sqlite3.DatabaseError as exc:
+                self._raise(exc)
             try:
                 yield self.db
-            except BaseException:
-                self.db.execute("ROLLBACK")
+            except BaseException as exc:
+                with contextlib.suppress(sqlite3.Error):  # SQLite may have rolled it back itself (a full disk)
+                    self.db.execute("ROLLBACK")
+                if isinstance(exc, sqlite3.DatabaseError):
+                    self._raise(exc)
                 raise
-            self.db.execute("COMMIT")
+            try:
+                self.db.execute("COMMIT")
+            except sqlite3.DatabaseError as exc:
+                with contextlib.suppress(sqlite3.Error):
+                    self.db.execute("ROLLBACK")
+                self._raise(exc)
 
     def query(self, sql: str, params: tuple = ()) -> list[sqlite3.Row]:
         with self.lock:
-            return self.db.execute(sql, params).fetchall()
+            try:
+                return self.db.execute(sql, params).fetchall()
+            except sqlite3.DatabaseError as exc:
+                self._raise(exc)
 
     def execute(self, sql: str, params: tuple = ()) -> int:
         """Run one statement in its own transaction; returns the number of rows changed."""
         with self.lock:
-            return self.db.execute(sql, params).rowcount
+            try:
+                return self.db.execute(sql, params).rowcount
+            except sqlite3.DatabaseError as exc:
+                self._raise(exc)
+
+    def _raise(self, exc: sqlite3.DatabaseError) -> None:
+        translated = self._translate(exc)
+        if translated is exc:
+            raise exc
+        raise translated from exc
+
+    def _translate(self, exc: sqlite3.DatabaseError) -> Exception:
+        """The error to raise for one of SQLite's: a full disk is `DiskFull`; anything else is raised as it is."""
+        if is_disk_full(exc):
+            return DiskFull(disk_full_message(self._free(), then="try again"))
+        return exc
+
+    def _free(self) -> int | None:
+        try:
+            return free_bytes(self.data_dir)
+        except OSError:
+            return None
 
     def add_event(self, db: sqlite3.Connection, job_id: str, kind: str, data: dict, time_s: float) -> int:
         """Append an event to a job's stream (inside a transaction); returns its sequence number (1, 2, ...)."""

@@ -25,7 +25,8 @@ from pathlib import Path
 from typing import IO, Callable, Iterable
 
 from .fonts import FONT_MAX_BYTES, FONT_SIGNATURES, FontError, inspect_font
-from .journal import Conflict, Journal, NotFound, RequestError, TooLarge, check_id, new_id, owner_key, safe_path
+from .journal import (Conflict, DiskFull, Journal, NotFound, RequestError, TooLarge, check_id, disk_full_message,
+                      free_bytes, is_disk_full, new_id, owner_key, safe_path)
 
 KINDS = ("image", "audio", "video", "font")
 UPLOADS_DIR = "uploads"
@@ -142,6 +143,7 @@ class UploadStore:
 
         Raises:
             TooLarge: over `UploadLimits.max_bytes`, or the owner's total over `max_owner_bytes`.
+            DiskFull: the disk holding the data folder filled up (nothing of this upload is kept; HTTP 507).
             RequestError: empty, or not an image, audio, video or font this server accepts (the message says why).
         """
         # 1. Copy it to a temporary name in the owner's folder, counting bytes.
@@ -151,14 +153,20 @@ class UploadStore:
         digest = hashlib.sha256()
         size = 0
         try:
-            with open(tmp, "xb") as out:
-                for chunk in _chunks(source):
-                    size += len(chunk)
-                    if size > self.limits.max_bytes:
-                        raise TooLarge(f"the file is larger than the upload limit of {self.limits.max_bytes // 1_000_000} MB",
-                                       field="file")
-                    digest.update(chunk)
-                    out.write(chunk)
+            try:
+                with open(tmp, "xb") as out:
+                    for chunk in _chunks(source):
+                        size += len(chunk)
+                        if size > self.limits.max_bytes:
+                            raise TooLarge(f"the file is larger than the upload limit of "
+                                           f"{self.limits.max_bytes // 1_000_000} MB", field="file")
+                        digest.update(chunk)
+                        out.write(chunk)
+            except OSError as exc:
+                if is_disk_full(exc):
+                    raise DiskFull(disk_full_message(self._free(), what="the upload",
+                                                     then="upload the file again"), field="file") from None
+                raise
             if size == 0:
                 raise RequestError("the file is empty", field="file")
             used = self._owner_bytes(owner)
@@ -169,20 +177,39 @@ class UploadStore:
             # 2. Check the content and choose the stored name.
             kind, ext, info = self._check_content(tmp, size, filename)
             final = folder / f"{upload_id}{ext}"
-            os.replace(tmp, final)
+            try:
+                os.replace(tmp, final)
+            except OSError as exc:
+                if is_disk_full(exc):
+                    raise DiskFull(disk_full_message(self._free(), what="the upload",
+                                                     then="upload the file again"), field="file") from None
+                raise
         finally:
             if tmp.exists():
                 tmp.unlink()
 
-        # 3. Record it.
+        # 3. Record it (a record that cannot be written takes the file with it).
         upload = Upload(id=upload_id, owner=owner, kind=kind, file=final.name, size_bytes=size,
                         sha256=digest.hexdigest(), name=_display_name(filename), info=info, created_at=time.time())
-        with self.journal.transaction() as db:
-            db.execute("INSERT INTO uploads (id, owner, kind, file, size_bytes, sha256, name, info, created_at) "
-                       "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                       (upload.id, owner, kind, upload.file, size, upload.sha256, upload.name,
-                        json.dumps(info, ensure_ascii=True), upload.created_at))
+        try:
+            with self.journal.transaction() as db:
+                db.execute("INSERT INTO uploads (id, owner, kind, file, size_bytes, sha256, name, info, created_at) "
+                           "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                           (upload.id, owner, kind, upload.file, size, upload.sha256, upload.name,
+                            json.dumps(info, ensure_ascii=True), upload.created_at))
+        except BaseException as exc:
+            final.unlink(missing_ok=True)
+            if isinstance(exc, DiskFull):
+                raise DiskFull(disk_full_message(self._free(), what="the upload", then="upload the file again"),
+                               field="file") from exc
+            raise
         return upload
+
+    def _free(self) -> int | None:
+        try:
+            return free_bytes(self.root)
+        except OSError:
+            return None
 
     def _owner_bytes(self, owner: str) -> int:
         row = self.journal.query("SELECT COALESCE(SUM(size_bytes), 0) FROM uploads WHERE owner = ?", (owner,))

@@ -94,6 +94,64 @@ def journal_files(data: Path) -> None:
 
 
 # -- 6. a full disk ------------------------------------------------------------------------------------------------
+def test_render_space_estimate_follows_frame_size_length_and_the_audio_mix():
+    from studio.jobs import AUDIO_MIX_BYTES_PER_S, estimate_render_bytes
+    from studio.presets import load_preset
+
+    draft, standard = load_preset("draft"), load_preset("standard")
+    assert AUDIO_MIX_BYTES_PER_S == 384_000  # float32 stereo at 48 kHz
+    one = JobRequest.from_dict({"storyboard": storyboard([10.0]), "preset": "draft"})
+    six = JobRequest.from_dict({"storyboard": storyboard([10.0] * 6), "preset": "draft"})
+    big = JobRequest.from_dict({"storyboard": storyboard([10.0] * 6), "preset": "standard"})
+    small, long_, large = (estimate_render_bytes(r, p) for r, p in ((one, draft), (six, draft), (big, standard)))
+    assert 0 < small < long_ < large
+    assert long_ - small >= 50 * AUDIO_MIX_BYTES_PER_S  # 50 s more video: at least the mix's temporary space more
+    assert large - long_ > 6 * (1280 * 720 - 854 * 480)  # bigger frames need more room
+    script = JobRequest.from_dict({"script": "word " * 150, "preset": "draft"})  # about 60 s of speech
+    assert estimate_render_bytes(script, draft) >= 60 * AUDIO_MIX_BYTES_PER_S
+    brief = JobRequest.from_dict({"brief": "Why tea is a leaf", "preset": "draft"})  # its length is the writer's
+    assert estimate_render_bytes(brief, draft) >= 30 * AUDIO_MIX_BYTES_PER_S
+    assert small < 200_000_000  # an estimate, not a refusal of every render
+
+
+def test_submit_on_a_full_disk_answers_507_naming_the_space(make_runner, monkeypatch):
+    from studio.journal import DiskFull
+
+    runner = make_runner(start=False)
+    client = api_client(runner)
+    full_disk(monkeypatch, 2_000_000)
+    answer = client.post("/api/jobs", json=tiny_request())
+    assert answer.status_code == 507, answer.text
+    body = answer.json()
+    assert set(body) >= {"detail", "field"}
+    assert "the disk holding the data folder is full (2 MB free, this render needs about" in body["detail"]
+    assert str(runner.data_dir) not in body["detail"]
+    with pytest.raises(DiskFull) as err:
+        runner.submit(tiny_request(), owner="alice")
+    assert err.value.status == 507
+    assert runner.list() == []  # nothing was queued
+
+
+def test_a_write_failing_with_enospc_at_submit_answers_507_and_queues_nothing(make_runner, monkeypatch):
+    from studio.journal import DiskFull
+
+    runner = make_runner(start=False)
+
+    def prepare(folder: Path) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with pytest.raises(DiskFull, match="the disk holding the data folder is full"):
+        runner.submit(tiny_request(), owner="local", prepare=prepare)
+    assert runner.list() == []
+    assert not any((runner.data_dir / "jobs").rglob("*"))  # its folder went too
+
+    client = api_client(runner)
+    monkeypatch.setattr(runner, "submit", lambda *a, **k: prepare(None))  # any write of a route that fails so
+    answer = client.post("/api/jobs", json=tiny_request())
+    assert answer.status_code == 507, answer.text
+    assert answer.json()["field"] is None and "disk holding the data folder is full" in answer.json()["detail"]
+
+
 class _FullFile:
     """A file whose writes fail as on a full disk."""
 
@@ -111,6 +169,68 @@ class _FullFile:
 
     def __exit__(self, *exc) -> None:
         self.handle.close()
+
+
+def test_an_upload_on_a_full_disk_answers_507_and_keeps_the_earlier_uploads(make_runner, monkeypatch):
+    import studio.uploads
+
+    runner = make_runner(start=False)
+    client = api_client(runner)
+    first = client.post("/api/uploads", files={"file": ("a.png", png_bytes())})
+    assert first.status_code == 201, first.text
+    stored = runner.uploads.path(runner.uploads.get("local", first.json()["id"]))
+    before = stored.read_bytes()
+
+    real_open = open
+    monkeypatch.setattr(studio.uploads, "open",
+                        lambda path, mode="r", *a, **k: (_FullFile(real_open(path, mode, *a, **k)) if "x" in mode
+                                                         else real_open(path, mode, *a, **k)), raising=False)
+    full_disk(monkeypatch, 1_000_000)
+    answer = client.post("/api/uploads", files={"file": ("b.png", png_bytes(seed=2))})
+    assert answer.status_code == 507, answer.text
+    body = answer.json()
+    assert body["field"] == "file" and "the disk holding the data folder is full (1 MB free" in body["detail"]
+    assert [u["id"] for u in client.get("/api/uploads").json()["uploads"]] == [first.json()["id"]]
+    assert stored.read_bytes() == before
+    assert list(runner.uploads.folder("local").glob(".*")) == []  # no temporary file left
+
+
+def test_a_job_that_hits_enospc_fails_saying_so_and_loses_nothing(make_runner, monkeypatch):
+    from studio.visuals.cards import CardsPainter
+
+    runner = make_runner()
+    upload = runner.uploads.save("local", io.BytesIO(png_bytes()), "logo.png")
+    earlier = runner.wait(runner.submit(tiny_request(), owner="local").id, timeout_s=120)
+    assert earlier.state == "done", earlier.error
+    video = earlier.output.read_bytes()
+
+    def paint(self, *args, **kwargs):  # the disk fills up while the job paints
+        full_disk(monkeypatch, 4_000_000)
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(CardsPainter, "paint", paint)
+    job = runner.submit(tiny_request((1.0, 1.5)), owner="local")
+    failed = runner.wait(job.id, timeout_s=120)
+    assert failed.state == "failed"
+    assert "the disk holding the data folder is full (4 MB free, this render needs about" in failed.error
+    assert "internal error" not in failed.error and "OSError" not in failed.error
+    assert api_client(runner).get(f"/api/jobs/{job.id}").json()["error"]["message"] == failed.error
+    # Nothing already made is lost: the earlier render, the upload, and this job's narration made before the failure.
+    assert runner.video_path(earlier.id).read_bytes() == video
+    assert runner.uploads.path(runner.uploads.get("local", upload.id)).is_file()
+    assert any(p.suffix == ".wav" for p in (failed.project_dir / "assets").rglob("*"))
+    assert temp_files(runner.data_dir) == []
+
+
+def test_the_worker_checks_free_space_again_before_it_starts_a_job(make_runner, monkeypatch):
+    runner = make_runner(start=False)
+    job = runner.submit(tiny_request(), owner="local")  # enough room when it was submitted
+    full_disk(monkeypatch, 3_000_000)
+    runner.start()
+    failed = runner.wait(job.id, timeout_s=60)
+    assert failed.state == "failed"
+    assert "the disk holding the data folder is full (3 MB free, this render needs about" in failed.error
+    assert failed.steps == []  # not even the storyboard was written
 
 
 # -- 7. an emptied journal -----------------------------------------------------------------------------------------
