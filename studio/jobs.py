@@ -18,7 +18,13 @@ scene by scene through an executor (`studio.executors`; local by default, or Ray
 journal (`studio.journal`, SQLite in WAL mode) as it happens: state, percent, step, scene, per-scene results, step
 timings, events. A SIGKILL therefore loses at most the unit of work in flight: the journal says ``running``, which the
 next start turns into ``interrupted``; files are written under temporary names and renamed when complete, so no
-truncated asset or MP4 ever has a final name, and the temporary ones are swept away.
+truncated asset or MP4 ever has a final name, and the temporary ones are swept away. Each job's folder also holds
+its record (``job.json``, refreshed at each change of state): with the journal's backup it rebuilds a lost or
+damaged journal (`studio.recovery`, ``studio serve --recover``).
+
+A full disk loses nothing: a submission the disk clearly has no room for (`estimate_render_bytes`) raises `DiskFull`
+(HTTP 507), the worker checks again before it starts, and a job that still runs out of room fails saying so, keeping
+what it made.
 
 Concurrency: ``gpu_slots`` jobs that use model providers on a GPU (default 1) and ``cpu_slots`` jobs that use only
 offline providers (default 1) run at once; at most ``max_queued`` jobs wait (``max_queued_per_owner`` per user), and a
@@ -45,10 +51,11 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
+from .assets import atomic_write_text
 from .errors import Cancelled, StudioError
-from .journal import (Conflict, DiskFull, Gone, Journal, NotFound, QueueFull, RequestError, ServiceError, TooLarge,
-                      check_id, check_owner, default_data_dir, disk_full_message, free_bytes, is_disk_full, new_id,
-                      owner_key, safe_path)
+from .journal import (BACKUP_FILE, Conflict, DiskFull, Gone, Journal, NotFound, QueueFull, RequestError, ServiceError,
+                      TooLarge, check_id, check_owner, default_data_dir, disk_full_message, free_bytes, is_disk_full,
+                      new_id, owner_key, safe_path)
 from .progress import CancelToken
 from .uploads import UploadLimits, UploadStore
 
@@ -62,6 +69,7 @@ STATES = ("queued", "running", "done", "failed", "canceled", "interrupted")
 TERMINAL = frozenset({"done", "failed", "canceled"})
 WAITING = ("queued", "interrupted")
 JOBS_DIR = "jobs"
+JOB_FILE = "job.json"  # a job's record in its folder: what rebuilds its journal row if the journal is lost
 OUTPUT_NAME = "video.mp4"
 WORDS_PER_S = 2.5  # speaking rate for estimates before narration (150 words a minute)
 # Disk space a render needs (`estimate_render_bytes`): the audio mix's temporary float32 stereo samples at 48 kHz
@@ -630,6 +638,22 @@ def _job_using_upload(db: Any, owner: str, upload_id: str) -> tuple[str, str] | 
     return None
 
 
+# The columns a job's record (`JOB_FILE`) holds; the JSON ones as JSON.
+RECORD_COLUMNS = ("id", "owner", "state", "resource", "request_sha256", "idempotency_key", "preset", "output", "error",
+                  "percent", "attempts", "crashes", "expired", "created_at", "started_at", "finished_at")
+RECORD_JSON_COLUMNS = ("request", "result", "steps", "scenes", "timings")
+
+
+def save_job_record(data_dir: Path, row: Any) -> None:
+    """Write a job's record (`JOB_FILE`, atomically) into its folder from its journal row."""
+    record: dict[str, Any] = {"format": 1, **{k: row[k] for k in RECORD_COLUMNS}}
+    for key in RECORD_JSON_COLUMNS:
+        record[key] = json.loads(row[key]) if row[key] else None
+    folder = safe_path(data_dir, *row["project"].split("/"))
+    folder.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(folder / JOB_FILE, json.dumps(record, ensure_ascii=True, indent=1))
+
+
 def _gpu_present() -> bool:
     """Whether an NVIDIA GPU is visible, without importing torch."""
     if os.environ.get("CUDA_VISIBLE_DEVICES", None) in ("", "-1"):
@@ -748,6 +772,7 @@ class JobRunner:
             restart) are not counted: the job resumes however often the server is restarted.
         classify: ``classify(request, preset) -> "gpu" | "cpu"``; default `default_classify`.
         segments: Compose segment by segment (cached, so a resumed job re-encodes only unfinished segments).
+        backup_every_s: How often the journal is checked and backed up to ``studio.db.bak`` (also at `close`).
         start: Start the workers now (False: call `start()` later; submissions wait in the queue).
     """
 
@@ -756,7 +781,7 @@ class JobRunner:
                  limits: Limits | None = None, upload_limits: UploadLimits | None = None,
                  retention: Retention | None = None, presets: Iterable[Path | str] = (), max_attempts: int = 3,
                  classify: Callable[[JobRequest, Any], str] | None = None, segments: bool = True,
-                 start: bool = True) -> None:
+                 backup_every_s: float = 600.0, start: bool = True) -> None:
         from .executors import LocalExecutor
         from .presets import load_preset
 
@@ -772,6 +797,9 @@ class JobRunner:
         self.max_attempts = max_attempts
         self.classify = classify or default_classify
         self.segments = segments
+        if isinstance(backup_every_s, bool) or not isinstance(backup_every_s, (int, float)) or not backup_every_s > 0:
+            raise StudioError(f"`backup_every_s` must be a number of seconds above 0, got {backup_every_s!r}")
+        self.backup_every_s = float(backup_every_s)
         self.presets: dict[str, str] = _tier_presets()
         for path in presets:
             preset = load_preset(Path(path))  # raises naming the file
@@ -791,7 +819,23 @@ class JobRunner:
         self._closing = False
         self._threads: list[threading.Thread] = []
         self._janitor_wake = threading.Event()
-        self.recovered = self._recover()
+
+        # 3. Nothing the folders hold is lost with the journal: an emptied journal comes back from its backup, and
+        #    every job or upload folder whose record the journal lacks gets its row back (`studio.recovery`).
+        from .recovery import rebuild, restore_if_emptied
+
+        try:
+            restored = restore_if_emptied(self.journal)
+            self.rebuilt = rebuild(self.journal, self.uploads, restored=restored)
+            if self.rebuilt.changed:
+                log.warning("the journal did not know everything in %s: %s", self.data_dir,
+                            "; ".join(self.rebuilt.lines()))
+            self.recovered = self._recover()
+            if self.rebuilt.changed:
+                self._backup_quietly()
+        except BaseException:
+            self.journal.close()  # release the folder: the caller may try again
+            raise
 
         if start:
             self.start()
@@ -830,6 +874,7 @@ class JobRunner:
         for thread in self._threads:
             thread.join(max(0.1, deadline - time.monotonic()))
         try:
+            self._backup_quietly()  # a clean shutdown leaves a fresh backup
             self.executor.close()
         finally:
             self.journal.close()
@@ -845,7 +890,7 @@ class JobRunner:
         ``interrupted`` (or ``failed`` after `max_attempts` crashes) and sweep the temporary files every job folder
         may hold; returns the ids marked."""
         now = time.time()
-        marked = []
+        marked, failed = [], []
         with self.journal.transaction() as db:
             for row in db.execute("SELECT id, crashes FROM jobs WHERE state = 'running'").fetchall():
                 crashes = row["crashes"] + 1  # a graceful stop leaves `interrupted`, never `running`: this was a crash
@@ -855,6 +900,7 @@ class JobRunner:
                     db.execute("UPDATE jobs SET state = 'failed', crashes = ?, error = ?, finished_at = ?, updated_at = ?"
                                " WHERE id = ?", (crashes, message, now, now, row["id"]))
                     self.journal.add_event(db, row["id"], "failed", {"state": "failed", "error": message}, now)
+                    failed.append(row["id"])
                 else:
                     db.execute("UPDATE jobs SET state = 'interrupted', crashes = ?, updated_at = ? WHERE id = ?",
                                (crashes, now, row["id"]))
@@ -862,6 +908,8 @@ class JobRunner:
                         "state": "interrupted",
                         "message": "the server stopped while this job ran; it resumes from the assets already made"}, now)
                     marked.append(row["id"])
+        for job_id in failed:
+            self._save_record(job_id)
         jobs_root = self.data_dir / JOBS_DIR
         for owner_dir in jobs_root.iterdir() if jobs_root.is_dir() else ():
             if owner_dir.is_dir() and not owner_dir.is_symlink():
@@ -883,8 +931,8 @@ class JobRunner:
             idempotency_key: The same key with the same request returns the job it made the first time instead of
                 making another (1-200 printable ASCII characters).
             prepare: Called with a new job's project folder before any worker can take the job (the studio app
-                seeds it with the project and the assets its panels made). If it raises, the job is dropped and the
-                error is raised.
+                seeds it with the project and the assets its panels made); the job's record (`JOB_FILE`) is
+                written there after it. If it raises, the job is dropped and the error is raised.
 
         Returns:
             The queued `Job` (or the earlier one, for a repeated idempotency key).
@@ -956,9 +1004,11 @@ class JobRunner:
                         (job_id, owner, resource, json.dumps(checked.to_dict(), ensure_ascii=True), fingerprint,
                          idempotency_key, checked.preset, project, now, now))
                     self.journal.add_event(db, job_id, "queued", {"state": "queued"}, now)
-            if existing is None and prepare is not None:
+            if existing is None:
                 try:
-                    prepare(self.data_dir / project)
+                    if prepare is not None:
+                        prepare(self.data_dir / project)
+                    self._save_record(job_id, quiet=False)
                 except BaseException as exc:
                     shutil.rmtree(self.data_dir / project, ignore_errors=True)  # first: it frees a full disk
                     with self.journal.transaction() as db:
@@ -970,6 +1020,18 @@ class JobRunner:
                     raise
             self._cond.notify_all()
         return self.get(existing or job_id, owner)
+
+    def _save_record(self, job_id: str, *, quiet: bool = True) -> None:
+        """Refresh the job's record in its folder (after each change of state); a failure is logged, not raised,
+        unless `quiet` is False: the journal stays the truth, the record is its copy for a lost journal."""
+        try:
+            rows = self.journal.query("SELECT * FROM jobs WHERE id = ?", (job_id,))
+            if rows and not rows[0]["expired"]:
+                save_job_record(self.data_dir, rows[0])
+        except (OSError, StudioError) as exc:
+            if not quiet:
+                raise
+            log.warning("the record of job %s was not written: %s", job_id, exc)
 
     def _check_space(self, request: JobRequest, preset: Any, *, then: str) -> None:
         """Refuse a render the disk clearly has no room for (`DiskFull`, HTTP 507)."""
@@ -1113,6 +1175,7 @@ class JobRunner:
             token.cancel()
         elif job.state in WAITING:
             self._discard_files(job)
+            self._save_record(job_id)
         return self.get(job_id, owner)
 
     # -- the workers -----------------------------------------------------------------------------------------------
@@ -1122,7 +1185,12 @@ class JobRunner:
                 while True:
                     if self._closing:
                         return
-                    claimed = self._claim(resource)
+                    try:
+                        claimed = self._claim(resource)
+                    except ServiceError as exc:  # a damaged or busy journal: keep the worker, try again later
+                        log.error("worker %s cannot take a job: %s", threading.current_thread().name, exc)
+                        self._cond.wait(5.0)
+                        continue
                     if claimed is not None:
                         break
                     self._cond.wait(1.0)
@@ -1366,6 +1434,7 @@ class JobRunner:
                          output.relative_to(self.data_dir).as_posix() if output is not None else None,
                          json.dumps(result) if result else None, json.dumps(run.timings), state, now, now, job.id))
                 self.journal.add_event(db, job.id, state, data, now)
+            self._save_record(job.id)  # before anyone waiting for the end wakes
             self._cond.notify_all()
 
     def _discard_files(self, job: Job) -> None:
@@ -1383,12 +1452,38 @@ class JobRunner:
 
     # -- disk hygiene ----------------------------------------------------------------------------------------------
     def _janitor(self) -> None:
+        """Apply the retention policy every `Retention.sweep_every_s`, and back the journal up (checking it first)
+        every `backup_every_s`."""
+        next_sweep = time.monotonic()
+        next_backup = next_sweep + self.backup_every_s
         while not self._closing:
-            try:
-                self.expire()
-            except Exception:
-                log.exception("applying the retention policy failed")
-            self._janitor_wake.wait(self.retention.sweep_every_s)
+            now = time.monotonic()
+            if now >= next_sweep:
+                try:
+                    self.expire()
+                except Exception:
+                    log.exception("applying the retention policy failed")
+                next_sweep = now + self.retention.sweep_every_s
+            if now >= next_backup:
+                self._backup_quietly()
+                next_backup = now + self.backup_every_s
+            self._janitor_wake.wait(max(0.0, min(next_sweep, next_backup) - time.monotonic()))
+
+    def backup_journal(self) -> Path:
+        """Back the journal up now (``studio.db.bak`` in the data folder, atomically; `Journal.backup`); the
+        server does this every `backup_every_s` and when it stops.
+
+        Raises:
+            JournalDamaged: the journal failed its check (the previous backup is kept); DiskFull: no room for it.
+        """
+        return self.journal.backup()
+
+    def _backup_quietly(self) -> None:
+        try:
+            if self.journal.changed_since_backup or not (self.data_dir / BACKUP_FILE).is_file():
+                self.journal.backup()
+        except Exception as exc:  # a damaged journal or a full disk: the previous backup stays, the log says why
+            log.error("the journal's backup was not refreshed: %s", exc)
 
     def expire(self, now: float | None = None) -> list[str]:
         """Apply the retention policy now: remove the folders of jobs that ended more than `Retention.max_age_s`
@@ -1429,5 +1524,6 @@ class JobRunner:
             in_use = set()
             for row in self.journal.query("SELECT request FROM jobs WHERE state IN ('queued', 'interrupted', 'running')"):
                 in_use.update(request_upload_ids(json.loads(row["request"])))
-            self.uploads.sweep(older_than_s=policy.upload_max_age_s, keep=in_use, now=now)
+            # (not the temporary files: an upload may be under way; the start's sweep removes a crash's)
+            self.uploads.sweep(older_than_s=policy.upload_max_age_s, keep=in_use, now=now, temp=False)
         return expired

@@ -143,10 +143,18 @@ def test_a_write_failing_with_enospc_at_submit_answers_507_and_queues_nothing(ma
     with pytest.raises(DiskFull, match="the disk holding the data folder is full"):
         runner.submit(tiny_request(), owner="local", prepare=prepare)
     assert runner.list() == []
-    assert not any((runner.data_dir / "jobs").rglob("*"))  # its folder went too
+    assert list((runner.data_dir / "jobs").glob("*/*")) == []  # its folder went too
 
     client = api_client(runner)
-    monkeypatch.setattr(runner, "submit", lambda *a, **k: prepare(None))  # any write of a route that fails so
+    import studio.jobs
+
+    monkeypatch.setattr(studio.jobs, "atomic_write_text", lambda path, text: prepare(path))  # the job's record
+    answer = client.post("/api/jobs", json=tiny_request())
+    assert answer.status_code == 507, answer.text
+    assert "disk holding the data folder is full" in answer.json()["detail"]
+    assert runner.list() == [] and list((runner.data_dir / "jobs").glob("*/*")) == []
+
+    monkeypatch.setattr(runner, "submit", lambda *a, **k: prepare(None))  # any other write of a route that fails so
     answer = client.post("/api/jobs", json=tiny_request())
     assert answer.status_code == 507, answer.text
     assert answer.json()["field"] is None and "disk holding the data folder is full" in answer.json()["detail"]
@@ -242,7 +250,117 @@ def _work(runner) -> tuple:
     return upload, done
 
 
+def test_a_lost_journal_deletes_no_upload_and_its_jobs_are_rebuilt_from_their_folders(make_runner, tmp_path):
+    data = tmp_path / "data"
+    runner = make_runner()
+    upload, done = _work(runner)
+    queued = runner.submit(tiny_request((3.0,)), owner="bob")
+    runner.cancel(queued.id, "bob")
+    assert runner.wait(queued.id, timeout_s=60).state == "canceled"
+    kept = runner.uploads.path(upload).read_bytes()
+    runner.close()
+    journal_files(data)
+    (data / "studio.db.bak").unlink(missing_ok=True)  # no backup either: only the folders are left
+
+    again = make_runner()
+    assert again.uploads.path(again.uploads.get("alice", upload.id)).read_bytes() == kept
+    rebuilt = again.get(done.id, "alice")
+    assert rebuilt.state == "done" and rebuilt.request == done.request and rebuilt.result == done.result
+    assert again.video_path(done.id, "alice").read_bytes() == done.output.read_bytes()
+    assert again.get(queued.id, "bob").state == "canceled"
+    assert [e.kind for e in again.events(done.id)][-1] == "done"
+
+
+def test_the_journal_is_backed_up_atomically_and_an_emptied_journal_comes_back_from_it(make_runner, tmp_path):
+    data = tmp_path / "data"
+    runner = make_runner()
+    upload, done = _work(runner)
+    runner.backup_journal()
+    assert not list(data.glob(".studio.db.bak*")) and not list(data.glob("studio.db.bak-*"))  # no temporary file
+    backup = sqlite3.connect(data / "studio.db.bak")
+    assert backup.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    assert backup.execute("SELECT state FROM jobs WHERE id = ?", (done.id,)).fetchone()[0] == "done"
+    backup.close()
+    events = [e.kind for e in runner.events(done.id)]
+    runner.close()  # a clean shutdown refreshes the backup too
+    journal_files(data)
+    sqlite3.connect(data / "studio.db").close()  # an empty journal where the real one was
+
+    again = make_runner()
+    assert [e.kind for e in again.events(done.id)] == events  # the whole history, from the backup
+    assert again.uploads.get("alice", upload.id).sha256 == upload.sha256
+
+
+def test_serve_check_and_recover_a_damaged_journal(make_runner, tmp_path, capsys):
+    from studio.cli import main
+
+    data = tmp_path / "data"
+    runner = make_runner(start=False, max_queued_per_owner=50)
+    upload = runner.uploads.save("alice", io.BytesIO(png_bytes()), "logo.png")
+    jobs = [runner.submit(tiny_request(), owner="alice").id for _ in range(20)]
+    runner.backup_journal()
+    older = (data / "studio.db.bak").read_bytes()  # a backup from before the last ten jobs and a cancel
+    jobs += [runner.submit(tiny_request(), owner="alice").id for _ in range(10)]
+    runner.cancel(jobs[3], "alice")
+    runner.close()
+
+    assert main(["serve", "--check", "--data-dir", str(data)]) == 0
+    out = capsys.readouterr().out
+    assert "ok" in out and "30 jobs" in out
+
+    damage(data / "studio.db")
+    (data / "studio.db.bak").write_bytes(older)
+    with pytest.raises(StudioError) as err:  # 8. refused at start, naming the fix
+        JobRunner(data, start=False)
+    message = str(err.value)
+    assert "damaged" in message and "studio serve --recover" in message and "\n" not in message
+
+    assert main(["serve", "--check", "--data-dir", str(data)]) == 1
+    out = capsys.readouterr().out
+    assert "damaged" in out and "--recover" in out
+
+    assert main(["serve", "--recover", "--data-dir", str(data)]) == 0
+    capsys.readouterr()
+    assert len(list(data.glob("studio.db.damaged-*"))) >= 1  # the damaged file is kept aside
+    again = make_runner(start=False)
+    assert sorted(j.id for j in again.list("alice", limit=100)) == sorted(jobs)  # the backup's and the folders'
+    assert again.get(jobs[3]).state == "canceled"  # its ending came from its folder's record
+    assert [j.state for j in again.list("alice", limit=100)].count("queued") == 29
+    assert again.uploads.path(again.uploads.get("alice", upload.id)).is_file()
+    assert main(["serve", "--recover", "--data-dir", str(data)]) == 2  # not while a server uses the folder
+    assert "in use by another Studio server" in capsys.readouterr().err
+
+
 # -- 8. a damaged journal page while serving -----------------------------------------------------------------------
+def test_a_journal_damaged_while_serving_answers_503_and_health_says_degraded(make_runner, tmp_path):
+    db = tmp_path / "data" / "studio.db"
+    runner = make_runner(start=False, max_queued_per_owner=50)
+    jobs = [runner.submit(tiny_request(), owner="local").id for _ in range(30)]
+    client = api_client(runner)
+    assert client.get("/api/health").json()["status"] == "ok"
+
+    with runner.journal.lock:
+        runner.journal.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        damage(db)
+        other = sqlite3.connect(db)
+        with pytest.raises(sqlite3.DatabaseError):
+            other.execute("SELECT * FROM jobs").fetchall()
+        other.close()
+        runner.journal.db.execute("PRAGMA shrink_memory")  # its cached pages go, as a busy server's would
+
+    for method, url, kwargs in (("GET", "/api/jobs", {}), ("GET", f"/api/jobs/{jobs[0]}", {}),
+                                ("POST", "/api/jobs", {"json": tiny_request()}), ("GET", "/api/uploads", {}),
+                                ("POST", "/api/uploads", {"files": {"file": ("a.png", png_bytes())}})):
+        answer = client.request(method, url, **kwargs)
+        assert answer.status_code == 503, (url, answer.text)
+        body = answer.json()
+        assert "field" in body and "damaged" in body["detail"] and "studio serve --recover" in body["detail"], body
+    health = client.get("/api/health")
+    assert health.status_code == 503 and health.json()["status"] == "degraded"
+    assert "studio serve --recover" in health.json()["reason"]
+    assert list(runner.uploads.folder("local").iterdir()) == []  # the refused upload left nothing
+
+
 # -- 9. server.lock deleted ----------------------------------------------------------------------------------------
 def test_deleting_server_lock_does_not_let_a_second_runner_in(make_runner, tmp_path, tiny):
     data = tmp_path / "data"
