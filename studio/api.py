@@ -17,7 +17,9 @@ Routes (the OpenAPI document is at ``/openapi.json``, interactive docs at ``/doc
   ``watermark``, ``caption_font`` or a scene's ``media``; ``GET /api/health``.
 
 Errors are JSON ``{"detail": "...", "field": "..."}`` with a 4xx status naming the field at fault; another user's
-job or upload answers 404, exactly like one that does not exist.
+job or upload answers 404, exactly like one that does not exist. A full disk answers ``507`` (a submission the disk
+clearly has no room for, an upload or any write that ran out of space); a damaged journal answers ``503`` on every
+job and upload route, naming the fix (``studio serve --recover``), and ``/api/health`` says ``degraded``.
 """
 
 
@@ -26,6 +28,7 @@ import contextlib
 import json
 import logging
 import re
+import sqlite3
 from typing import Annotated, Any, Literal, Optional
 
 from fastapi import Depends, FastAPI, File, Header, Path as PathParam, Query, Request, Response, UploadFile
@@ -40,7 +43,7 @@ from . import __version__
 from .auth import Users
 from .errors import StudioError
 from .jobs import STATES, TERMINAL, JobRunner
-from .journal import ServiceError, QueueFull
+from .journal import QueueFull, ServiceError, disk_full_message, free_bytes, is_disk_full
 
 log = logging.getLogger("studio.api")
 
@@ -126,13 +129,16 @@ class UploadList(BaseModel):
 
 
 class Health(BaseModel):
-    status: Literal["ok"]
+    """``ok``; or ``degraded`` (HTTP 503) with the reason, when the journal is damaged or cannot be used."""
+
+    status: Literal["ok", "degraded"]
+    reason: Optional[str] = None
     version: str
     jobs: dict[str, int]
     executor: str
 
 
-_ERRORS = {status: {"model": ErrorOut} for status in (400, 401, 404, 409, 410, 413, 422, 429)}
+_ERRORS = {status: {"model": ErrorOut} for status in (400, 401, 404, 409, 410, 413, 422, 429, 503, 507)}
 
 
 def _request_models(runner: JobRunner) -> tuple[type[BaseModel], type[BaseModel]]:
@@ -253,6 +259,28 @@ def create_app(runner: JobRunner, auth: Users | None = None, *, close_runner: bo
     async def studio_error(request: Request, exc: StudioError) -> JSONResponse:
         return _error(422, str(exc))
 
+    @app.exception_handler(sqlite3.DatabaseError)
+    async def journal_error(request: Request, exc: sqlite3.DatabaseError) -> JSONResponse:
+        # The journal's own calls raise ServiceErrors; this is for SQLite errors raised past them.
+        translated = runner.journal._translate(exc)
+        if isinstance(translated, ServiceError):
+            return _error(translated.status, str(translated), translated.field)
+        log.error("%s %s failed", request.method, request.url.path, exc_info=exc)
+        return _error(503, "the server's journal failed; the server's operator should run `studio serve --check`")
+
+    @app.exception_handler(OSError)
+    async def os_error(request: Request, exc: OSError) -> JSONResponse:
+        # A write that failed for want of room is 507 and says so; any other is the server's fault, said in JSON.
+        if is_disk_full(exc):
+            try:
+                free = free_bytes(runner.data_dir)
+            except OSError:
+                free = None
+            return _error(507, disk_full_message(free, then="try again"))
+        log.error("%s %s failed", request.method, request.url.path, exc_info=exc)
+        return _error(500, f"the server failed with an internal error ({type(exc).__name__}); its log has the "
+                           "details")
+
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
         errors = exc.errors()
@@ -300,10 +328,19 @@ def create_app(runner: JobRunner, auth: Users | None = None, *, close_runner: bo
         return data
 
     # -- routes ----------------------------------------------------------------------------------------------------
-    @app.get("/api/health", response_model=Health, tags=["service"])
-    def health() -> dict:
-        """Whether the server runs, and how many jobs are in each state."""
-        return {"status": "ok", "version": __version__, "jobs": runner.counts(), "executor": runner.executor.name}
+    @app.get("/api/health", response_model=Health, responses={503: {"model": Health}}, tags=["service"])
+    def health(response: Response) -> dict:
+        """Whether the server runs, and how many jobs are in each state; ``degraded`` (503) with the reason when
+        its journal is damaged or cannot be used (every job and upload route then answers 503 too)."""
+        reason = runner.journal.damage
+        try:
+            counts = runner.counts()
+        except ServiceError as exc:
+            counts, reason = {}, reason or str(exc)
+        if reason:
+            response.status_code = 503
+        return {"status": "degraded" if reason else "ok", "reason": reason, "version": __version__, "jobs": counts,
+                "executor": runner.executor.name}
 
     @app.post("/api/jobs", status_code=202, response_model=JobOut, responses={200: {"model": JobOut}, **_ERRORS},
               tags=["jobs"])
@@ -423,7 +460,8 @@ def create_app(runner: JobRunner, auth: Users | None = None, *, close_runner: bo
 
     @app.delete("/api/uploads/{upload_id}", status_code=204, responses=_ERRORS, tags=["uploads"])
     def delete_upload(upload_id: UploadId, who: User) -> Response:  # type: ignore[valid-type]
-        """Delete one of the caller's uploads."""
+        """Delete one of the caller's uploads. An upload that a waiting or running job uses answers 409 naming the
+        job (cancel it, or wait until it ends); a finished job's does not hold it."""
         runner.uploads.delete(who, upload_id)
         return Response(status_code=204)
 

@@ -129,6 +129,14 @@ def _add_serve(sub) -> None:
     serve.add_argument("--max-disk-gb", type=float, help="remove the oldest finished renders beyond this total")
     serve.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     serve.add_argument("--no-ui", action="store_true", help="serve only the HTTP API, not the studio app at /")
+    serve.add_argument("--check", action="store_true",
+                       help="check the data folder instead of serving: SQLite's integrity check of the journal and its "
+                            "backup, and the job and upload folders it does not know; exits 1 on damage (safe while "
+                            "a server runs)")
+    serve.add_argument("--recover", action="store_true",
+                       help="rebuild a damaged, emptied or lost journal instead of serving: a damaged one is kept aside "
+                            "as studio.db.damaged-<time>, the backup (studio.db.bak) is restored and every job and "
+                            "upload folder gets its row back; stop the server first")
 
 
 def _project_fields(args: argparse.Namespace) -> dict:
@@ -285,6 +293,21 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from .executors import create_executor
     from .jobs import JobRunner, Limits, Retention
 
+    # 0. Maintenance of the data folder instead of serving.
+    if args.check or args.recover:
+        from .journal import default_data_dir
+        from .recovery import check_data_folder, recover_data_folder
+
+        if args.check and args.recover:
+            raise StudioError("give --check or --recover, not both (check first, then recover if it finds damage)")
+        data_dir = args.data_dir if args.data_dir is not None else default_data_dir()
+        if args.check:
+            ok, lines = check_data_folder(data_dir)
+            print("\n".join(lines))
+            return 0 if ok else 1
+        print("\n".join(recover_data_folder(data_dir)))
+        return 0
+
     # 1. Check the settings before binding anything.
     if args.auth is None and not is_loopback(args.host):
         raise StudioError(f"--host {args.host} would serve other machines without authentication: give --auth FILE "
@@ -313,6 +336,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         app = mount(app, runner, users)
     print(f"Studio API on http://{args.host}:{args.port}  (docs at /docs; data in {runner.data_dir}; "
           f"{'auth: ' + str(len(users.secrets)) + ' users' if users else 'no auth: this machine only'})", flush=True)
+    for line in runner.rebuilt.lines() if runner.rebuilt.changed else ():
+        print(f"journal: {line}", flush=True)
     if runner.recovered:
         print(f"resuming {len(runner.recovered)} interrupted job(s)", flush=True)
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, timeout_graceful_shutdown=10)

@@ -18,7 +18,13 @@ scene by scene through an executor (`studio.executors`; local by default, or Ray
 journal (`studio.journal`, SQLite in WAL mode) as it happens: state, percent, step, scene, per-scene results, step
 timings, events. A SIGKILL therefore loses at most the unit of work in flight: the journal says ``running``, which the
 next start turns into ``interrupted``; files are written under temporary names and renamed when complete, so no
-truncated asset or MP4 ever has a final name, and the temporary ones are swept away.
+truncated asset or MP4 ever has a final name, and the temporary ones are swept away. Each job's folder also holds
+its record (``job.json``, refreshed at each change of state): with the journal's backup it rebuilds a lost or
+damaged journal (`studio.recovery`, ``studio serve --recover``).
+
+A full disk loses nothing: a submission the disk clearly has no room for (`estimate_render_bytes`) raises `DiskFull`
+(HTTP 507), the worker checks again before it starts, and a job that still runs out of room fails saying so, keeping
+what it made.
 
 Concurrency: ``gpu_slots`` jobs that use model providers on a GPU (default 1) and ``cpu_slots`` jobs that use only
 offline providers (default 1) run at once; at most ``max_queued`` jobs wait (``max_queued_per_owner`` per user), and a
@@ -45,14 +51,17 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
+from .assets import atomic_write_text
 from .errors import Cancelled, StudioError
-from .journal import (Conflict, Gone, Journal, NotFound, QueueFull, RequestError, ServiceError, TooLarge,
-                      check_id, check_owner, default_data_dir, new_id, owner_key, safe_path)
+from .journal import (BACKUP_FILE, Conflict, DiskFull, Gone, Journal, NotFound, QueueFull, RequestError, ServiceError,
+                      TooLarge, check_id, check_owner, default_data_dir, disk_full_message, free_bytes, is_disk_full,
+                      new_id, owner_key, safe_path)
 from .progress import CancelToken
 from .uploads import UploadLimits, UploadStore
 
 __all__ = ["JobRunner", "JobRequest", "SceneRequest", "Job", "Event", "Limits", "Retention", "STATES",
-           "ServiceError", "RequestError", "NotFound", "Conflict", "Gone", "QueueFull", "TooLarge", "default_data_dir"]
+           "ServiceError", "RequestError", "NotFound", "Conflict", "Gone", "QueueFull", "TooLarge", "DiskFull",
+           "default_data_dir", "estimate_render_bytes"]
 
 log = logging.getLogger("studio.jobs")
 
@@ -60,8 +69,18 @@ STATES = ("queued", "running", "done", "failed", "canceled", "interrupted")
 TERMINAL = frozenset({"done", "failed", "canceled"})
 WAITING = ("queued", "interrupted")
 JOBS_DIR = "jobs"
+JOB_FILE = "job.json"  # a job's record in its folder: what rebuilds its journal row if the journal is lost
 OUTPUT_NAME = "video.mp4"
 WORDS_PER_S = 2.5  # speaking rate for estimates before narration (150 words a minute)
+# Disk space a render needs (`estimate_render_bytes`): the audio mix's temporary float32 stereo samples at 48 kHz
+# (studio.compose.audio writes them all before encoding), the narration's WAV files, the video at a generous
+# compressed size (segments and the joined MP4 exist at once), a still per scene at full size, and a margin.
+AUDIO_MIX_BYTES_PER_S = 384_000
+NARRATION_BYTES_PER_S = 96_000
+VIDEO_BITS_PER_PIXEL = 0.15
+SECONDS_PER_SCENE = 8.0  # a script's or a brief's scenes, before the storyboard is written
+BRIEF_GUESS_S = 60.0  # a brief's length is the writer's choice
+SPACE_MARGIN_BYTES = 20_000_000
 _PROGRESS_EVENT_S = 0.5  # at most two progress events a second (state, scene and step events are never skipped)
 _PROGRESS_ROW_S = 0.2
 
@@ -278,6 +297,33 @@ class JobRequest:
         if self.script is not None:
             return _speech_s(self.script)
         return 0.0  # a brief's length is the writer's choice; checked after the storyboard is written
+
+
+def estimate_render_bytes(request: JobRequest, preset: Any) -> int:
+    """About how much disk a render of `request` takes at its peak, estimated before anything is made.
+
+    The video's length is estimated from its text (`JobRequest.estimated_duration_s`; a brief counts as
+    `BRIEF_GUESS_S`); per second of video the render holds the audio mix's temporary samples
+    (`AUDIO_MIX_BYTES_PER_S`, ~384 kB), the narration and the video twice over (the segments and the joined MP4), at
+    `VIDEO_BITS_PER_PIXEL` of the preset's frame size and rate; per scene a still at full frame size; plus
+    `SPACE_MARGIN_BYTES` for the journal and the small files. It errs on the generous side: a server refuses a
+    render (HTTP 507) when the disk has less free than this.
+
+    Args:
+        request: The checked request.
+        preset: Its preset (`studio.presets.Preset`).
+
+    Returns:
+        Bytes.
+    """
+    duration_s = request.estimated_duration_s(preset)
+    if request.source == "brief":
+        duration_s = max(duration_s, BRIEF_GUESS_S)
+    width, height = preset.size(request.aspect)
+    scenes = len(request.storyboard) if request.storyboard else max(1, math.ceil(duration_s / SECONDS_PER_SCENE))
+    video_bytes_per_s = width * height * preset.fps * VIDEO_BITS_PER_PIXEL / 8
+    per_second = AUDIO_MIX_BYTES_PER_S + NARRATION_BYTES_PER_S + 2 * video_bytes_per_s
+    return int(duration_s * per_second + scenes * width * height * 3 + SPACE_MARGIN_BYTES)
 
 
 def _speech_s(text: str) -> float:
@@ -566,6 +612,7 @@ class Job:
         error: What went wrong, for the user (``failed`` jobs).
         error_detail: Details for the log (a traceback); never shown to other users.
         attempts: How many times it started (more than one after an interruption).
+        crashes: How many of those runs ended in a crash of the server (not a graceful stop).
         cancel_requested: A cancel was asked for and is being carried out.
         expired: Its files were removed by the retention policy.
         output: The finished MP4 (``done`` jobs), else None.
@@ -595,6 +642,7 @@ class Job:
     error: str | None
     error_detail: str | None
     attempts: int
+    crashes: int
     cancel_requested: bool
     expired: bool
     idempotency_key: str | None
@@ -642,11 +690,45 @@ def _job_from_row(row: Any, data_dir: Path) -> Job:
         updated_at=row["updated_at"], percent=float(row["percent"]), step=row["step"], message=row["message"],
         scene_index=row["scene_index"], scene_total=row["scene_total"], steps=json.loads(row["steps"]),
         scenes=json.loads(row["scenes"]), timings=json.loads(row["timings"]), error=row["error"],
-        error_detail=row["error_detail"], attempts=row["attempts"], cancel_requested=bool(row["cancel_requested"]),
+        error_detail=row["error_detail"], attempts=row["attempts"], crashes=row["crashes"],
+        cancel_requested=bool(row["cancel_requested"]),
         expired=bool(row["expired"]), idempotency_key=row["idempotency_key"],
         project_dir=data_dir / row["project"], output=(data_dir / row["output"]) if row["output"] else None,
         result=json.loads(row["result"]) if row["result"] else None,
     )
+
+
+def request_upload_ids(request: Mapping) -> set[str]:
+    """The upload ids a request (its JSON form, `JobRequest.to_dict`) names."""
+    ids = {request.get(k) for k in ("music", "watermark", "caption_font")}
+    ids.update(s.get("media") for s in request.get("storyboard") or () if isinstance(s, Mapping))
+    return {i for i in ids if isinstance(i, str)}
+
+
+def _job_using_upload(db: Any, owner: str, upload_id: str) -> tuple[str, str] | None:
+    """(id, state) of the owner's oldest waiting or running job that uses the upload, if any (inside a transaction)."""
+    rows = db.execute("SELECT id, state, request FROM jobs WHERE owner = ? AND state IN ('queued', 'interrupted',"
+                      " 'running') ORDER BY created_at", (owner,)).fetchall()
+    for row in rows:
+        if upload_id in request_upload_ids(json.loads(row["request"])):
+            return row["id"], row["state"]
+    return None
+
+
+# The columns a job's record (`JOB_FILE`) holds; the JSON ones as JSON.
+RECORD_COLUMNS = ("id", "owner", "state", "resource", "request_sha256", "idempotency_key", "preset", "output", "error",
+                  "percent", "attempts", "crashes", "expired", "created_at", "started_at", "finished_at")
+RECORD_JSON_COLUMNS = ("request", "result", "steps", "scenes", "timings")
+
+
+def save_job_record(data_dir: Path, row: Any) -> None:
+    """Write a job's record (`JOB_FILE`, atomically) into its folder from its journal row."""
+    record: dict[str, Any] = {"format": 1, **{k: row[k] for k in RECORD_COLUMNS}}
+    for key in RECORD_JSON_COLUMNS:
+        record[key] = json.loads(row[key]) if row[key] else None
+    folder = safe_path(data_dir, *row["project"].split("/"))
+    folder.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(folder / JOB_FILE, json.dumps(record, ensure_ascii=True, indent=1))
 
 
 def _gpu_present() -> bool:
@@ -762,10 +844,12 @@ class JobRunner:
         upload_limits: Upload limits (`studio.uploads.UploadLimits`).
         retention: What to keep and for how long (`Retention`).
         presets: Extra preset files this server offers besides the tiers (by their ``name``).
-        max_attempts: A job interrupted this many times fails instead of starting again (a job that kills the
-            server must not do so forever).
+        max_attempts: A job that was running when the server crashed or was killed this many times fails instead
+            of starting again (a job that kills the server must not do so forever). Graceful stops (`close`, a
+            restart) are not counted: the job resumes however often the server is restarted.
         classify: ``classify(request, preset) -> "gpu" | "cpu"``; default `default_classify`.
         segments: Compose segment by segment (cached, so a resumed job re-encodes only unfinished segments).
+        backup_every_s: How often the journal is checked and backed up to ``studio.db.bak`` (also at `close`).
         start: Start the workers now (False: call `start()` later; submissions wait in the queue).
     """
 
@@ -774,7 +858,7 @@ class JobRunner:
                  limits: Limits | None = None, upload_limits: UploadLimits | None = None,
                  retention: Retention | None = None, presets: Iterable[Path | str] = (), max_attempts: int = 3,
                  classify: Callable[[JobRequest, Any], str] | None = None, segments: bool = True,
-                 start: bool = True) -> None:
+                 backup_every_s: float = 600.0, start: bool = True) -> None:
         from .executors import LocalExecutor
         from .presets import load_preset
 
@@ -790,6 +874,9 @@ class JobRunner:
         self.max_attempts = max_attempts
         self.classify = classify or default_classify
         self.segments = segments
+        if isinstance(backup_every_s, bool) or not isinstance(backup_every_s, (int, float)) or not backup_every_s > 0:
+            raise StudioError(f"`backup_every_s` must be a number of seconds above 0, got {backup_every_s!r}")
+        self.backup_every_s = float(backup_every_s)
         self.presets: dict[str, str] = _tier_presets()
         for path in presets:
             preset = load_preset(Path(path))  # raises naming the file
@@ -799,7 +886,7 @@ class JobRunner:
         self.journal = Journal(Path(data_dir) if data_dir is not None else default_data_dir())
         self.data_dir = self.journal.data_dir
         (self.data_dir / JOBS_DIR).mkdir(exist_ok=True)
-        self.uploads = UploadStore(self.journal, upload_limits)
+        self.uploads = UploadStore(self.journal, upload_limits, used_by=_job_using_upload)
         self.executor = executor or LocalExecutor()
         self._cond = threading.Condition(threading.RLock())
         self._tokens: dict[str, CancelToken] = {}
@@ -809,7 +896,23 @@ class JobRunner:
         self._closing = False
         self._threads: list[threading.Thread] = []
         self._janitor_wake = threading.Event()
-        self.recovered = self._recover()
+
+        # 3. Nothing the folders hold is lost with the journal: an emptied journal comes back from its backup, and
+        #    every job or upload folder whose record the journal lacks gets its row back (`studio.recovery`).
+        from .recovery import rebuild, restore_if_emptied
+
+        try:
+            restored = restore_if_emptied(self.journal)
+            self.rebuilt = rebuild(self.journal, self.uploads, restored=restored)
+            if self.rebuilt.changed:
+                log.warning("the journal did not know everything in %s: %s", self.data_dir,
+                            "; ".join(self.rebuilt.lines()))
+            self.recovered = self._recover()
+            if self.rebuilt.changed:
+                self._backup_quietly()
+        except BaseException:
+            self.journal.close()  # release the folder: the caller may try again
+            raise
 
         if start:
             self.start()
@@ -848,6 +951,7 @@ class JobRunner:
         for thread in self._threads:
             thread.join(max(0.1, deadline - time.monotonic()))
         try:
+            self._backup_quietly()  # a clean shutdown leaves a fresh backup
             self.executor.close()
         finally:
             self.journal.close()
@@ -859,24 +963,30 @@ class JobRunner:
         self.close()
 
     def _recover(self) -> list[str]:
-        """Jobs found ``running`` were cut off by a crash: mark them ``interrupted`` (or ``failed`` after too many
-        tries) and sweep the temporary files every job folder may hold; returns the ids marked."""
+        """Jobs found ``running`` were cut off by a crash (a graceful stop leaves them ``interrupted``): mark them
+        ``interrupted`` (or ``failed`` after `max_attempts` crashes) and sweep the temporary files every job folder
+        may hold; returns the ids marked."""
         now = time.time()
-        marked = []
+        marked, failed = [], []
         with self.journal.transaction() as db:
-            for row in db.execute("SELECT id, attempts FROM jobs WHERE state = 'running'").fetchall():
-                if row["attempts"] >= self.max_attempts:
-                    message = (f"the server stopped during this job {row['attempts']} times, so it was not started "
-                               "again; submit it again, or a smaller version of it")
-                    db.execute("UPDATE jobs SET state = 'failed', error = ?, finished_at = ?, updated_at = ? WHERE id = ?",
-                               (message, now, now, row["id"]))
+            for row in db.execute("SELECT id, crashes FROM jobs WHERE state = 'running'").fetchall():
+                crashes = row["crashes"] + 1  # a graceful stop leaves `interrupted`, never `running`: this was a crash
+                if crashes >= self.max_attempts:
+                    message = (f"the server was killed or crashed {crashes} times while it ran this job, so it was not "
+                               "started again; submit it again, or a smaller version of it")
+                    db.execute("UPDATE jobs SET state = 'failed', crashes = ?, error = ?, finished_at = ?, updated_at = ?"
+                               " WHERE id = ?", (crashes, message, now, now, row["id"]))
                     self.journal.add_event(db, row["id"], "failed", {"state": "failed", "error": message}, now)
+                    failed.append(row["id"])
                 else:
-                    db.execute("UPDATE jobs SET state = 'interrupted', updated_at = ? WHERE id = ?", (now, row["id"]))
+                    db.execute("UPDATE jobs SET state = 'interrupted', crashes = ?, updated_at = ? WHERE id = ?",
+                               (crashes, now, row["id"]))
                     self.journal.add_event(db, row["id"], "interrupted", {
                         "state": "interrupted",
                         "message": "the server stopped while this job ran; it resumes from the assets already made"}, now)
                     marked.append(row["id"])
+        for job_id in failed:
+            self._save_record(job_id)
         jobs_root = self.data_dir / JOBS_DIR
         for owner_dir in jobs_root.iterdir() if jobs_root.is_dir() else ():
             if owner_dir.is_dir() and not owner_dir.is_symlink():
@@ -898,15 +1008,17 @@ class JobRunner:
             idempotency_key: The same key with the same request returns the job it made the first time instead of
                 making another (1-200 printable ASCII characters).
             prepare: Called with a new job's project folder before any worker can take the job (the studio app
-                seeds it with the project and the assets its panels made). If it raises, the job is dropped and the
-                error is raised.
+                seeds it with the project and the assets its panels made); the job's record (`JOB_FILE`) is
+                written there after it. If it raises, the job is dropped and the error is raised.
 
         Returns:
             The queued `Job` (or the earlier one, for a repeated idempotency key).
 
         Raises:
             RequestError: a bad field or a limit (named); NotFound: an upload id that is not the owner's;
-            Conflict: the idempotency key was used with another request; QueueFull: too many jobs wait.
+            Conflict: the idempotency key was used with another request; QueueFull: too many jobs wait;
+            DiskFull: the disk holding the data folder has clearly too little room for the render
+            (`estimate_render_bytes`).
         """
         # 1. Check the request and the uploads it names, before anything is queued.
         check_owner(owner)
@@ -949,6 +1061,11 @@ class JobRunner:
                 else:
                     existing = None
                 if existing is None:
+                    self._check_space(checked, preset, then="submit the job again")
+                    for field_name, upload_id in checked.upload_ids():  # not deleted since they were checked
+                        row = db.execute("SELECT 1 FROM uploads WHERE id = ? AND owner = ?", (upload_id, owner))
+                        if row.fetchone() is None:
+                            raise NotFound(f"no upload with id {upload_id!r}", field=field_name)
                     waiting = db.execute("SELECT COUNT(*) FROM jobs WHERE state IN ('queued', 'interrupted')").fetchone()[0]
                     if waiting >= self.max_queued:
                         raise QueueFull(f"the queue is full ({waiting} jobs waiting); try again later",
@@ -964,17 +1081,47 @@ class JobRunner:
                         (job_id, owner, resource, json.dumps(checked.to_dict(), ensure_ascii=True), fingerprint,
                          idempotency_key, checked.preset, project, now, now))
                     self.journal.add_event(db, job_id, "queued", {"state": "queued"}, now)
-            if existing is None and prepare is not None:
+            if existing is None:
                 try:
-                    prepare(self.data_dir / project)
-                except BaseException:
+                    if prepare is not None:
+                        prepare(self.data_dir / project)
+                    self._save_record(job_id, quiet=False)
+                except BaseException as exc:
+                    shutil.rmtree(self.data_dir / project, ignore_errors=True)  # first: it frees a full disk
                     with self.journal.transaction() as db:
                         db.execute("DELETE FROM events WHERE job_id = ?", (job_id,))
                         db.execute("DELETE FROM jobs WHERE id = ?", (job_id,))
-                    shutil.rmtree(self.data_dir / project, ignore_errors=True)
+                    if is_disk_full(exc) and not isinstance(exc, DiskFull):
+                        raise DiskFull(disk_full_message(self._free(), estimate_render_bytes(checked, preset),
+                                                         then="submit the job again")) from exc
                     raise
             self._cond.notify_all()
         return self.get(existing or job_id, owner)
+
+    def _save_record(self, job_id: str, *, quiet: bool = True) -> None:
+        """Refresh the job's record in its folder (after each change of state); a failure is logged, not raised,
+        unless `quiet` is False: the journal stays the truth, the record is its copy for a lost journal."""
+        try:
+            rows = self.journal.query("SELECT * FROM jobs WHERE id = ?", (job_id,))
+            if rows and not rows[0]["expired"]:
+                save_job_record(self.data_dir, rows[0])
+        except (OSError, StudioError) as exc:
+            if not quiet:
+                raise
+            log.warning("the record of job %s was not written: %s", job_id, exc)
+
+    def _check_space(self, request: JobRequest, preset: Any, *, then: str) -> None:
+        """Refuse a render the disk clearly has no room for (`DiskFull`, HTTP 507)."""
+        need = estimate_render_bytes(request, preset)
+        free = self._free()
+        if free is not None and free < need:
+            raise DiskFull(disk_full_message(free, need, then=then))
+
+    def _free(self) -> int | None:
+        try:
+            return free_bytes(self.data_dir)
+        except OSError:
+            return None
 
     def _check_uploads(self, request: JobRequest, owner: str) -> None:
         wanted = {"music": ("audio", "video"), "watermark": ("image",), "caption_font": ("font",)}
@@ -1105,6 +1252,7 @@ class JobRunner:
             token.cancel()
         elif job.state in WAITING:
             self._discard_files(job)
+            self._save_record(job_id)
         return self.get(job_id, owner)
 
     # -- the workers -----------------------------------------------------------------------------------------------
@@ -1114,7 +1262,12 @@ class JobRunner:
                 while True:
                     if self._closing:
                         return
-                    claimed = self._claim(resource)
+                    try:
+                        claimed = self._claim(resource)
+                    except ServiceError as exc:  # a damaged or busy journal: keep the worker, try again later
+                        log.error("worker %s cannot take a job: %s", threading.current_thread().name, exc)
+                        self._cond.wait(5.0)
+                        continue
                     if claimed is not None:
                         break
                     self._cond.wait(1.0)
@@ -1171,15 +1324,20 @@ class JobRunner:
         run.timings = dict(job.timings)
         run.timings["queued_s"] = round((job.started_at or job.created_at) - job.created_at, 3)
         run.scenes = dict(job.scenes)
+        need = None
         try:
-            # 1. The project: the saved one when resuming, else the storyboard written now.
+            # 1. Room on the disk (it may have filled since the job was submitted).
             request = JobRequest.from_dict(job.request, limits=self.limits, presets=self.presets)
             from .presets import load_preset
 
             preset = load_preset(self.presets[request.preset])
+            need = estimate_render_bytes(request, preset)
+            self._check_space(request, preset, then="submit the job again")
+
+            # 2. The project: the saved one when resuming, else the storyboard written now.
             project = self._project(run, request, preset)
 
-            # 2. Narration, visuals, composition, scene by scene through the executor.
+            # 3. Narration, visuals, composition, scene by scene through the executor.
             output = job.project_dir / "renders" / OUTPUT_NAME
             summary = produce_video(
                 project, preset=preset, output=output, executor=self.executor, narrator=request.narrator,
@@ -1188,16 +1346,16 @@ class JobRunner:
                 cancel=token)
         except Cancelled:
             self._finish(run, "interrupted" if job.id in self._stopping else "canceled")
-        except ServiceError as exc:
-            self._finish(run, "failed", error=str(exc), detail=traceback.format_exc())
-        except StudioError as exc:
-            if token.cancelled:
-                self._finish(run, "interrupted" if job.id in self._stopping else "canceled")
-            else:
-                self._finish(run, "failed", error=str(exc), detail=traceback.format_exc())
         except Exception as exc:
-            if token.cancelled:
+            if token.cancelled and not isinstance(exc, ServiceError):
                 self._finish(run, "interrupted" if job.id in self._stopping else "canceled")
+            elif is_disk_full(exc):
+                # The files it made stay (nothing made is thrown away for want of room); temporary ones go.
+                error = str(exc) if isinstance(exc, DiskFull) else disk_full_message(self._free(), need,
+                                                                                     then="submit the job again")
+                self._finish(run, "failed", error=error, detail=traceback.format_exc(), keep_files=True)
+            elif isinstance(exc, StudioError):
+                self._finish(run, "failed", error=str(exc), detail=traceback.format_exc())
             else:
                 log.exception("job %s failed", job.id)
                 self._finish(run, "failed", error=f"the render failed with an internal error ({type(exc).__name__}); "
@@ -1319,7 +1477,7 @@ class JobRunner:
             self._cond.notify_all()
 
     def _finish(self, run: _Run, state: str, *, error: str | None = None, detail: str | None = None,
-                output: Path | None = None, result: dict | None = None) -> None:
+                output: Path | None = None, result: dict | None = None, keep_files: bool = False) -> None:
         job = run.job
         now = time.time()
         run.timings["run_s"] = round(time.perf_counter() - run.started, 3)
@@ -1330,7 +1488,7 @@ class JobRunner:
             if detail:
                 log.info("job %s details:\n%s", job.id, detail)
         # Files first, the journal last: a crash in between leaves a job that is still `running`, resumed next time.
-        if state in ("failed", "canceled"):
+        if state in ("failed", "canceled") and not keep_files:
             self._discard_files(job)
         else:
             sweep_temp(job.project_dir)
@@ -1353,6 +1511,7 @@ class JobRunner:
                          output.relative_to(self.data_dir).as_posix() if output is not None else None,
                          json.dumps(result) if result else None, json.dumps(run.timings), state, now, now, job.id))
                 self.journal.add_event(db, job.id, state, data, now)
+            self._save_record(job.id)  # before anyone waiting for the end wakes
             self._cond.notify_all()
 
     def _discard_files(self, job: Job) -> None:
@@ -1370,12 +1529,38 @@ class JobRunner:
 
     # -- disk hygiene ----------------------------------------------------------------------------------------------
     def _janitor(self) -> None:
+        """Apply the retention policy every `Retention.sweep_every_s`, and back the journal up (checking it first)
+        every `backup_every_s`."""
+        next_sweep = time.monotonic()
+        next_backup = next_sweep + self.backup_every_s
         while not self._closing:
-            try:
-                self.expire()
-            except Exception:
-                log.exception("applying the retention policy failed")
-            self._janitor_wake.wait(self.retention.sweep_every_s)
+            now = time.monotonic()
+            if now >= next_sweep:
+                try:
+                    self.expire()
+                except Exception:
+                    log.exception("applying the retention policy failed")
+                next_sweep = now + self.retention.sweep_every_s
+            if now >= next_backup:
+                self._backup_quietly()
+                next_backup = now + self.backup_every_s
+            self._janitor_wake.wait(max(0.0, min(next_sweep, next_backup) - time.monotonic()))
+
+    def backup_journal(self) -> Path:
+        """Back the journal up now (``studio.db.bak`` in the data folder, atomically; `Journal.backup`); the
+        server does this every `backup_every_s` and when it stops.
+
+        Raises:
+            JournalDamaged: the journal failed its check (the previous backup is kept); DiskFull: no room for it.
+        """
+        return self.journal.backup()
+
+    def _backup_quietly(self) -> None:
+        try:
+            if self.journal.changed_since_backup or not (self.data_dir / BACKUP_FILE).is_file():
+                self.journal.backup()
+        except Exception as exc:  # a damaged journal or a full disk: the previous backup stays, the log says why
+            log.error("the journal's backup was not refreshed: %s", exc)
 
     def expire(self, now: float | None = None) -> list[str]:
         """Apply the retention policy now: remove the folders of jobs that ended more than `Retention.max_age_s`
@@ -1415,8 +1600,7 @@ class JobRunner:
         if policy.upload_max_age_s is not None:
             in_use = set()
             for row in self.journal.query("SELECT request FROM jobs WHERE state IN ('queued', 'interrupted', 'running')"):
-                request = json.loads(row["request"])
-                in_use.update(v for k, v in request.items() if k in ("music", "watermark", "caption_font") and v)
-                in_use.update(s.get("media") for s in request.get("storyboard", ()) if s.get("media"))
-            self.uploads.sweep(older_than_s=policy.upload_max_age_s, keep=in_use, now=now)
+                in_use.update(request_upload_ids(json.loads(row["request"])))
+            # (not the temporary files: an upload may be under way; the start's sweep removes a crash's)
+            self.uploads.sweep(older_than_s=policy.upload_max_age_s, keep=in_use, now=now, temp=False)
         return expired

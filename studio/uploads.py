@@ -6,7 +6,9 @@ An upload is checked by its content, never by its name or the type a client clai
 FFmpeg's libraries restricted to the ``file`` protocol and a list of container formats (no playlists, no
 references to other files or URLs), fonts by their signature and then FreeType (through Pillow, see
 `studio.fonts.inspect_font`). It is stored under a name the server makes (``<upload id>.<ext>``, the extension
-from the detected format) in the owner's folder, and recorded in the journal; a job names it by its id.
+from the detected format) in the owner's folder, with its record beside it (``<upload id>.json``: owner, kind, size,
+hash, what the check found) and in the journal; a job names it by its id. The record lets a lost journal be rebuilt
+(`UploadStore.adopt`); no stored file is ever deleted because the journal does not know it.
 
     store = UploadStore(journal, UploadLimits(max_bytes=50_000_000))
     upload = store.save("alice", open("song.mp3", "rb"), filename="song.mp3")
@@ -18,13 +20,17 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sqlite3
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import IO, Iterable
+from typing import IO, Callable, Iterable
 
+from .assets import atomic_write_text
+from .errors import StudioError
 from .fonts import FONT_MAX_BYTES, FONT_SIGNATURES, FontError, inspect_font
-from .journal import Journal, NotFound, RequestError, TooLarge, check_id, new_id, owner_key, safe_path
+from .journal import (ID_RE, Conflict, DiskFull, Journal, NotFound, RequestError, TooLarge, check_id, check_owner,
+                      disk_full_message, free_bytes, is_disk_full, new_id, owner_key, safe_path)
 
 KINDS = ("image", "audio", "video", "font")
 UPLOADS_DIR = "uploads"
@@ -45,6 +51,7 @@ MEDIA_FORMATS = {
 FONT_NAME_SUFFIXES = (".ttf", ".otf", ".ttc", ".otc", ".woff", ".woff2", ".pfb", ".pfa", ".fon", ".fnt")
 _FORMAT_WHITELIST = "mov,mp4,m4a,3gp,3g2,mj2,matroska,webm,avi,wav,mp3,ogg,flac,aac"
 _CHUNK = 1 << 20
+RECORD_SUFFIX = ".json"  # <upload id>.json beside <upload id>.<ext>: the upload's record (no upload is stored as .json)
 
 
 @dataclass(frozen=True)
@@ -112,11 +119,15 @@ class UploadStore:
     Args:
         journal: The data folder's journal.
         limits: Size and content limits.
+        used_by: ``used_by(db, owner, upload_id) -> (job id, state) | None``: a waiting or running job that uses the
+            upload (inside the delete's transaction); such an upload cannot be deleted (the job runner gives it).
     """
 
-    def __init__(self, journal: Journal, limits: UploadLimits | None = None) -> None:
+    def __init__(self, journal: Journal, limits: UploadLimits | None = None, *,
+                 used_by: Callable[[sqlite3.Connection, str, str], tuple[str, str] | None] | None = None) -> None:
         self.journal = journal
         self.limits = limits or UploadLimits()
+        self.used_by = used_by
         self.root = journal.data_dir / UPLOADS_DIR
         self.root.mkdir(exist_ok=True)
 
@@ -137,6 +148,7 @@ class UploadStore:
 
         Raises:
             TooLarge: over `UploadLimits.max_bytes`, or the owner's total over `max_owner_bytes`.
+            DiskFull: the disk holding the data folder filled up (nothing of this upload is kept; HTTP 507).
             RequestError: empty, or not an image, audio, video or font this server accepts (the message says why).
         """
         # 1. Copy it to a temporary name in the owner's folder, counting bytes.
@@ -146,14 +158,20 @@ class UploadStore:
         digest = hashlib.sha256()
         size = 0
         try:
-            with open(tmp, "xb") as out:
-                for chunk in _chunks(source):
-                    size += len(chunk)
-                    if size > self.limits.max_bytes:
-                        raise TooLarge(f"the file is larger than the upload limit of {self.limits.max_bytes // 1_000_000} MB",
-                                       field="file")
-                    digest.update(chunk)
-                    out.write(chunk)
+            try:
+                with open(tmp, "xb") as out:
+                    for chunk in _chunks(source):
+                        size += len(chunk)
+                        if size > self.limits.max_bytes:
+                            raise TooLarge(f"the file is larger than the upload limit of "
+                                           f"{self.limits.max_bytes // 1_000_000} MB", field="file")
+                        digest.update(chunk)
+                        out.write(chunk)
+            except OSError as exc:
+                if is_disk_full(exc):
+                    raise DiskFull(disk_full_message(self._free(), what="the upload",
+                                                     then="upload the file again"), field="file") from None
+                raise
             if size == 0:
                 raise RequestError("the file is empty", field="file")
             used = self._owner_bytes(owner)
@@ -164,20 +182,133 @@ class UploadStore:
             # 2. Check the content and choose the stored name.
             kind, ext, info = self._check_content(tmp, size, filename)
             final = folder / f"{upload_id}{ext}"
-            os.replace(tmp, final)
+            try:
+                os.replace(tmp, final)
+            except OSError as exc:
+                if is_disk_full(exc):
+                    raise DiskFull(disk_full_message(self._free(), what="the upload",
+                                                     then="upload the file again"), field="file") from None
+                raise
         finally:
             if tmp.exists():
                 tmp.unlink()
 
-        # 3. Record it.
+        # 3. Record it, beside the file (what rebuilds the journal's row if the journal is lost) and in the journal;
+        #    a record that cannot be written takes the file with it.
         upload = Upload(id=upload_id, owner=owner, kind=kind, file=final.name, size_bytes=size,
                         sha256=digest.hexdigest(), name=_display_name(filename), info=info, created_at=time.time())
-        with self.journal.transaction() as db:
-            db.execute("INSERT INTO uploads (id, owner, kind, file, size_bytes, sha256, name, info, created_at) "
-                       "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                       (upload.id, owner, kind, upload.file, size, upload.sha256, upload.name,
-                        json.dumps(info, ensure_ascii=True), upload.created_at))
+        try:
+            self.write_record(upload)
+            with self.journal.transaction() as db:
+                db.execute("INSERT INTO uploads (id, owner, kind, file, size_bytes, sha256, name, info, created_at) "
+                           "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                           (upload.id, owner, kind, upload.file, size, upload.sha256, upload.name,
+                            json.dumps(info, ensure_ascii=True), upload.created_at))
+        except BaseException as exc:
+            self._record_path(upload).unlink(missing_ok=True)
+            final.unlink(missing_ok=True)
+            if is_disk_full(exc):
+                raise DiskFull(disk_full_message(self._free(), what="the upload", then="upload the file again"),
+                               field="file") from exc
+            raise
         return upload
+
+    def _free(self) -> int | None:
+        try:
+            return free_bytes(self.root)
+        except OSError:
+            return None
+
+    # -- records beside the files ------------------------------------------------------------------------------------
+    def _record_path(self, upload: Upload) -> Path:
+        return safe_path(self.root, owner_key(upload.owner), f"{upload.id}{RECORD_SUFFIX}")
+
+    def write_record(self, upload: Upload) -> None:
+        """Write the upload's record (``<id>.json``, atomically) beside its file."""
+        record = {"format": 1, **asdict(upload)}
+        atomic_write_text(self._record_path(upload), json.dumps(record, ensure_ascii=True, indent=1))
+
+    def _read_record(self, path: Path) -> Upload | None:
+        """The upload a record file describes, if it is a sound record of a file that is there; else None."""
+        try:
+            data = json.loads(path.read_text("utf-8"))
+            upload = Upload(id=str(data["id"]), owner=check_owner(data["owner"]), kind=str(data["kind"]),
+                            file=str(data["file"]), size_bytes=int(data["size_bytes"]), sha256=str(data["sha256"]),
+                            name=_display_name(data["name"]), info=dict(data["info"]),
+                            created_at=float(data["created_at"]))
+            if (upload.id != path.name[:-len(RECORD_SUFFIX)] or not ID_RE.match(upload.id) or upload.kind not in KINDS
+                    or owner_key(upload.owner) != path.parent.name or not upload.file.startswith(upload.id)):
+                return None
+            stored = safe_path(self.root, path.parent.name, upload.file)
+        except (OSError, ValueError, TypeError, KeyError, StudioError):
+            return None
+        if stored.is_symlink() or not stored.is_file() or stored.stat().st_size != upload.size_bytes:
+            return None
+        return upload
+
+    def _owner_folders(self) -> list[Path]:
+        return sorted(f for f in self.root.iterdir() if f.is_dir() and not f.is_symlink())
+
+    def adopt(self) -> tuple[list[str], list[str]]:
+        """Journal rows for the uploads whose records the journal lacks (it was lost, emptied or restored from an
+        older backup); returns (the ids adopted, the record files that could not be used, as ``owner/name``)."""
+        known = {row["id"] for row in self.journal.query("SELECT id FROM uploads")}
+        adopted, unusable = [], []
+        for folder in self._owner_folders():
+            for path in sorted(folder.glob(f"*{RECORD_SUFFIX}")):
+                upload_id = path.name[:-len(RECORD_SUFFIX)]
+                if upload_id in known or not ID_RE.match(upload_id):
+                    continue
+                upload = self._read_record(path)
+                if upload is None:
+                    unusable.append(f"{folder.name}/{path.name}")
+                    continue
+                with self.journal.transaction() as db:
+                    db.execute("INSERT OR IGNORE INTO uploads (id, owner, kind, file, size_bytes, sha256, name, info,"
+                               " created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                               (upload.id, upload.owner, upload.kind, upload.file, upload.size_bytes, upload.sha256,
+                                upload.name, json.dumps(upload.info, ensure_ascii=True), upload.created_at))
+                adopted.append(upload.id)
+        return adopted, unusable
+
+    def write_missing_records(self) -> int:
+        """Write the record of every upload the journal knows whose record is missing (uploads stored before records
+        existed); returns how many were written."""
+        written = 0
+        for row in self.journal.query("SELECT id, owner FROM uploads"):
+            upload = self.get(row["owner"], row["id"])
+            try:
+                if not self._record_path(upload).exists() and self.path(upload):
+                    self.write_record(upload)
+                    written += 1
+            except (NotFound, OSError):
+                continue
+        return written
+
+    def drop_missing(self) -> list[str]:
+        """Remove the journal rows of uploads whose files are gone (after a journal was restored from a backup older
+        than their deletion); returns their ids. Only rows go: no file is touched."""
+        dropped = []
+        for row in self.journal.query("SELECT id, owner, file FROM uploads"):
+            try:
+                stored = safe_path(self.root, owner_key(row["owner"]), row["file"])
+            except (NotFound, StudioError):
+                continue
+            if not stored.exists():
+                self.journal.execute("DELETE FROM uploads WHERE id = ?", (row["id"],))
+                dropped.append(row["id"])
+        return dropped
+
+    def unknown_files(self) -> list[str]:
+        """Stored files (``owner/name``) that neither the journal nor a record names: kept, never deleted."""
+        known = {(owner_key(row["owner"]), row["file"]) for row in self.journal.query("SELECT owner, file FROM uploads")}
+        found = []
+        for folder in self._owner_folders():
+            for path in sorted(folder.iterdir()):
+                if (not _is_temp(path.name) and not path.name.endswith(RECORD_SUFFIX)
+                        and (folder.name, path.name) not in known):
+                    found.append(f"{folder.name}/{path.name}")
+        return found
 
     def _owner_bytes(self, owner: str) -> int:
         row = self.journal.query("SELECT COALESCE(SUM(size_bytes), 0) FROM uploads WHERE owner = ?", (owner,))
@@ -300,25 +431,34 @@ class UploadStore:
         return [self.get(owner, row["id"]) for row in rows]
 
     def delete(self, owner: str, upload_id: str) -> None:
-        """Remove an upload and its file."""
+        """Remove an upload and its file.
+
+        Raises:
+            NotFound: no such upload of `owner`.
+            Conflict: a waiting or running job uses it (the message names the job); cancel the job or let it end.
+        """
         upload = self.get(owner, upload_id)
         with self.journal.transaction() as db:
+            user = self.used_by(db, owner, upload.id) if self.used_by is not None else None
+            if user is not None:
+                raise Conflict(f"upload {upload.id} is used by job {user[0]}, which is {user[1]}; cancel that job or "
+                               "wait until it ends, then delete the upload", field="upload_id")
             db.execute("DELETE FROM uploads WHERE id = ?", (upload.id,))
+        self._record_path(upload).unlink(missing_ok=True)
         path = safe_path(self.root, owner_key(owner), upload.file)
         if path.is_file():
             path.unlink()
 
-    def sweep(self, *, older_than_s: float | None = None, keep: Iterable[str] = (), now: float | None = None) -> int:
-        """Remove temporary files left by a crash, files no upload record names, and (with `older_than_s`)
-        uploads older than that which no waiting or running job uses (`keep`); returns how many files went."""
+    def sweep(self, *, older_than_s: float | None = None, keep: Iterable[str] = (), now: float | None = None,
+              temp: bool = True) -> int:
+        """Remove temporary files left by a crash (with `temp`: only when no upload can be under way, at start) and
+        (with `older_than_s`) uploads older than that which no waiting or running job uses (`keep`); returns how
+        many files went. A file the journal does not know is never removed for that reason (the journal may have
+        been lost: `adopt` brings its row back from its record)."""
         removed = 0
-        known = {(row["owner"], row["file"]) for row in self.journal.query("SELECT owner, file FROM uploads")}
-        known_files = {file for _, file in known}
-        for folder in self.root.iterdir():
-            if folder.is_symlink() or not folder.is_dir():
-                continue
+        for folder in self._owner_folders() if temp else ():
             for path in folder.iterdir():
-                if path.name not in known_files and (path.is_file() or path.is_symlink()):
+                if _is_temp(path.name) and (path.is_file() or path.is_symlink()):
                     path.unlink()
                     removed += 1
         if older_than_s is not None:
@@ -326,9 +466,17 @@ class UploadStore:
             cutoff = (time.time() if now is None else now) - older_than_s
             for row in self.journal.query("SELECT id, owner FROM uploads WHERE created_at < ?", (cutoff,)):
                 if row["id"] not in keep:
-                    self.delete(row["owner"], row["id"])
+                    try:
+                        self.delete(row["owner"], row["id"])
+                    except (Conflict, NotFound):  # a job took it up (or it went) since `keep` was made
+                        continue
                     removed += 1
         return removed
+
+
+def _is_temp(name: str) -> bool:
+    """A temporary name of this module's or of `studio.assets.atomic_path` (``.<id>.part``, ``.<name>.part-*``)."""
+    return name.startswith(".") and (name.endswith(".part") or ".part-" in name)
 
 
 def _reason(exc: BaseException, path: Path) -> str:

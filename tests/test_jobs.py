@@ -303,12 +303,14 @@ def test_running_jobs_found_at_start_become_interrupted_then_failed_after_too_ma
     assert again.get(job.id).state == "interrupted"
     assert temp_files(again.data_dir) == []
     again.close()
-    conn.execute("UPDATE jobs SET state = 'running', attempts = 3 WHERE id = ?", (job.id,))
-    conn.commit()
+    for crash in (2, 3):  # crashes, not graceful stops, are what is counted: two more of them
+        conn.execute("UPDATE jobs SET state = 'running', attempts = attempts + 1 WHERE id = ?", (job.id,))
+        conn.commit()
+        make_runner(start=False).close()
     conn.close()
     third = make_runner(start=False)
     failed = third.get(job.id)
-    assert failed.state == "failed" and "3 times" in failed.error
+    assert failed.state == "failed" and "3 times" in failed.error and failed.crashes == 3
 
 
 def test_one_runner_per_data_folder(make_runner, tmp_path):

@@ -11,6 +11,7 @@ about a user lives in a module global.
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -179,9 +180,18 @@ def launch_options(studio: Studio) -> dict:
 def launch(data_dir: Path | str | None = None, *, server_name: str | None = None, server_port: int | None = None,
            **kwargs: Any):
     """Build the studio and serve it (``python app.py``): 127.0.0.1:7860 unless ``GRADIO_SERVER_NAME`` /
-    ``GRADIO_SERVER_PORT`` (or the arguments) say otherwise. Renders run in this process's job runner."""
+    ``GRADIO_SERVER_PORT`` (or the arguments) say otherwise. Renders run in this process's job runner.
+
+    Raises:
+        SystemExit: (status 2) the job runner cannot start (its data folder is in use by another server, or its
+            journal is damaged); the reason is printed on one line first, as ``studio serve`` prints it.
+    """
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
-    studio = make_studio(data_dir)
+    try:
+        studio = make_studio(data_dir)
+    except StudioError as exc:  # a data folder in use, a damaged journal: one line, as `studio serve` prints it
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
     try:
         demo = build_app(studio)
         demo.queue(max_size=QUEUE_MAX_SIZE, default_concurrency_limit=1)
