@@ -14,7 +14,7 @@ Routes (the OpenAPI document is at ``/openapi.json``, interactive docs at ``/doc
   reconnecting with ``Last-Event-ID`` resumes after that event.
 - ``GET /api/jobs/{id}/video``: the MP4, with HTTP range requests.
 - ``POST /api/jobs/{id}/cancel``; ``POST /api/uploads`` (multipart ``file``) -> an upload id for ``music``,
-  ``watermark``, ``caption_font`` or a scene's ``media``; ``GET /api/health``.
+  ``watermark``, ``caption_font`` or a scene's ``media``; ``GET /api/health`` (liveness for anyone; a signed-in caller also gets their own job counts).
 
 Errors are JSON ``{"detail": "...", "field": "..."}`` with a 4xx status naming the field at fault; another user's
 job or upload answers 404, exactly like one that does not exist. A full disk answers ``507`` (a submission the disk
@@ -134,8 +134,8 @@ class Health(BaseModel):
     status: Literal["ok", "degraded"]
     reason: Optional[str] = None
     version: str
-    jobs: dict[str, int]
-    executor: str
+    jobs: Optional[dict[str, int]] = None  # the caller's own jobs; absent for an anonymous caller
+    executor: Optional[str] = None
 
 
 _ERRORS = {status: {"model": ErrorOut} for status in (400, 401, 404, 409, 410, 413, 422, 429, 503, 507)}
@@ -315,6 +315,10 @@ def create_app(runner: JobRunner, auth: Users | None = None, *, close_runner: bo
             return who
 
     User = Annotated[str, Depends(user)]
+
+    def maybe_user(request: Request) -> str | None:
+        """The signed-in user, or None for an anonymous caller (health answers those too)."""
+        return LOCAL_USER if auth is None else auth.authenticate(request.headers.get("authorization"))
     JobId = Annotated[str, PathParam(description="a job id (32 hex digits)", max_length=200)]
     UploadId = Annotated[str, PathParam(description="an upload id (32 hex digits)", max_length=200)]
 
@@ -328,19 +332,25 @@ def create_app(runner: JobRunner, auth: Users | None = None, *, close_runner: bo
         return data
 
     # -- routes ----------------------------------------------------------------------------------------------------
-    @app.get("/api/health", response_model=Health, responses={503: {"model": Health}}, tags=["service"])
-    def health(response: Response) -> dict:
-        """Whether the server runs, and how many jobs are in each state; ``degraded`` (503) with the reason when
-        its journal is damaged or cannot be used (every job and upload route then answers 503 too)."""
+    @app.get("/api/health", response_model=Health, response_model_exclude_none=True, responses={503: {"model": Health}},
+             tags=["service"])
+    def health(response: Response, who: Annotated[Optional[str], Depends(maybe_user)]) -> dict:
+        """Whether the server runs; ``degraded`` (503) when its journal is damaged or cannot be used (every job and
+        upload route then answers 503 too). A signed-in caller (or anyone on a loopback server without sign-in) also
+        gets the reason, the executor and how many of *their own* jobs are in each state; an anonymous caller of a
+        server with sign-in gets liveness only."""
         reason = runner.journal.damage
+        counts = None
         try:
-            counts = runner.counts()
+            counts = runner.counts(None if auth is None else who) if who is not None else None
         except ServiceError as exc:
-            counts, reason = {}, reason or str(exc)
+            reason = reason or str(exc)
         if reason:
             response.status_code = 503
-        return {"status": "degraded" if reason else "ok", "reason": reason, "version": __version__, "jobs": counts,
-                "executor": runner.executor.name}
+        out = {"status": "degraded" if reason else "ok", "version": __version__}
+        if who is not None:
+            out.update(reason=reason, jobs=counts or {}, executor=runner.executor.name)
+        return out
 
     @app.post("/api/jobs", status_code=202, response_model=JobOut, responses={200: {"model": JobOut}, **_ERRORS},
               tags=["jobs"])

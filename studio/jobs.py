@@ -1217,9 +1217,12 @@ class JobRunner:
             raise Gone(f"the video of job {job_id} is no longer stored; render it again")
         return path
 
-    def counts(self) -> dict[str, int]:
-        """How many jobs are in each state."""
-        rows = self.journal.query("SELECT state, COUNT(*) AS n FROM jobs GROUP BY state")
+    def counts(self, owner: str | None = None) -> dict[str, int]:
+        """How many jobs are in each state (of `owner`'s, when given)."""
+        if owner is None:
+            rows = self.journal.query("SELECT state, COUNT(*) AS n FROM jobs GROUP BY state")
+        else:
+            rows = self.journal.query("SELECT state, COUNT(*) AS n FROM jobs WHERE owner = ? GROUP BY state", (owner,))
         counts = {state: 0 for state in STATES}
         counts.update({row["state"]: row["n"] for row in rows})
         return counts

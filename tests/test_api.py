@@ -124,6 +124,11 @@ def test_auth_is_required_and_each_user_sees_only_their_jobs(api):
         assert answer.json()["field"] == "job_id"
     assert api["bob"].get("/api/jobs").json()["jobs"] == []
     assert [j["id"] for j in api["alice"].get("/api/jobs").json()["jobs"]] == [job_id]
+    # Health: liveness for anyone, and only your own job counts when signed in (never the other users').
+    anonymous = api.anonymous.get("/api/health").json()
+    assert anonymous["status"] == "ok" and "jobs" not in anonymous and "executor" not in anonymous
+    assert api["alice"].get("/api/health").json()["jobs"]["done"] == 1
+    assert api["bob"].get("/api/health").json()["jobs"]["done"] == 0
 
 
 def test_submit_follow_events_and_download_with_ranges(api, tmp_path):
