@@ -41,7 +41,7 @@ if str(ROOT) not in sys.path:  # the benchmarks run as scripts from a checkout
 import httpx  # noqa: E402
 import psutil  # noqa: E402
 
-from studio.jobs import JobRunner  # noqa: E402
+from studio.server import JobRunner  # noqa: E402
 from studio.media import probe  # noqa: E402
 from studio.testing import write_tiny_preset  # noqa: E402
 
@@ -286,7 +286,7 @@ def bench_resume(work: Path, quick: bool) -> list[dict]:
 
 # -- 3. concurrency and fairness -----------------------------------------------------------------------------------------
 def bench_concurrency(work: Path, quick: bool) -> dict:
-    from studio.api import create_app
+    from studio.server.api import create_app
 
     out: dict = {"throughput": []}
     users = ["ann", "ben", "cat", "dan"]

@@ -289,14 +289,14 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
-    from .auth import Users, is_loopback
+    from .server.auth import Users, is_loopback
     from .executors import create_executor
-    from .jobs import JobRunner, Limits, Retention
+    from .server import JobRunner, Limits, Retention
 
     # 0. Maintenance of the data folder instead of serving.
     if args.check or args.recover:
-        from .journal import default_data_dir
-        from .recovery import check_data_folder, recover_data_folder
+        from .server.journal import default_data_dir
+        from .server.recovery import check_data_folder, recover_data_folder
 
         if args.check and args.recover:
             raise StudioError("give --check or --recover, not both (check first, then recover if it finds damage)")
@@ -324,7 +324,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     # 2. The runner (it resumes interrupted jobs at once), the app, the server.
     import uvicorn
 
-    from .api import create_app
+    from .server.api import create_app
 
     runner = JobRunner(args.data_dir, executor=create_executor(args.executor), cpu_slots=args.cpu_jobs,
                        gpu_slots=args.gpu_jobs, max_queued=args.max_queued, max_queued_per_owner=args.max_queued_per_user,

@@ -74,7 +74,7 @@ class Client:
             return self._call("POST", "/api/uploads", files={"file": (path.name, handle)})["id"]
 
     def submit(self, request: dict, idempotency_key: str | None = None) -> dict:
-        """Queue a render (see `studio.jobs.JobRequest` for the fields); returns the job."""
+        """Queue a render (see `studio.server.JobRequest` for the fields); returns the job."""
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
         return self._call("POST", "/api/jobs", json=request, headers=headers)
 

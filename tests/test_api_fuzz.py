@@ -9,7 +9,7 @@ schemathesis = pytest.importorskip("schemathesis", reason="schemathesis is a tes
 from hypothesis import HealthCheck, settings  # noqa: E402
 from schemathesis.checks import not_a_server_error  # noqa: E402
 
-from studio.jobs import JobRunner  # noqa: E402
+from studio.server import JobRunner  # noqa: E402
 
 from .jobs_support import LiveServer, write_tiny_preset  # noqa: E402
 
@@ -17,7 +17,7 @@ from .jobs_support import LiveServer, write_tiny_preset  # noqa: E402
 @pytest.fixture(scope="module")
 def fuzz_server(tmp_path_factory):
     """A server whose workers never start (fuzzed jobs only queue) with room for every job the fuzzer submits."""
-    from studio.api import create_app
+    from studio.server.api import create_app
 
     folder = tmp_path_factory.mktemp("fuzz")
     runner = JobRunner(folder / "data", start=False, max_queued=100_000, max_queued_per_owner=100_000,

@@ -164,7 +164,7 @@ def test_ray_executor_retries_a_task_whose_actor_died(tmp_path, ray_executor):
 
 
 def test_job_runner_with_the_ray_executor(tmp_path, ray_executor):
-    from studio.jobs import JobRunner
+    from studio.server import JobRunner
 
     class Borrowed:  # the module's executor, not closed by this runner
         name = "ray"

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from studio.errors import StudioError
-from studio.jobs import JobRequest, JobRunner
+from studio.server import JobRequest, JobRunner
 
 from .jobs_support import storyboard, temp_files, wait_for, write_tiny_preset
 
@@ -61,7 +61,7 @@ def api_client(runner):
     responses, as a real server sends them."""
     from starlette.testclient import TestClient
 
-    from studio.api import create_app
+    from studio.server.api import create_app
 
     return TestClient(create_app(runner), raise_server_exceptions=False)
 
@@ -95,7 +95,7 @@ def journal_files(data: Path) -> None:
 
 # -- 6. a full disk ------------------------------------------------------------------------------------------------
 def test_render_space_estimate_follows_frame_size_length_and_the_audio_mix():
-    from studio.jobs import AUDIO_MIX_BYTES_PER_S, estimate_render_bytes
+    from studio.server.limits import AUDIO_MIX_BYTES_PER_S, estimate_render_bytes
     from studio.presets import load_preset
 
     draft, standard = load_preset("draft"), load_preset("standard")
@@ -115,7 +115,7 @@ def test_render_space_estimate_follows_frame_size_length_and_the_audio_mix():
 
 
 def test_submit_on_a_full_disk_answers_507_naming_the_space(make_runner, monkeypatch):
-    from studio.journal import DiskFull
+    from studio.server.journal import DiskFull
 
     runner = make_runner(start=False)
     client = api_client(runner)
@@ -133,7 +133,7 @@ def test_submit_on_a_full_disk_answers_507_naming_the_space(make_runner, monkeyp
 
 
 def test_a_write_failing_with_enospc_at_submit_answers_507_and_queues_nothing(make_runner, monkeypatch):
-    from studio.journal import DiskFull
+    from studio.server.journal import DiskFull
 
     runner = make_runner(start=False)
 
@@ -146,9 +146,9 @@ def test_a_write_failing_with_enospc_at_submit_answers_507_and_queues_nothing(ma
     assert list((runner.data_dir / "jobs").glob("*/*")) == []  # its folder went too
 
     client = api_client(runner)
-    import studio.jobs
+    import studio.server.models
 
-    monkeypatch.setattr(studio.jobs, "atomic_write_text", lambda path, text: prepare(path))  # the job's record
+    monkeypatch.setattr(studio.server.models, "atomic_write_text", lambda path, text: prepare(path))  # the job's record
     answer = client.post("/api/jobs", json=tiny_request())
     assert answer.status_code == 507, answer.text
     assert "disk holding the data folder is full" in answer.json()["detail"]
@@ -180,7 +180,7 @@ class _FullFile:
 
 
 def test_an_upload_on_a_full_disk_answers_507_and_keeps_the_earlier_uploads(make_runner, monkeypatch):
-    import studio.uploads
+    import studio.server.uploads
 
     runner = make_runner(start=False)
     client = api_client(runner)
@@ -190,7 +190,7 @@ def test_an_upload_on_a_full_disk_answers_507_and_keeps_the_earlier_uploads(make
     before = stored.read_bytes()
 
     real_open = open
-    monkeypatch.setattr(studio.uploads, "open",
+    monkeypatch.setattr(studio.server.uploads, "open",
                         lambda path, mode="r", *a, **k: (_FullFile(real_open(path, mode, *a, **k)) if "x" in mode
                                                          else real_open(path, mode, *a, **k)), raising=False)
     full_disk(monkeypatch, 1_000_000)
@@ -419,7 +419,7 @@ def test_graceful_restarts_are_not_counted_as_crashes(make_runner, tmp_path, slo
 
 
 def test_a_journal_of_schema_1_gains_the_crash_count_and_keeps_its_jobs(tmp_path):
-    from studio.journal import _SCHEMA, Journal
+    from studio.server.journal import _SCHEMA, Journal
 
     data = tmp_path / "data"
     data.mkdir()

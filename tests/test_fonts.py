@@ -231,8 +231,8 @@ def test_font_uploads_are_checked_by_content_and_private(api, mono_font):
 
 
 def test_font_upload_size_limit(tmp_path, mono_font):
-    from studio.journal import Journal, TooLarge
-    from studio.uploads import UploadLimits, UploadStore
+    from studio.server.journal import Journal, TooLarge
+    from studio.server.uploads import UploadLimits, UploadStore
 
     store = UploadStore(Journal(tmp_path / "data"), UploadLimits(max_font_bytes=mono_font.stat().st_size - 1))
     with pytest.raises(TooLarge, match="MB") as caught:
@@ -266,7 +266,8 @@ def test_a_job_with_a_caption_font_upload_renders_with_it(api, mono_font):
 # -- the studio app ------------------------------------------------------------------------------------------------------
 def test_the_compose_panel_stores_checks_and_clears_the_caption_font(tmp_path, mono_font, png_as_ttf, make_image):
     pytest.importorskip("gradio")
-    from studio.ui import app as ui_app, compose as panel, rendering
+    from studio.server.projects import seed_folder
+    from studio.ui import app as ui_app, compose as panel
     from tests.test_ui_handlers import GUEST, written
 
     studio = ui_app.make_studio(tmp_path / "data")
@@ -281,7 +282,7 @@ def test_the_compose_panel_stores_checks_and_clears_the_caption_font(tmp_path, m
         assert project.caption_font.read_bytes() == mono_font.read_bytes()
         assert Project.load(project.folder).caption_font == project.caption_font  # kept in project.json
         # A render job's seeded folder carries the font with it.
-        seeded = rendering.seed(project, tmp_path / "job")
+        seeded = seed_folder(project, tmp_path / "job")
         assert seeded.caption_font.parent == tmp_path / "job" / "uploads" and seeded.caption_font.is_file()
 
         # What is not a font is refused, and the font already chosen stays.

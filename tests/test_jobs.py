@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from studio.errors import StudioError
-from studio.jobs import Conflict, Gone, JobRequest, JobRunner, Limits, NotFound, QueueFull, RequestError, Retention
+from studio.server import Conflict, Gone, JobRequest, JobRunner, Limits, NotFound, QueueFull, RequestError, Retention
 
 from .conftest import video_facts
 from .jobs_support import child_pids, iter_events, new_children, storyboard, temp_files, wait_for, write_tiny_preset
@@ -287,6 +287,29 @@ def test_shutdown_interrupts_and_restart_resumes_from_assets(make_runner, tmp_pa
     assert temp_files(again.data_dir) == []
 
 
+@pytest.mark.parametrize("state", ["running", "interrupted"])
+def test_a_cancel_accepted_before_a_stop_is_carried_out_at_the_next_start(make_runner, tmp_path, state):
+    """A job whose cancel was accepted (cancel_requested) when the server was killed (`running`) or stopped
+    (`interrupted`) ends canceled at the next start, with its files removed: it never resumes and ends done."""
+    runner = make_runner(start=False)
+    job = runner.submit(tiny_request(), owner="alice")
+    runner.close()
+    conn = sqlite3.connect(tmp_path / "data" / "studio.db")
+    conn.execute("UPDATE jobs SET state = ?, attempts = 1, cancel_requested = 1 WHERE id = ?", (state, job.id))
+    conn.commit()
+    conn.close()
+    (job.project_dir / "assets").mkdir(parents=True)
+    (job.project_dir / "assets" / "made.wav").write_bytes(b"RIFF")
+    again = make_runner()
+    try:
+        ended = again.wait(job.id, timeout_s=10)
+        assert ended.state == "canceled" and again.recovered == []
+        assert [e.kind for e in again.events(job.id)][-1] == "canceled"
+        assert not (job.project_dir / "assets" / "made.wav").exists()
+    finally:
+        again.close()
+
+
 def test_running_jobs_found_at_start_become_interrupted_then_failed_after_too_many(make_runner, tmp_path):
     runner = make_runner(start=False)
     job = runner.submit(tiny_request(), owner="alice")
@@ -344,7 +367,7 @@ def test_retention_removes_old_renders(make_runner):
 
 
 def test_retention_caps_total_size_oldest_first(make_runner):
-    from studio.jobs import _folder_bytes
+    from studio.server.retention import _folder_bytes
 
     runner = make_runner(retention=Retention(max_age_s=None))
     first = runner.wait(runner.submit(tiny_request(), owner="a").id, timeout_s=60)
@@ -384,7 +407,7 @@ def test_a_started_runner_has_imported_the_steps_before_its_workers_run(tmp_path
 
     from .jobs_support import PYTHON, ROOT, python_env
 
-    code = ("import sys, studio.jobs as j; from studio.jobs import STEP_MODULES; "
+    code = ("import sys, studio.server as j; from studio.server import STEP_MODULES; "
             "before = [m for m in STEP_MODULES if m in sys.modules]; "
             f"r = j.JobRunner({str(tmp_path / 'data')!r}, start=False); "
             "assert all(m not in sys.modules for m in ('studio.compose', 'studio.voice')), 'imported too early'; "

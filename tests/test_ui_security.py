@@ -158,7 +158,7 @@ def test_accepted_upload_takes_only_gradio_uploads(tmp_path, make_image):
 
 # -- 2. presets by name -----------------------------------------------------------------------------------------------
 def test_preset_never_opens_a_path(tmp_path):
-    from studio.jobs import JobRunner
+    from studio.server import JobRunner
     from studio.ui.app import make_studio
 
     secret = tmp_path / "secret.toml"
@@ -301,8 +301,9 @@ def test_many_waits_do_not_starve_the_server(tmp_path):
 
         latencies, opened = asyncio.run(scenario())
         assert opened == 60
-        # Starved, each would wait for one of 40 threads held for minutes; free, they answer in milliseconds.
-        assert max(latencies) < 5.0, latencies
+        # Starved, each would wait (past the client's 30 s timeout) for one of the threads the waits hold for two
+        # minutes; free, they answer in milliseconds (the bound leaves room for a loaded machine's first request).
+        assert sorted(latencies)[len(latencies) // 2] < 1.0 and max(latencies) < 15.0, latencies
         for job in (queued, running_job):
             httpx.post(url + f"/api/jobs/{job['id']}/cancel", timeout=10)
 
@@ -327,7 +328,7 @@ def test_wait_caps_per_caller():
 def limited(tmp_path):
     import gradio as gr
 
-    from studio.jobs import JobRunner, Limits
+    from studio.server import JobRunner, Limits
     from studio.ui import endpoints
     from studio.ui.app import make_studio
 
@@ -383,7 +384,7 @@ def test_narrate_refuses_an_oversized_project_before_any_work(limited):
 
 
 def test_a_script_of_too_many_scenes_is_refused_at_submission(tmp_path):
-    from studio.jobs import JobRunner, RequestError
+    from studio.server import JobRunner, RequestError
 
     runner = JobRunner(tmp_path / "data", start=False)
     try:

@@ -65,7 +65,7 @@ def make_studio(data_dir: Path | str | None = None, runner: Any = None, single_u
     """The app's shared parts: the job runner (a new one for `data_dir` unless given), the workspace in the same
     data folder, and the provider choices of this installation (`single_user`: see `Studio`)."""
     if runner is None:
-        from ..jobs import JobRunner
+        from ..server import JobRunner
 
         runner = JobRunner(Path(data_dir) if data_dir is not None else default_data_dir())
     return Studio(workspace=Workspace(runner.data_dir), runner=runner, narrators=providers.names("narrator"),
@@ -208,14 +208,14 @@ def mount(app: Any, runner: Any, users: Any = None, path: str = "/") -> Any:
     """Serve the studio inside the HTTP API's FastAPI app (``python -m studio serve``): one server, one job runner.
 
     Args:
-        app: The app of `studio.api.create_app`.
+        app: The app of `studio.server.create_app`.
         runner: Its job runner (the studio renders with it, so API and studio jobs share one queue).
-        users: `studio.auth.Users` when the server has authentication: the studio then asks for the same user name
+        users: `studio.server.auth.Users` when the server has authentication: the studio then asks for the same user name
             and secret (a sign-in page), and each user sees their own projects and jobs. Without it (a loopback
             server) every browser is the API's one ``local`` user, so studio and API show the same jobs.
         path: Where the studio lives in the app.
     """
-    from ..api import LOCAL_USER
+    from ..server.api import LOCAL_USER
 
     studio = make_studio(runner=runner, single_user=None if users is not None else LOCAL_USER)
     demo = build_app(studio)

@@ -56,7 +56,7 @@ class Studio:
 
     Attributes:
         workspace: Where projects live.
-        runner: The `studio.jobs.JobRunner` that renders (and checks uploads), shared with the HTTP API.
+        runner: The `studio.server.JobRunner` that renders (and checks uploads), shared with the HTTP API.
         single_user: On a local server without authentication (``studio serve``): the one user every browser and
             API caller is (the HTTP API's ``local``), so the studio and the API see the same jobs.
         narrators, painters, writers: Provider choices shown in the panels (``auto`` first).
@@ -89,7 +89,7 @@ class Studio:
     def write_storyboard(self, source: Any, *, mode: str = "auto", preset: Any = None, **options: Any) -> Project:
         """Step 1 for a face: the source's limits first (length; a script's scene count after splitting), then the
         writer, then the project's limits; nothing is written or saved over a limit."""
-        from ..jobs import check_source_limits
+        from ..server import check_source_limits
         from ..storyboard import detect_mode, write_storyboard
 
         source = source or ""
@@ -116,15 +116,15 @@ class Studio:
 
     @property
     def limits(self) -> Any:
-        """The job runner's limits (`studio.jobs.Limits`): every face applies the same ones before any work."""
-        from ..jobs import Limits
+        """The job runner's limits (`studio.server.Limits`): every face applies the same ones before any work."""
+        from ..server import Limits
 
         return getattr(self.runner, "limits", None) or Limits()
 
     def check(self, project: Project, preset: Preset | None = None) -> Project:
         """`project` if it is within the server's limits (scenes, text lengths, scene and video length, frame size),
         else a `StudioError` naming the limit; called before any step runs and before any project is saved."""
-        from ..jobs import check_project_limits
+        from ..server import check_project_limits
 
         check_project_limits(project, self.limits, preset)
         return project

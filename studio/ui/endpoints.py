@@ -209,6 +209,18 @@ def register(studio: Studio) -> None:
         return rendering.status(rendering.submit(studio.runner, project, caller(studio, request), preset=preset,
                                                  narrator=narrator, painter=painter))
 
+    def submit(job: dict, idempotency_key: str = "", request: gr.Request = None) -> dict:
+        """Queue a render from a job request, the same as the HTTP API's ``POST /api/jobs`` body (one schema: a
+        script, a brief or a storyboard, with preset, aspect, voice, providers, captions, music ...); upload ids come
+        from the HTTP API's ``/api/uploads`` of the same user. Returns the job.
+
+        Args:
+            job: The request (JSON object).
+            idempotency_key: The same key with the same request returns the job it made the first time.
+        """
+        return rendering.status(studio.runner.submit(job, owner=caller(studio, request),
+                                                     idempotency_key=idempotency_key or None))
+
     def job(job_id: str, request: gr.Request = None) -> dict:
         """A render job now: state, percent, step, scene, ETA, error, and the video's facts when done.
 
@@ -261,6 +273,7 @@ def register(studio: Studio) -> None:
     gr.api(friendly(narrate), api_name="narrate", concurrency_id=GPU, concurrency_limit=1)
     gr.api(friendly(illustrate), api_name="illustrate", concurrency_id=GPU, concurrency_limit=1)
     gr.api(friendly(render), api_name="render", **light)
+    gr.api(friendly(submit), api_name="submit", **light)
     gr.api(friendly(job), api_name="job", **light)
     # Off Gradio's queue: a queued event holds one of the queue's worker slots (as many as its threads) for as long as
     # it runs, so open waits would stall every other event; unqueued, a wait is one HTTP request on the event loop.

@@ -1,7 +1,7 @@
 """Where the studio keeps each user's projects, and how a request reaches only its own.
 
 The data folder (``STUDIO_DATA_DIR``, else ``/data/studio`` on a Hugging Face Space with persistent storage, else a
-per-user folder) is shared with the job runner (``studio.db``, ``jobs/``, ``uploads/``: see `studio.journal`) and
+per-user folder) is shared with the job runner (``studio.db``, ``jobs/``, ``uploads/``: see `studio.server.journal`) and
 holds the studio's own::
 
     projects/<project id>/      one Studio project folder (project.json, assets/, renders/, uploads/) + owner.json
@@ -49,7 +49,7 @@ def default_data_dir() -> Path:
     """``$STUDIO_DATA_DIR``; else ``/data/studio`` when ``/data`` (a Space's persistent storage) is writable; else the
     job runner's default (``$XDG_DATA_HOME/studio``, ``~/.local/share/studio``). The app, its projects and its jobs
     share the folder."""
-    from ..journal import default_data_dir as journal_default
+    from ..server.journal import default_data_dir as journal_default
 
     if not os.environ.get(DATA_ENV, "").strip() and SPACES_DATA.is_dir() and os.access(SPACES_DATA, os.W_OK):
         return SPACES_DATA / "studio"
@@ -174,7 +174,7 @@ class Workspace:
     def add_upload(self, project: Project, source: Path | str, kind: str, store: Any, owner: str) -> str:
         """Check an uploaded file by its content and keep it in the project under a name the server made.
 
-        The check is the job runner's (`studio.uploads.UploadStore`: format whitelist, no playlists, pixel and length
+        The check is the job runner's (`studio.server.uploads.UploadStore`: format whitelist, no playlists, pixel and length
         limits, a full decode), so the app and the HTTP API accept exactly the same files.
 
         Args:

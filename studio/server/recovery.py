@@ -4,7 +4,7 @@ The journal (`studio.journal`) is the truth while it is sound; two copies let it
 
 - its backup, ``studio.db.bak``, made with SQLite's online backup API every few minutes and at a clean shutdown
   (`Journal.backup`; never from a journal that fails its check);
-- the records in the folders: each job folder holds ``job.json`` (`studio.jobs.JOB_FILE`: owner, request, state,
+- the records in the folders: each job folder holds ``job.json`` (`studio.server.models.JOB_FILE`: owner, request, state,
   result, written at each change of state), each upload ``<id>.json`` beside its file.
 
 A job runner that starts on an emptied journal while the folder holds work restores the backup, then gives every job
@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import StudioError
+from ..errors import StudioError
 from .journal import (BACKUP_FILE, DB_FILE, ID_RE, FolderLock, Journal, check_database, check_owner, owner_key,
                       _first_line, _read_only_uri)
 
@@ -104,7 +104,7 @@ def inspect_database(path: Path, *, read_only: bool = False) -> DatabaseReport:
 # -- what the folders hold --------------------------------------------------------------------------------------------
 def job_folders(data_dir: Path) -> list[Path]:
     """Every job folder (``jobs/<owner key>/<job id>``), links never followed."""
-    from .jobs import JOBS_DIR
+    from .models import JOBS_DIR
 
     found = []
     root = Path(data_dir) / JOBS_DIR
@@ -129,9 +129,9 @@ def stored_uploads(data_dir: Path) -> list[Path]:
 
 
 def read_job_record(folder: Path) -> dict | None:
-    """A job folder's record (`studio.jobs.JOB_FILE`), checked against the folder it is in; None if it is missing
+    """A job folder's record (`studio.server.models.JOB_FILE`), checked against the folder it is in; None if it is missing
     or unusable."""
-    from .jobs import JOB_FILE, STATES
+    from .models import JOB_FILE, STATES
 
     path = Path(folder) / JOB_FILE
     try:
@@ -238,7 +238,7 @@ def rebuild(journal: Journal, uploads: Any, *, restored: str | None = None) -> R
 
 
 def _adopt_jobs(journal: Journal, report: Rebuilt) -> None:
-    from .jobs import JOB_FILE, TERMINAL
+    from .models import JOB_FILE, TERMINAL
 
     data_dir = journal.data_dir
     known = {row["id"] for row in journal.query("SELECT id FROM jobs")}
@@ -285,7 +285,7 @@ def _adopt_jobs(journal: Journal, report: Rebuilt) -> None:
 def _reconcile_jobs(journal: Journal, report: Rebuilt) -> None:
     """After a restore: a job that ended after the backup was taken gets its ending from its record; a finished job
     whose folder went (the retention policy) is marked expired. Waiting jobs stay as the backup had them."""
-    from .jobs import TERMINAL
+    from .models import TERMINAL
 
     data_dir = journal.data_dir
     now = time.time()
@@ -321,7 +321,7 @@ def _reconcile_jobs(journal: Journal, report: Rebuilt) -> None:
 
 
 def _write_missing_job_records(journal: Journal) -> None:
-    from .jobs import JOB_FILE, save_job_record
+    from .models import JOB_FILE, save_job_record
 
     for row in journal.query("SELECT * FROM jobs WHERE expired = 0"):
         folder = journal.data_dir / row["project"]

@@ -43,7 +43,7 @@ import threading
 from pathlib import Path
 from typing import Any, Iterator
 
-from .errors import StudioError
+from ..errors import StudioError
 
 SCHEMA_VERSION = 1
 DB_FILE = "studio.db"

@@ -26,9 +26,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import IO, Callable, Iterable
 
-from .assets import atomic_write_text
-from .errors import StudioError
-from .fonts import FONT_MAX_BYTES, FONT_SIGNATURES, FontError, inspect_font
+from ..assets import atomic_write_text
+from ..errors import StudioError
+from ..fonts import FONT_MAX_BYTES, FONT_SIGNATURES, FontError, inspect_font
 from .journal import (ID_RE, Conflict, DiskFull, Journal, NotFound, RequestError, TooLarge, check_id, check_owner,
                       disk_full_message, free_bytes, is_disk_full, new_id, owner_key, safe_path)
 

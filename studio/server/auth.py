@@ -21,7 +21,7 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import StudioError
+from ..errors import StudioError
 from .journal import OWNER_RE
 
 log = logging.getLogger("studio.auth")
