@@ -96,6 +96,56 @@ class _Step:
     reused: int = 0
 
 
+@dataclass
+class _SceneRun:
+    """Runs one step's scene tasks through an executor; the project gets each scene as its task finishes."""
+
+    executor: Any
+    progress: Reporter
+    event: Callable[[str, dict], None]
+    steps: list
+    cancel: CancelToken | None
+
+    def step(self, name: str, verb: str, project: Project, tasks: list) -> Project:
+        ids = [s.id for s in project.scenes]
+        total = len(ids)
+        step = _Step(name)
+        progress, event = self.progress, self.event
+        event("step_started", {"step": name, "total": total})
+        progress.step(name, 0.0, f"{total} scenes", scenes=total)
+        scenes = dict(zip(ids, project.scenes))
+        notes: list[str] = list(project.notes)
+        done = [0]
+
+        def on_done(index: int, result: Any) -> None:  # a `studio.executors.SceneResult`
+            done[0] += 1
+            scenes[result.scene_id] = result.scene
+            for note in result.notes:
+                prefix = note.split(":", 1)[0] + ":"
+                if prefix in ("narrator:", "painter:"):
+                    notes[:] = [n for n in notes if not n.startswith(prefix)]
+                if note not in notes:
+                    notes.append(note)
+            step.reused += result.reused
+            step.made += not result.reused
+            number = ids.index(result.scene_id) + 1
+            event("scene", {"step": name, "scene_id": result.scene_id, "index": number, "total": total,
+                            "reused": result.reused})
+            progress.step(name, done[0] / total, f"scene {done[0]}/{total} {'reused' if result.reused else verb}",
+                          scene=number, scenes=total)
+
+        def within(index: int, fraction: float, message: str) -> None:  # a scene's own progress (a model's steps)
+            progress.step(name, (done[0] + min(max(fraction, 0.0), 1.0)) / total,
+                          f"scene {index + 1}/{total}: {message}", scene=index + 1, scenes=total)
+
+        self.executor.run(tasks, cancel=self.cancel, on_done=on_done, on_progress=within)
+        project = replace(project, scenes=tuple(scenes[i] for i in ids), notes=tuple(notes)).save()
+        seconds = time.perf_counter() - step.started
+        self.steps.append(StepReport(name, seconds, step.made, step.reused))
+        event("step", {"step": name, "seconds": round(seconds, 3), "made": step.made, "reused": step.reused})
+        return project
+
+
 def _is_gpu(kind: str, name: str, preset: Preset) -> bool:
     """Whether the provider that `name` (or auto) picks for `kind` is a model provider (its tasks want a GPU)."""
     from . import providers
@@ -157,7 +207,7 @@ def make_video(
     Returns:
         A `RunSummary` with the output's facts, each step's time and how many assets were made or reused.
     """
-    from .executors import LocalExecutor, SceneResult, Task
+    from .executors import LocalExecutor, Task
     from .storyboard import write_storyboard
 
     # 1. Check inputs before any work
@@ -190,58 +240,20 @@ def make_video(
 
     with _project_folder(project, Path(project_dir) if project_dir is not None else None) as project:
         ids = [s.id for s in project.scenes]
-        total = len(ids)
-
-        def scene_step(name: str, verb: str, tasks: list[Task], project: Project) -> Project:
-            """Run one task per scene through the executor; the project gets each scene as its task finishes."""
-            step = _Step(name)
-            event("step_started", {"step": name, "total": total})
-            progress.step(name, 0.0, f"{total} scenes", scenes=total)
-            scenes = dict(zip(ids, project.scenes))
-            notes: list[str] = list(project.notes)
-            done = [0]
-
-            def on_done(index: int, result: SceneResult) -> None:
-                done[0] += 1
-                scenes[result.scene_id] = result.scene
-                for note in result.notes:
-                    prefix = note.split(":", 1)[0] + ":"
-                    if prefix in ("narrator:", "painter:"):
-                        notes[:] = [n for n in notes if not n.startswith(prefix)]
-                    if note not in notes:
-                        notes.append(note)
-                step.reused += result.reused
-                step.made += not result.reused
-                number = ids.index(result.scene_id) + 1
-                event("scene", {"step": name, "scene_id": result.scene_id, "index": number, "total": total,
-                                "reused": result.reused})
-                progress.step(name, done[0] / total, f"scene {done[0]}/{total} {'reused' if result.reused else verb}",
-                              scene=number, scenes=total)
-
-            def within(index: int, fraction: float, message: str) -> None:  # a scene's own progress (a model's steps)
-                progress.step(name, (done[0] + min(max(fraction, 0.0), 1.0)) / total,
-                              f"scene {index + 1}/{total}: {message}", scene=index + 1, scenes=total)
-
-            executor.run(tasks, cancel=cancel, on_done=on_done, on_progress=within)
-            project = replace(project, scenes=tuple(scenes[i] for i in ids), notes=tuple(notes)).save()
-            seconds = time.perf_counter() - step.started
-            steps.append(StepReport(name, seconds, step.made, step.reused))
-            event("step", {"step": name, "seconds": round(seconds, 3), "made": step.made, "reused": step.reused})
-            return project
+        run = _SceneRun(executor, progress, event, steps, cancel)
 
         # 3. Narration, scene by scene
         gpu = _is_gpu("narrator", narrator, preset)
-        project = scene_step("narrate", "narrated", [
+        project = run.step("narrate", "narrated", project, [
             Task("narrate", {"project": project, "scene_id": i, "narrator": narrator, "preset": preset}, gpu=gpu,
-                 label=f"narrate scene {n}") for n, i in enumerate(ids, 1)], project)
+                 label=f"narrate scene {n}") for n, i in enumerate(ids, 1)])
         check(cancel)
 
         # 4. Visuals, scene by scene
         gpu = _is_gpu("painter", painter, preset)
-        project = scene_step("illustrate", "painted", [
+        project = run.step("illustrate", "painted", project, [
             Task("paint", {"project": project, "scene_id": i, "painter": painter, "preset": preset, "media_root": root},
-                 gpu=gpu and not project.scene(i).media, label=f"paint scene {n}") for n, i in enumerate(ids, 1)],
-            project)
+                 gpu=gpu and not project.scene(i).media, label=f"paint scene {n}") for n, i in enumerate(ids, 1)])
         check(cancel)
 
         # 5. Compose: segments (each cached, any worker) joined with the soundtrack, or one pass

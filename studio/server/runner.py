@@ -291,7 +291,7 @@ class JobRunner(Worker, Housekeeping):
         """Queue a render.
 
         Args:
-            request: A `JobRequest` or its JSON form (checked with `JobRequest.from_dict`).
+            request: A `JobRequest` or its JSON form (checked with `parse_request`, the one request schema).
             owner: The user it belongs to; only they see it.
             idempotency_key: The same key with the same request returns the job it made the first time instead of
                 making another (1-200 printable ASCII characters).
@@ -326,65 +326,81 @@ class JobRunner(Worker, Housekeeping):
             raise StudioError(f"`classify` must return 'gpu' or 'cpu', got {resource!r}")
         if resource == "gpu" and self.gpu_slots == 0:
             resource = "cpu"
-        fingerprint = checked.fingerprint()
 
-        # 2. One transaction: the idempotency key, the queue bounds, the new job.
-        now = time.time()
+        # 2. One transaction: the idempotency key, the queue bounds, the new job; then its folder.
         job_id = new_id()
-        project = f"{JOBS_DIR}/{owner_key(owner)}/{job_id}"
         with self._cond:
             if self._closing:
                 raise QueueFull("the server is shutting down; try again in a moment", retry_after_s=5)
-            with self.journal.transaction() as db:
-                if idempotency_key is not None:
-                    row = db.execute("SELECT id, request_sha256 FROM jobs WHERE owner = ? AND idempotency_key = ?",
-                                     (owner, idempotency_key)).fetchone()
-                    if row is not None:
-                        if row["request_sha256"] != fingerprint:
-                            raise Conflict("this Idempotency-Key was used before with a different request; use a new "
-                                           "key for a new request", field="Idempotency-Key")
-                        existing = row["id"]
-                    else:
-                        existing = None
-                else:
-                    existing = None
-                if existing is None:
-                    self._check_space(checked, preset, then="submit the job again")
-                    for field_name, upload_id in checked.upload_ids():  # not deleted since they were checked
-                        row = db.execute("SELECT 1 FROM uploads WHERE id = ? AND owner = ?", (upload_id, owner))
-                        if row.fetchone() is None:
-                            raise NotFound(f"no upload with id {upload_id!r}", field=field_name)
-                    waiting = db.execute("SELECT COUNT(*) FROM jobs WHERE state IN ('queued', 'interrupted')").fetchone()[0]
-                    if waiting >= self.max_queued:
-                        raise QueueFull(f"the queue is full ({waiting} jobs waiting); try again later",
-                                        retry_after_s=30)
-                    mine = db.execute("SELECT COUNT(*) FROM jobs WHERE owner = ? AND state IN ('queued', 'interrupted')",
-                                      (owner,)).fetchone()[0]
-                    if mine >= self.max_queued_per_owner:
-                        raise QueueFull(f"you have {mine} jobs waiting, the most one user may have; wait for some to "
-                                        "finish or cancel some", retry_after_s=30)
-                    db.execute(
-                        "INSERT INTO jobs (id, owner, state, resource, request, request_sha256, idempotency_key, preset,"
-                        " project, created_at, updated_at) VALUES (?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?, ?)",
-                        (job_id, owner, resource, json.dumps(checked.to_dict(), ensure_ascii=True), fingerprint,
-                         idempotency_key, checked.preset, project, now, now))
-                    self.journal.add_event(db, job_id, "queued", {"state": "queued"}, now)
+            existing = self._enqueue(job_id, checked, preset, owner, resource, idempotency_key)
             if existing is None:
-                try:
-                    if prepare is not None:
-                        prepare(self.data_dir / project)
-                    self._save_record(job_id, quiet=False)
-                except BaseException as exc:
-                    shutil.rmtree(self.data_dir / project, ignore_errors=True)  # first: it frees a full disk
-                    with self.journal.transaction() as db:
-                        db.execute("DELETE FROM events WHERE job_id = ?", (job_id,))
-                        db.execute("DELETE FROM jobs WHERE id = ?", (job_id,))
-                    if is_disk_full(exc) and not isinstance(exc, DiskFull):
-                        raise DiskFull(disk_full_message(self._free(), estimate_render_bytes(checked, preset),
-                                                         then="submit the job again")) from exc
-                    raise
+                self._prepare_folder(job_id, checked, preset, prepare)
             self._cond.notify_all()
         return self.get(existing or job_id, owner)
+
+    def _check_key(self, db: Any, owner: str, idempotency_key: str | None, fingerprint: str) -> str | None:
+        """The job an idempotency key already made (None: a new key); the same key with another request is 409."""
+        if idempotency_key is None:
+            return None
+        row = db.execute("SELECT id, request_sha256 FROM jobs WHERE owner = ? AND idempotency_key = ?",
+                         (owner, idempotency_key)).fetchone()
+        if row is None:
+            return None
+        if row["request_sha256"] != fingerprint:
+            raise Conflict("this Idempotency-Key was used before with a different request; use a new key for a new "
+                           "request", field="Idempotency-Key")
+        return row["id"]
+
+    def _enqueue(self, job_id: str, checked: JobRequest, preset: Any, owner: str, resource: str,
+                 idempotency_key: str | None) -> str | None:
+        """Journal a new job, queued, unless its idempotency key names one already (returned); the queue bounds,
+        the free space and the uploads (not deleted since they were checked) are checked in the same transaction."""
+        now = time.time()
+        fingerprint = checked.fingerprint()
+        with self.journal.transaction() as db:
+            existing = self._check_key(db, owner, idempotency_key, fingerprint)
+            if existing is not None:
+                return existing
+            self._check_space(checked, preset, then="submit the job again")
+            for field_name, upload_id in checked.upload_ids():
+                if db.execute("SELECT 1 FROM uploads WHERE id = ? AND owner = ?", (upload_id, owner)).fetchone() is None:
+                    raise NotFound(f"no upload with id {upload_id!r}", field=field_name)
+            waiting = db.execute("SELECT COUNT(*) FROM jobs WHERE state IN ('queued', 'interrupted')").fetchone()[0]
+            if waiting >= self.max_queued:
+                raise QueueFull(f"the queue is full ({waiting} jobs waiting); try again later", retry_after_s=30)
+            mine = db.execute("SELECT COUNT(*) FROM jobs WHERE owner = ? AND state IN ('queued', 'interrupted')",
+                              (owner,)).fetchone()[0]
+            if mine >= self.max_queued_per_owner:
+                raise QueueFull(f"you have {mine} jobs waiting, the most one user may have; wait for some to finish "
+                                "or cancel some", retry_after_s=30)
+            db.execute(
+                "INSERT INTO jobs (id, owner, state, resource, request, request_sha256, idempotency_key, preset,"
+                " project, created_at, updated_at) VALUES (?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?, ?)",
+                (job_id, owner, resource, json.dumps(checked.to_dict(), ensure_ascii=True), fingerprint,
+                 idempotency_key, checked.preset, f"{JOBS_DIR}/{owner_key(owner)}/{job_id}", now, now))
+            self.journal.add_event(db, job_id, "queued", {"state": "queued"}, now)
+        return None
+
+    def _prepare_folder(self, job_id: str, checked: JobRequest, preset: Any,
+                        prepare: Callable[[Path], Any] | None) -> Path:
+        """A new job's folder: `prepare` fills it (the studio app's project), then its record; if either fails the
+        job is dropped again (a full disk says so)."""
+        row = self.journal.query("SELECT project FROM jobs WHERE id = ?", (job_id,))
+        folder = self.data_dir / row[0]["project"]
+        try:
+            if prepare is not None:
+                prepare(folder)
+            self._save_record(job_id, quiet=False)
+        except BaseException as exc:
+            shutil.rmtree(folder, ignore_errors=True)  # first: it frees a full disk
+            with self.journal.transaction() as db:
+                db.execute("DELETE FROM events WHERE job_id = ?", (job_id,))
+                db.execute("DELETE FROM jobs WHERE id = ?", (job_id,))
+            if is_disk_full(exc) and not isinstance(exc, DiskFull):
+                raise DiskFull(disk_full_message(self._free(), estimate_render_bytes(checked, preset),
+                                                 then="submit the job again")) from exc
+            raise
+        return folder
 
     def submit_project(self, project: Any, *, owner: str = "local", preset: str = "draft", narrator: str = "auto",
                        painter: str = "auto", idempotency_key: str | None = None) -> Job:
