@@ -105,6 +105,7 @@ class Server:
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen | None = None
         self.starts = 0
+        self.killed_at = 0.0  # time.monotonic() of the last SIGKILL
 
     @property
     def pid(self) -> int:
@@ -153,6 +154,7 @@ class Server:
         in their own process groups for a moment."""
         assert self.proc is not None
         children = self.descendants()
+        self.killed_at = time.monotonic()
         os.kill(self.proc.pid, signal.SIGKILL)
         self.proc.wait(10)
         return children

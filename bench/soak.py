@@ -1,7 +1,7 @@
 """Soak: N tiny renders through one ``studio serve``, over the HTTP API and the Gradio app, with cancels and SIGKILLs.
 
-    python bench/soak.py                 # 200 renders, 3 kills: the figures in bench/README.md (## Soak), ~4 min
-    python bench/soak.py --quick         # 20 renders, 1 kill: a smoke run, under a minute
+    python bench/soak.py                 # 200 renders, 3 kills: the figures in bench/README.md (## Soak), ~3 min
+    python bench/soak.py --quick         # 20 renders, 2 kills: a smoke run, about a minute
     python bench/soak.py --jobs 500 --kills 5 --json soak.json
 
 What it does, in one run against one data folder:
@@ -15,8 +15,10 @@ What it does, in one run against one data folder:
    /write_storyboard, /edit_storyboard to fix the scene lengths, /render, then /wait held open until the job ends),
    keeping a few in flight so there is always a queue. One job in ten is cancelled once it is running (``POST
    /api/jobs/{id}/cancel``, or Gradio's /cancel). In the first half of the run the server is killed with SIGKILL a few
-   times while a job runs and started again on the same data folder; after each restart every API job not yet
-   finished, and the last few finished ones, is submitted again with its Idempotency-Key.
+   times while a job runs (the first, third... time the moment the API has accepted a cancel of the running job,
+   before the job has stopped) and started again on the same data folder; after each restart every API job not yet
+   finished, and the last few finished ones, is submitted again with its Idempotency-Key. (gradio_client's stream
+   threads print a traceback or two when the server dies under them: expected.)
 3. Every done job's MP4 is fetched (``GET /api/jobs/{id}/video``, or Gradio's /video) and checked with ffprobe:
    video and audio streams, and the video's length and frame count equal to the storyboard's (fixed scene lengths and
    transitions) within one frame.
@@ -25,8 +27,10 @@ What it does, in one run against one data folder:
    the data folder is measured once more.
 
 Checks (the script exits 1 if one fails): 0 lost (every job ends ``done``, or ``canceled`` when it was cancelled;
-none ``failed``, none stuck), 0 duplicated (a resubmission returns the job it made before; the server holds exactly
-the jobs submitted), 0 truncated (every MP4 passes ffprobe with the expected length), interrupted jobs resumed (each
+none ``failed``, none stuck), accepted cancels honoured (a cancel answered 202 ends the job ``canceled``, even when
+the server is killed before the job stopped), 0 duplicated (a resubmission returns the job it made before; the server
+holds exactly the jobs submitted), 0 truncated (every MP4 passes ffprobe with the expected length), interrupted jobs
+resumed (each
 job running at a kill ends done or canceled after another attempt), no leftovers (no temporary files, no files of
 cancelled jobs, no job folder the journal does not know). The resource figures are compared with the target (end
 within 5 % of start) and reported; with ``--strict`` a missed target fails the run as well.
@@ -35,6 +39,7 @@ within 5 % of start) and reported; with ``--strict`` a missed target fails the r
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import json
 import os
 import shutil
@@ -82,6 +87,7 @@ class Job:
     step: str | None = None
     attempts: int = 0
     cancel_result: str | None = None  # "sent" or "too late"
+    cancel_sent_at: float = 0.0
     running_at_kill: int = 0
     wait: Any = None  # the Gradio /wait call in flight (a gradio_client Job)
     wait_state: str | None = None  # what /wait answered last
@@ -92,12 +98,12 @@ class Job:
 
 
 def storyboard(n: int, transition_s: float, long: bool = False) -> tuple[list[dict], float]:
-    """Two scenes of fixed lengths that vary with `n` (`long`: 3-4 s each, for a job to cancel while it runs), and
+    """Two scenes of fixed lengths that vary with `n` (`long`: 5-6 s each, for a job to cancel while it runs), and
     the video's length they make (studio.compose.timeline: scene 2 starts its transition's length before scene 1
     ends; a cut has none)."""
     first, second = 0.5 + 0.1 * (n % 5), 0.4 + 0.1 * (n % 3)
     if long:
-        first, second = first + 3.0, second + 3.0
+        first, second = first + 5.0, second + 5.0
     kind = ("cut", "fade", "crossfade")[n % 3]
     scenes = [{"narration": f"Job {n}, scene one.", "visual_prompt": f"job {n} card 1", "duration_s": round(first, 3),
                "transition": "cut"},
@@ -257,17 +263,38 @@ class Soak:
             job.id = self.api.submit(job.body, idempotency_key=job.key)["id"]
         else:
             source = "\n\n".join(s["narration"] for s in job.scenes)
-            project = self.gradio.predict(source=source, title=f"Soak {job.n}", aspect="1:1", mode="script",
-                                          api_name="/write_storyboard")
+            title = f"Soak {job.n}"
+            project = self.gradio_call("/write_storyboard", source=source, title=title, aspect="1:1", mode="script")
             if len(project["scenes"]) != len(job.scenes):
                 raise RuntimeError(f"/write_storyboard made {len(project['scenes'])} scenes of a two-paragraph script")
             scenes = [{**planned, "id": made["id"]} for planned, made in zip(job.scenes, project["scenes"])]
-            self.gradio.predict(project_id=project["project_id"], scenes=scenes, api_name="/edit_storyboard")
-            rendered = self.gradio.predict(project_id=project["project_id"], preset="tiny", narrator="espeak",
-                                           painter="cards", api_name="/render")
+            self.gradio_call("/edit_storyboard", project_id=project["project_id"], scenes=scenes)
+            # /render has no idempotency key: if its answer is lost, look for the job before asking again
+            rendered = self.gradio_call("/render", project_id=project["project_id"], preset="tiny", narrator="espeak",
+                                        painter="cards", find=lambda: self.find_by_title(title))
             job.id = rendered["id"]
             self.hold_wait(job)
         job.state = "queued"
+
+    def gradio_call(self, api_name: str, *, find=None, tries: int = 3, **kwargs):
+        """A gradio_client call, asked again when gradio_client drops its answer (its shared event stream closes
+        under a call now and then: ``concurrent.futures.CancelledError``); `find` first looks for what a lost call
+        made."""
+        for attempt in range(tries):
+            try:
+                return self.gradio.predict(api_name=api_name, **kwargs)
+            except concurrent.futures.CancelledError:
+                self.errors.append(f"{api_name}: gradio_client dropped the answer (CancelledError); asked again")
+                if attempt == tries - 1:
+                    raise
+                time.sleep(0.2)
+                found = find() if find is not None else None
+                if found is not None:
+                    return found
+        raise AssertionError("unreachable")
+
+    def find_by_title(self, title: str) -> dict | None:
+        return next((j for j in self.api.list(limit=20) if j.get("title") == title), None)
 
     def hold_wait(self, job: Job) -> None:
         """A Gradio /wait call held open until the job ends (answered by the server when it does)."""
@@ -299,11 +326,14 @@ class Soak:
             if job.via == "api":
                 self.api.cancel(job.id)
             else:
-                self.gradio.predict(job_id=job.id, api_name="/cancel")
-            job.cancel_result = "sent"
+                self.gradio_call("/cancel", job_id=job.id)
+            job.cancel_result, job.cancel_sent_at = "sent", time.monotonic()
         except Exception as exc:
             if "already" not in str(exc):
                 raise
+            if self.api.get(job.id)["cancel_requested"]:  # a retried /cancel whose first try went through
+                job.cancel_result, job.cancel_sent_at = "sent", time.monotonic()
+                return
             job.cancel_result = "too late"
             self.errors.append(f"cancel of job {job.n} (seen {job.state} at {job.step}): {str(exc)[:120]}")
 
@@ -311,7 +341,7 @@ class Soak:
         if job.via == "api":
             path = self.api.download(job.id, self.downloads / f"{job.id}.mp4")
         else:
-            path = Path(self.gradio.predict(job_id=job.id, api_name="/video"))
+            path = Path(self.gradio_call("/video", job_id=job.id))
         try:
             return ffprobe(path, job.expected_s, job.frames, self.fps)
         finally:
@@ -321,10 +351,11 @@ class Soak:
                 shutil.rmtree(path.parent, ignore_errors=True)
 
     # -- kills ---------------------------------------------------------------------------------------------------
-    def kill_and_restart(self, inflight: list[Job]) -> None:
+    def kill_and_restart(self, inflight: list[Job], mode: str = "plain", cancelled: Job | None = None) -> None:
         running = [j for j in inflight if j.state == "running"]
         steps = sorted({j.step or "?" for j in running})
         children = self.server.kill()
+        gap_ms = 1000 * (self.server.killed_at - cancelled.cancel_sent_at) if cancelled is not None else None
         for job in running:
             job.running_at_kill += 1
         names = set()
@@ -349,7 +380,9 @@ class Soak:
         for job in inflight:
             if job.via == "gradio" and not job.finished:
                 self.hold_wait(job)  # the held /wait died with the server
-        self.kills.append({"after_jobs_submitted": sum(j.id is not None for j in self.jobs) - self.args.warmup,
+        self.kills.append({"mode": mode, "cancelled_job": cancelled.n if cancelled is not None else None,
+                           "ms_after_cancel": gap_ms,
+                           "after_jobs_submitted": sum(j.id is not None for j in self.jobs) - self.args.warmup,
                            "running": len(running), "steps": steps, "queued": len(inflight) - len(running),
                            "server_children": len(children), "child_names": sorted(names),
                            "children_alive_after_3s": len(alive), "resubmitted": len(again)})
@@ -360,12 +393,13 @@ class Soak:
             self.peaks[key] = max(self.peaks.get(key, value), value)
 
     # -- the run -------------------------------------------------------------------------------------------------
-    def drive(self, numbers: list[int], kill_at: list[int], deadline: float) -> None:
-        """Submit jobs `numbers`, keeping `--depth` in flight; kill the server when the count submitted reaches each
-        of `kill_at` and a job runs; return when every job has finished."""
+    def drive(self, numbers: list[int], kills: list[tuple[int, str]], deadline: float) -> None:
+        """Submit jobs `numbers`, keeping `--depth` in flight; return when every job has finished. `kills`: (count
+        submitted, mode) in order: once that many were submitted, SIGKILL the server while a job runs ("plain", with
+        no cancel under way) or the moment a cancel of a running job has been accepted ("after cancel")."""
         pending = list(numbers)
         inflight: list[Job] = []
-        kill_at = list(kill_at)
+        kill_at = list(kills)
         submitted = 0
         next_sample = 0.0
         while pending or inflight:
@@ -373,20 +407,26 @@ class Soak:
                 raise RuntimeError(f"the soak ran past its time limit with {len(inflight)} jobs unfinished: "
                                    + ", ".join(f"{j.n}:{j.state}" for j in inflight))
             # No new submission while a job to cancel waits to be seen running: the cancel lands within a poll.
-            waiting_cancel = any(j.cancel and j.cancel_result is None for j in inflight)
-            while pending and len(inflight) < self.args.depth and not waiting_cancel:
+            while (pending and len(inflight) < self.args.depth
+                   and not any(j.cancel and j.cancel_result is None for j in inflight)):
                 job = self.new_job(pending.pop(0))
                 self.submit(job)
                 submitted += 1
                 inflight.append(job)
             for job in list(inflight):
+                sent_before = job.cancel_result
                 self.poll(job)
                 if job.finished:
                     inflight.remove(job)
-            # A kill while a job to cancel waits: the restarted runner renders before the server answers (the
-            # job could end before the cancel can be sent), so kill only once it has been cancelled.
-            waiting_cancel = any(j.cancel and j.cancel_result is None for j in inflight)
-            if (kill_at and submitted >= kill_at[0] and not waiting_cancel
+                elif (kill_at and kill_at[0][1] == "after cancel" and submitted >= kill_at[0][0]
+                      and sent_before is None and job.cancel_result == "sent" and job.via == "api"):
+                    kill_at.pop(0)
+                    self.kill_and_restart(inflight, "after cancel", job)
+                    break
+            # A plain kill waits while a job to cancel waits to be seen running (the restarted runner renders before
+            # the server answers, so the job could end before the cancel can be sent) or a cancel is under way.
+            quiet = not any(j.cancel and (j.cancel_result is None or j.cancel_result == "sent") for j in inflight)
+            if (kill_at and kill_at[0][1] == "plain" and submitted >= kill_at[0][0] and quiet
                     and any(j.state == "running" for j in inflight)):
                 kill_at.pop(0)
                 self.kill_and_restart(inflight)
@@ -450,7 +490,10 @@ class Soak:
         self.connect()
 
         # 2. The soak: kills spread over the first half of the run.
-        kill_at = [round(args.jobs * (k + 1) / (2 * args.kills + 2)) for k in range(args.kills)]
+        # every second kill (the first, third...) comes the moment the API has accepted a cancel (202), before the
+        # job has had the few milliseconds it takes to stop
+        kill_at = [(round(args.jobs * (k + 1) / (2 * args.kills + 2)), "plain" if k % 2 else "after cancel")
+                   for k in range(args.kills)]
         began = time.monotonic()
         self.peaks = {}
         self.drive(list(range(args.jobs)), kill_at, deadline)
@@ -509,6 +552,13 @@ def checks(report: dict, jobs: list[dict]) -> list[tuple[str, bool, str]]:
     rows.append(("0 truncated (ffprobe: streams, length within a frame)", not bad,
                  f"{len(done) - len(bad)} of {len(done)} MP4s whole"
                  + (f"; job {bad[0]['n']}: {bad[0]['verified']}" if bad else "")))
+    accepted = [j for j in jobs if j["cancel_result"] == "sent"]
+    ignored = [j for j in accepted if j["state"] != "canceled"]
+    rows.append(("accepted cancels honoured (each ends canceled)", not ignored,
+                 f"{len(accepted) - len(ignored)} of {len(accepted)} canceled"
+                 + "".join(f"; job {j['n']} ended {j['state']} after {j['attempts']} attempts"
+                           + (" (the server was killed before it stopped)" if j["running_at_kill"] else "")
+                           for j in ignored)))
     hit = [j for j in jobs if j["running_at_kill"]]
     unresumed = [j for j in hit if not (j["attempts"] > j["running_at_kill"] and j["state"] in ("done", "canceled"))
                  and not (j["state"] == "canceled" and j["cancel"])]
@@ -534,8 +584,13 @@ def print_summary(report: dict, strict: bool) -> int:
           f"{sum(j['state'] == 'canceled' for j in cancelled)} canceled, "
           f"{sum(j['cancel_result'] == 'too late' for j in cancelled)} too late (the job had ended), "
           f"{sum(j['cancel_result'] is None for j in cancelled)} ended before they were seen running")
+    by_n = {j["n"]: j for j in jobs}
     for k, kill in enumerate(report["kills"], 1):
-        print(f"kill {k}: after {kill['after_jobs_submitted']} submitted, {kill['running']} running "
+        if kill["mode"] == "after cancel":
+            victim = by_n[kill["cancelled_job"]]
+            print(f"kill {k} came {kill['ms_after_cancel']:.0f} ms after the cancel of running job {victim['n']} was "
+                  f"accepted: the job ended {victim['state']} after {victim['attempts']} attempt(s)")
+        print(f"kill {k} ({kill['mode']}): after {kill['after_jobs_submitted']} submitted, {kill['running']} running "
               f"({', '.join(kill['steps'])}) + {kill['queued']} queued; the server had {kill['server_children']} child "
               f"process(es) {kill['child_names']}, {kill['children_alive_after_3s']} still alive 3 s later; "
               f"{kill['resubmitted']} resubmitted")
@@ -603,9 +658,10 @@ def print_summary(report: dict, strict: bool) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="a smoke run: 20 renders, 1 kill")
+    parser.add_argument("--quick", action="store_true", help="a smoke run: 20 renders, 2 kills")
     parser.add_argument("--jobs", type=int, help="renders in the soak (default 200, quick 20)")
-    parser.add_argument("--kills", type=int, help="SIGKILLs of the server in the first half (default 3, quick 1)")
+    parser.add_argument("--kills", type=int, help="SIGKILLs of the server in the first half (default 3, quick 2); "
+                        "the first, third... come right after the API accepts a cancel")
     parser.add_argument("--depth", type=int, default=3, help="jobs in flight at once (default 3)")
     parser.add_argument("--warmup", type=int, default=4, help="renders before the first sample (default 4)")
     parser.add_argument("--time-limit-s", type=float, help="give up after this long (default 900, quick 240)")
@@ -614,7 +670,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, help="also write the figures as JSON here")
     args = parser.parse_args(argv)
     args.jobs = args.jobs or (20 if args.quick else 200)
-    args.kills = args.kills if args.kills is not None else (1 if args.quick else 3)
+    args.kills = args.kills if args.kills is not None else (2 if args.quick else 3)
     args.time_limit_s = args.time_limit_s or (240.0 if args.quick else 900.0)
     exit_on_signals()
     become_subreaper()
