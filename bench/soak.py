@@ -14,11 +14,11 @@ What it does, in one run against one data folder:
    ``Idempotency-Key``, polled with ``GET /api/jobs/{id}``) and through the Gradio app (``gradio_client.Client``:
    /write_storyboard, /edit_storyboard to fix the scene lengths, /render, then /wait held open until the job ends),
    keeping a few in flight so there is always a queue. One job in ten is cancelled once it is running (``POST
-   /api/jobs/{id}/cancel``, or Gradio's /cancel). In the first half of the run the server is killed with SIGKILL a few
-   times while a job runs (the first, third... time the moment the API has accepted a cancel of the running job,
-   before the job has stopped) and started again on the same data folder; after each restart every API job not yet
-   finished, and the last few finished ones, is submitted again with its Idempotency-Key. (gradio_client's stream
-   threads print a traceback or two when the server dies under them: expected.)
+   /api/jobs/{id}/cancel`` while it encodes, or Gradio's /cancel in any step). In the first half of the run the
+   server is killed with SIGKILL a few times while a job runs (the first, third... time the moment the API has
+   accepted a cancel of the running job, before the job has stopped) and started again on the same data folder;
+   after each restart every API job not yet finished, and the last few finished ones, is submitted again with its
+   Idempotency-Key. (gradio_client's stream threads print a traceback or two when the server dies under them.)
 3. Every done job's MP4 is fetched (``GET /api/jobs/{id}/video``, or Gradio's /video) and checked with ffprobe:
    video and audio streams, and the video's length and frame count equal to the storyboard's (fixed scene lengths and
    transitions) within one frame.
@@ -312,14 +312,15 @@ class Soak:
             job.wait = None
             if job.wait_state not in TERMINAL:
                 self.hold_wait(job)
-        if job.cancel and job.cancel_result is None and job.state == "running":
+        # API jobs are cancelled while ffmpeg encodes (the step a cancel takes longest to stop: 15-40 ms, see
+        # bench/jobs.py), Gradio jobs in whatever step they are seen running
+        if (job.cancel and job.cancel_result is None and job.state == "running"
+                and (job.via == "gradio" or job.step == "compose")):
             self.cancel(job)
         if job.state in TERMINAL and (job.via == "api" or job.wait_state in TERMINAL):
             if job.via == "gradio" and job.wait_state != job.state:
                 self.errors.append(f"/wait of job {job.n} answered {job.wait_state}, the API says {job.state}")
             job.finished, job.ended_at = True, time.monotonic()
-            if job.state == "done":
-                job.verified = self.verify(job)
 
     def cancel(self, job: Job) -> None:
         try:
@@ -352,12 +353,11 @@ class Soak:
 
     # -- kills ---------------------------------------------------------------------------------------------------
     def kill_and_restart(self, inflight: list[Job], mode: str = "plain", cancelled: Job | None = None) -> None:
-        running = [j for j in inflight if j.state == "running"]
-        steps = sorted({j.step or "?" for j in running})
+        """SIGKILL the server, see what becomes of its children, start it again, resubmit. Which jobs the kill
+        interrupted is read from the journal at the end (`interruptions`): the states polled here may be stale."""
         children = self.server.kill()
+        killed_wall = time.time()
         gap_ms = 1000 * (self.server.killed_at - cancelled.cancel_sent_at) if cancelled is not None else None
-        for job in running:
-            job.running_at_kill += 1
         names = set()
         for child in children:
             try:
@@ -369,6 +369,7 @@ class Soak:
         kill_processes(alive)
         self.disconnect()
         self.start_s.append(self.server.start())
+        restarted_wall = time.time()
         self.connect()
         # Resubmit every API job not yet finished (its answer might have been lost) and the last few finished ones.
         api_jobs = [j for j in self.jobs if j.via == "api" and j.id is not None]
@@ -383,9 +384,36 @@ class Soak:
         self.kills.append({"mode": mode, "cancelled_job": cancelled.n if cancelled is not None else None,
                            "ms_after_cancel": gap_ms,
                            "after_jobs_submitted": sum(j.id is not None for j in self.jobs) - self.args.warmup,
-                           "running": len(running), "steps": steps, "queued": len(inflight) - len(running),
+                           "in_flight": len(inflight), "killed_wall": killed_wall, "restarted_wall": restarted_wall,
                            "server_children": len(children), "child_names": sorted(names),
                            "children_alive_after_3s": len(alive), "resubmitted": len(again)})
+
+    def interruptions(self) -> None:
+        """From the journal (the server stopped): the jobs each kill interrupted (an ``interrupted`` event journaled
+        when the restarted server recovered) and the step each was in."""
+        import sqlite3
+
+        by_id = {j.id: j for j in self.jobs}
+        db = sqlite3.connect(f"file:{self.data / 'studio.db'}?mode=ro", uri=True)
+        try:
+            rows = db.execute("SELECT job_id, seq, time FROM events WHERE kind = 'interrupted' ORDER BY time").fetchall()
+            for kill in self.kills:
+                kill["running"], kill["steps"] = 0, []
+            for job_id, seq, when in rows:
+                kill = next((k for k in self.kills if k["killed_wall"] - 1 <= when <= k["restarted_wall"] + 1), None)
+                step = None
+                for (data,) in db.execute("SELECT data FROM events WHERE job_id = ? AND seq < ? ORDER BY seq DESC",
+                                          (job_id, seq)):
+                    step = json.loads(data).get("step")
+                    if step:
+                        break
+                if job_id in by_id:
+                    by_id[job_id].running_at_kill += 1
+                if kill is not None:
+                    kill["running"] += 1
+                    kill["steps"].append(step or "?")
+        finally:
+            db.close()
 
     def peak(self, sample: dict) -> None:
         """Keep the highest of each figure seen while jobs run (sampled about once a second)."""
@@ -401,6 +429,7 @@ class Soak:
         inflight: list[Job] = []
         kill_at = list(kills)
         submitted = 0
+        finished: list[Job] = []
         next_sample = 0.0
         while pending or inflight:
             if time.monotonic() > deadline:
@@ -413,16 +442,22 @@ class Soak:
                 self.submit(job)
                 submitted += 1
                 inflight.append(job)
-            for job in list(inflight):
+            # Jobs to cancel first; the videos of finished jobs are checked after the pass (it takes a while).
+            for job in sorted(inflight, key=lambda j: not (j.cancel and j.cancel_result is None)):
                 sent_before = job.cancel_result
                 self.poll(job)
                 if job.finished:
                     inflight.remove(job)
+                    finished.append(job)
                 elif (kill_at and kill_at[0][1] == "after cancel" and submitted >= kill_at[0][0]
                       and sent_before is None and job.cancel_result == "sent" and job.via == "api"):
                     kill_at.pop(0)
                     self.kill_and_restart(inflight, "after cancel", job)
                     break
+            for job in finished:
+                if job.state == "done":
+                    job.verified = self.verify(job)
+            finished.clear()
             # A plain kill waits while a job to cancel waits to be seen running (the restarted runner renders before
             # the server answers, so the job could end before the cancel can be sent) or a cancel is under way.
             quiet = not any(j.cancel and (j.cancel_result is None or j.cancel_result == "sent") for j in inflight)
@@ -518,6 +553,7 @@ class Soak:
         disk_retained = self.disk()
         disk_retained["job_folders_left"] = sum(self.job_dir(j).exists() for j in self.jobs)
         self.server.stop()
+        self.interruptions()
 
         soak = [j for j in self.jobs if j.n >= 0]
         report.update({
@@ -591,7 +627,8 @@ def print_summary(report: dict, strict: bool) -> int:
             print(f"kill {k} came {kill['ms_after_cancel']:.0f} ms after the cancel of running job {victim['n']} was "
                   f"accepted: the job ended {victim['state']} after {victim['attempts']} attempt(s)")
         print(f"kill {k} ({kill['mode']}): after {kill['after_jobs_submitted']} submitted, {kill['running']} running "
-              f"({', '.join(kill['steps'])}) + {kill['queued']} queued; the server had {kill['server_children']} child "
+              f"({', '.join(kill['steps'])}) of {kill['in_flight']} in flight; the server had "
+              f"{kill['server_children']} child "
               f"process(es) {kill['child_names']}, {kill['children_alive_after_3s']} still alive 3 s later; "
               f"{kill['resubmitted']} resubmitted")
     starts = report["server_starts_s"]
