@@ -402,10 +402,11 @@ class Soak:
             for job_id, seq, when in rows:
                 kill = next((k for k in self.kills if k["killed_wall"] - 1 <= when <= k["restarted_wall"] + 1), None)
                 step = None
-                for (data,) in db.execute("SELECT data FROM events WHERE job_id = ? AND seq < ? ORDER BY seq DESC",
-                                          (job_id, seq)):
+                for kind, data in db.execute("SELECT kind, data FROM events WHERE job_id = ? AND seq < ? ORDER BY "
+                                             "seq DESC", (job_id, seq)):
                     step = json.loads(data).get("step")
-                    if step:
+                    if step:  # a `step` event says that step finished: the job was starting the next one
+                        step = f"after {step}" if kind == "step" else step
                         break
                 if job_id in by_id:
                     by_id[job_id].running_at_kill += 1
@@ -454,10 +455,12 @@ class Soak:
                     kill_at.pop(0)
                     self.kill_and_restart(inflight, "after cancel", job)
                     break
-            for job in finished:
-                if job.state == "done":
-                    job.verified = self.verify(job)
-            finished.clear()
+            # Check the videos (slow: a download and ffprobe) only while no job waits for its cancel.
+            if not any(j.cancel and j.cancel_result is None for j in inflight):
+                for job in finished:
+                    if job.state == "done":
+                        job.verified = self.verify(job)
+                finished.clear()
             # A plain kill waits while a job to cancel waits to be seen running (the restarted runner renders before
             # the server answers, so the job could end before the cancel can be sent) or a cancel is under way.
             quiet = not any(j.cancel and (j.cancel_result is None or j.cancel_result == "sent") for j in inflight)
