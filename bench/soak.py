@@ -92,6 +92,7 @@ class Job:
     wait: Any = None  # the Gradio /wait call in flight (a gradio_client Job)
     wait_state: str | None = None  # what /wait answered last
     verified: str | None = None  # "ok", or what is wrong with the video
+    error: str | None = None  # a failed job's message
     finished: bool = False
     submitted_at: float = 0.0
     ended_at: float = 0.0
@@ -303,6 +304,7 @@ class Soak:
     def poll(self, job: Job) -> None:
         data = self.api.get(job.id)
         job.state, job.step, job.attempts = data["state"], data.get("step"), data["attempts"]
+        job.error = (data.get("error") or {}).get("message")
         if job.via == "gradio" and job.wait is not None and job.wait.done():
             try:
                 job.wait_state = job.wait.result()["state"]
@@ -568,7 +570,7 @@ class Soak:
             "by_state": {s: sum(j.state == s for j in soak) for s in sorted({j.state for j in soak})},
             "via": {v: sum(j.via == v for j in soak) for v in ("api", "gradio")},
             "jobs_detail": [{k: getattr(j, k) for k in ("n", "via", "id", "state", "attempts", "cancel",
-                                                         "cancel_result", "running_at_kill", "verified",
+                                                         "cancel_result", "running_at_kill", "verified", "error",
                                                          "expected_s", "frames")} for j in self.jobs],
         })
         return report
@@ -580,7 +582,8 @@ def checks(report: dict, jobs: list[dict]) -> list[tuple[str, bool, str]]:
     bad_end = [j for j in jobs if not (j["state"] == "done" or (j["state"] == "canceled" and j["cancel"]))]
     rows.append(("0 lost (all done, or canceled when cancelled)", not bad_end,
                  f"{len(bad_end)} lost"
-                 + (": " + ", ".join(f"{j['n']} {j['state']}" for j in bad_end[:5]) if bad_end else "")))
+                 + (": " + "; ".join(f"job {j['n']} {j['state']}" + (f" ({j['error']})" if j["error"] else "")
+                                     for j in bad_end[:5]) if bad_end else "")))
     known = len(report["jobs_detail"])  # the warm-up jobs too
     held = sum(report["server_job_counts"].values())
     rows.append(("0 duplicated (resubmits after kills; jobs held)", report["resubmits_new_job"] == 0 and held == known,
