@@ -407,8 +407,10 @@ class Soak:
                 for kind, data in db.execute("SELECT kind, data FROM events WHERE job_id = ? AND seq < ? ORDER BY "
                                              "seq DESC", (job_id, seq)):
                     step = json.loads(data).get("step")
-                    if step:  # a `step` event says that step finished: the job was starting the next one
-                        step = f"after {step}" if kind == "step" else step
+                    if step:  # a `step` event says that step finished: the job was in the next one
+                        if kind == "step":
+                            order = ("storyboard", "narrate", "illustrate", "compose")
+                            step = order[order.index(step) + 1] if step in order[:-1] else f"after {step}"
                         break
                 if job_id in by_id:
                     by_id[job_id].running_at_kill += 1
