@@ -105,11 +105,23 @@ class Ffmpeg:
                 pass
         code = self.proc.wait()
         self._reader.join(timeout=5)
-        self._unregister()
+        self._release()
         if self.cancel is not None and self.cancel.cancelled:
             raise Cancelled()
         if code != 0:
             raise StudioError(f"{self.what} failed (ffmpeg exit code {code}): {self.error_text()}")
+
+    def _release(self) -> None:
+        """Stop listening for a cancel and close the pipes now (not when the garbage collector gets to them: a
+        server renders for days, and each render would leave its pipes open until then)."""
+        self._unregister()
+        self._unregister = lambda: None  # breaks the cycle through the cancel token's callback
+        for pipe in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
+            if pipe is not None and not pipe.closed:
+                try:
+                    pipe.close()
+                except OSError:
+                    pass
 
     def error_text(self) -> str:
         return b"".join(self._stderr[-8:]).decode("utf-8", "replace").strip() or "no message"
@@ -128,7 +140,8 @@ class Ffmpeg:
             return
         self.kill()
         self.proc.wait()
-        self._unregister()
+        self._reader.join(timeout=5)
+        self._release()
         if isinstance(exc, BrokenPipeError):  # ffmpeg died: its own message says why
             if self.cancel is not None and self.cancel.cancelled:
                 raise Cancelled() from None
