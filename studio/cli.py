@@ -126,6 +126,9 @@ def _add_serve(sub) -> None:
     serve.add_argument("--one-pass", action="store_true", help="compose each video in one pass (a little faster on one "
                                                                "machine; a resumed job then encodes the whole video again)")
     serve.add_argument("--keep-days", type=float, default=7.0, help="remove finished renders after this many days (default 7)")
+    serve.add_argument("--forget-days", type=float, default=30.0,
+                       help="remove a finished job from the journal this many days after it ended, once its files are "
+                            "gone (default 30)")
     serve.add_argument("--max-disk-gb", type=float, help="remove the oldest finished renders beyond this total")
     serve.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     serve.add_argument("--no-ui", action="store_true", help="serve only the HTTP API, not the studio app at /")
@@ -316,9 +319,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
         raise StudioError(f"--port must be between 1 and 65535, got {args.port}")
     if args.keep_days <= 0:
         raise StudioError(f"--keep-days must be more than 0, got {args.keep_days}")
+    if args.forget_days < 0:
+        raise StudioError(f"--forget-days must be 0 or more, got {args.forget_days}")
     users = Users.from_file(args.auth) if args.auth is not None else None
     limits = Limits() if args.max_pixels is None else replace(Limits(), max_pixels=args.max_pixels)
-    retention = Retention(max_age_s=args.keep_days * 86400.0,
+    retention = Retention(max_age_s=args.keep_days * 86400.0, forget_after_s=args.forget_days * 86400.0,
                           max_total_bytes=None if args.max_disk_gb is None else int(args.max_disk_gb * 1e9))
 
     # 2. The runner (it resumes interrupted jobs at once), the app, the server.

@@ -366,6 +366,29 @@ def test_retention_removes_old_renders(make_runner):
     assert runner.get(first.id, "a").expired
 
 
+def test_retention_forgets_old_expired_jobs_and_compacts_the_journal(make_runner):
+    """A job whose files are gone leaves the journal `forget_after_s` after it ended, and the journal's file shrinks
+    back (a server that runs for months keeps a journal the size of its recent work)."""
+    runner = make_runner(retention=Retention(max_age_s=3600, forget_after_s=86400))
+
+    def journal_bytes() -> int:  # the database and its write-ahead log
+        return sum(p.stat().st_size for p in runner.data_dir.glob("studio.db*") if not p.name.endswith(".bak"))
+
+    runner.journal.execute("VACUUM")
+    runner.journal.query("PRAGMA wal_checkpoint(TRUNCATE)")
+    empty = journal_bytes()
+    ids = [runner.wait(runner.submit(tiny_request(), owner="a").id, timeout_s=60).id for _ in range(3)]
+    grown = journal_bytes()
+    assert runner.expire(now=time.time() + 7200) == ids  # files removed, rows kept (410 for the video)
+    assert all(runner.get(i, "a").expired for i in ids)
+    runner.expire(now=time.time() + 2 * 86400)
+    for job_id in ids:
+        with pytest.raises(NotFound):
+            runner.get(job_id, "a")
+    assert runner.journal.query("SELECT COUNT(*) AS n FROM events")[0]["n"] == 0
+    assert journal_bytes() <= empty + 4096 < grown, (empty, grown, journal_bytes())  # back to the empty size
+
+
 def test_retention_caps_total_size_oldest_first(make_runner):
     from studio.server.retention import _folder_bytes
 

@@ -26,12 +26,16 @@ class Retention:
             job ended; None keeps them.
         max_total_bytes: Remove the oldest finished renders until all renders take at most this much; None: no cap.
         upload_max_age_s: Uploads older than this are removed unless a waiting or running job uses them.
+        forget_after_s: A job whose files were removed and that ended this long ago leaves the journal too (its row
+            and events; the journal's file is then compacted), so a server that runs for months keeps a journal of
+            the size its recent work needs; None keeps every row.
         sweep_every_s: How often the server applies the policy.
     """
 
     max_age_s: float | None = 7 * 86400.0
     max_total_bytes: int | None = None
     upload_max_age_s: float | None = 7 * 86400.0
+    forget_after_s: float | None = 30 * 86400.0
     sweep_every_s: float = 3600.0
 
 
@@ -161,4 +165,21 @@ class Housekeeping:
                 in_use.update(request_upload_ids(json.loads(row["request"])))
             # (not the temporary files: an upload may be under way; the start's sweep removes a crash's)
             self.uploads.sweep(older_than_s=policy.upload_max_age_s, keep=in_use, now=now, temp=False)
+        if policy.forget_after_s is not None:
+            self._forget(now - policy.forget_after_s)
         return expired
+
+    def _forget(self, ended_before: float) -> int:
+        """Remove from the journal the jobs whose files are gone and that ended before `ended_before` (rows and
+        events), then compact the journal's file; returns how many were removed."""
+        with self.journal.transaction() as db:
+            ids = [row["id"] for row in db.execute("SELECT id FROM jobs WHERE expired = 1 AND finished_at < ?",
+                                                   (ended_before,)).fetchall()]
+            for job_id in ids:
+                db.execute("DELETE FROM events WHERE job_id = ?", (job_id,))
+                db.execute("DELETE FROM jobs WHERE id = ?", (job_id,))
+        if ids:
+            log.info("retention: %d old job(s) left the journal", len(ids))
+            self.journal.execute("VACUUM")  # give the freed pages back to the disk
+            self.journal.query("PRAGMA wal_checkpoint(TRUNCATE)")
+        return len(ids)
