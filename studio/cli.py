@@ -276,6 +276,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
         print(f"preset: {preset.name} ({preset.source})")
     print(f"device: {devices.describe()}")
     print(f"ffmpeg: {ffmpeg_exe()}")
+    _doctor_fonts()
     try:
         from .compose.encoders import working_encoders
 
@@ -287,6 +288,28 @@ def cmd_doctor(args: argparse.Namespace) -> int:
         for name, ok, note in providers.availability(kind, configs):
             print(f"  {'ok ' if ok else 'no '} {name:15s} {note}")
     return 0
+
+
+def _doctor_fonts() -> None:
+    """Which scripts the installed fonts draw, and whether the captions' libass can fall back to them."""
+    import subprocess
+
+    from .fonts import describe_scripts
+    from .media import ffmpeg_exe
+
+    for line in describe_scripts():
+        print(line)
+    try:
+        version = subprocess.run([ffmpeg_exe(), "-hide_banner", "-version"], capture_output=True, text=True,
+                                 timeout=30).stdout
+    except (OSError, subprocess.SubprocessError):
+        version = ""
+    if "--enable-libass" not in version:
+        print("captions: this ffmpeg has no libass: captions cannot be burned in")
+    elif "--enable-fontconfig" not in version:
+        print("captions: this ffmpeg's libass has no fontconfig: characters the caption font lacks are drawn as boxes")
+    else:
+        print("captions: libass falls back through fontconfig to the fonts above")
 
 
 def cmd_serve(args: argparse.Namespace) -> int:

@@ -8,13 +8,22 @@ that has a later ``}`` opens an override block, and any other backslash is drawn
 by an invisible WORD JOINER (U+2060; HarfBuzz draws default-ignorable characters as nothing), ``{``/``}`` become
 ``\\{``/``\\}``, and newlines and other control characters become spaces (Studio wraps lines itself).
 
-Sizes: an ASS ``Fontsize`` is the font's line height (ascender + descender), not its em size, so text is measured
-with the font at ``Fontsize * units_per_em / (ascender + descender)`` pixels, which matches libass's layout.
+Sizes: an ASS ``Fontsize`` is the font's line height (libass: the OS/2 win ascent + descent), not its em size, so
+text is measured with the font at ``Fontsize * units_per_em / (ascent + descent)`` pixels, which matches libass's
+layout.
+
+Every script: characters the caption font lacks are drawn by libass in a fallback font that fontconfig finds among
+the installed fonts (the set-up installs fonts for Latin, Greek, Cyrillic, Hebrew, Arabic, Devanagari, Chinese,
+Japanese and emoji); libass shapes each run with HarfBuzz and orders it with FriBiDi (Arabic joined right to left,
+Devanagari conjuncts). Text is measured the same way (`studio.fonts.FallbackFont`, each fallback sized as libass sizes
+it), and `caption_notes` says which scripts came from fallback fonts and which characters no installed font has.
 """
 
 from __future__ import annotations
 
 import functools
+import hashlib
+import logging
 import re
 import shutil
 import threading
@@ -24,13 +33,15 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 from ..errors import StudioError
-from ..fonts import font_path, read_font
+from ..fonts import (FontError, clusters, coverage, coverage_notes, face_of, fallback_faces, fallback_font, font_path,
+                     read_font)
 
 MAX_LINES = 2
 PAUSE_S = 0.55  # a silence this long between two words starts a new caption
 HOLD_S = 0.35  # a caption stays up this long after its last word (unless the next one starts)
 MIN_SHOW_S = 0.6  # shortest time a caption is shown, when the next one leaves room
 WORD_JOINER = "\u2060"
+log = logging.getLogger("studio.captions")
 _SENTENCE_END = re.compile(r"[.!?\u2026\u3002\uff01\uff1f][\"'\u201d\u2019)\]]*$")
 
 
@@ -67,7 +78,9 @@ class CaptionLayout:
     """A caption style resolved for one frame size: font, sizes and margins in pixels (ASS units = pixels).
 
     `font_sha256` is the font file's content hash (so anything keyed by the layout changes with the font) and
-    `font_suffix` the extension the font is copied under into the work folder (``.ttf`` or ``.otf``, by content).
+    `font_suffix` the extension the font is copied under into the work folder (``.ttf`` or ``.otf``, by content);
+    `fallbacks` names the installed fonts that characters the font lacks fall back to (so it changes, and what is
+    keyed by the layout with it, when fonts are installed or removed).
     """
 
     style: CaptionStyle
@@ -85,6 +98,12 @@ class CaptionLayout:
     margin_h_px: int
     margin_v_px: int
     max_line_px: float
+    fallbacks: str = ""
+
+    @property
+    def weight(self) -> str:
+        """The weight of the fallback fonts: bold for a bold caption font."""
+        return "bold" if self.bold else "regular"
 
 
 @dataclass(frozen=True)
@@ -135,6 +154,11 @@ def caption_layout(style_name: str, size: tuple[int, int], font: Path | None = N
         path = font_path(style.weight)
         family, face_style, line_ratio = _font_facts(str(path))
         sha256, suffix = _file_sha256(str(path)), path.suffix.lower()
+    try:
+        line_ratio = face_of(path).line_ratio  # libass's line height per em (the OS/2 win metrics)
+    except FontError:
+        pass  # FreeType's metrics, as read above
+    bold = "bold" in face_style.lower()
     font_size = max(8, round(min(width, height) * style.size_frac))
     outline = max(1.0, round(font_size * style.outline_frac, 1))
     shadow = round(font_size * style.shadow_frac, 1)
@@ -145,9 +169,21 @@ def caption_layout(style_name: str, size: tuple[int, int], font: Path | None = N
     max_line = (width - 2 * margin_h - 2 * outline) * 0.96
     return CaptionLayout(
         style=style, width=width, height=height, font_path=path, font_sha256=sha256, font_suffix=suffix, family=family,
-        bold="bold" in face_style.lower(), font_size=font_size, em_px=font_size / line_ratio, outline_px=outline, shadow_px=shadow,
+        bold=bold, font_size=font_size, em_px=font_size / line_ratio, outline_px=outline, shadow_px=shadow,
         margin_h_px=margin_h, margin_v_px=margin_v, max_line_px=max_line,
+        fallbacks=_fallbacks_id("bold" if bold else "regular"),
     )
+
+
+def _fallbacks_id(weight: str) -> str:
+    """A short fingerprint of the installed fallback fonts (their names and sizes, in fallback order)."""
+    parts = []
+    for face in fallback_faces(weight):
+        try:
+            parts.append(f"{face.path.name}#{face.index}:{face.path.stat().st_size}")
+        except OSError:
+            continue
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
 
 
 @functools.lru_cache(maxsize=8)
@@ -169,16 +205,39 @@ def _file_sha256(path: str) -> str:
     return file_digest(Path(path))
 
 
-@functools.lru_cache(maxsize=16)
-def _font(path: str, em_px: float):
-    from PIL import ImageFont
-
-    return ImageFont.truetype(path, em_px)
+def measuring_font(layout: CaptionLayout):
+    """The `studio.fonts.FallbackFont` that measures captions as libass draws them: the caption font, and for what
+    it lacks the installed fallback fonts, each sized so that its line height is the style's ``Fontsize``."""
+    return fallback_font(str(layout.font_path), layout.em_px, layout.weight, float(layout.font_size))
 
 
 def text_width(layout: CaptionLayout, text: str) -> float:
-    """Advance width of `text` in pixels as libass lays it out with `layout`'s font (outline not included)."""
-    return float(_font(str(layout.font_path), layout.em_px).getlength(text))
+    """Advance width of `text` in pixels as libass lays it out with `layout`'s font and its fallbacks (outline not
+    included)."""
+    return measuring_font(layout).getlength(text)
+
+
+def caption_notes(layout: CaptionLayout, events: Sequence[CaptionEvent]) -> list[str]:
+    """Project notes on the captions' glyphs: the scripts the caption font lacks that fallback fonts draw, and the
+    characters no installed font has (they are drawn as empty boxes) with what to install; none when the caption
+    font draws every character. Each is also logged (``studio.captions``): as a warning for boxes and for a caption
+    font the user chose (``Project.caption_font``), else as information (the bundled font falls back by design)."""
+    if not events:
+        return []
+    try:
+        primary = face_of(layout.font_path)
+    except FontError:
+        return []
+    text = " ".join(e.text for e in events)
+    cover = coverage(text, primary, layout.weight)
+    notes = coverage_notes("captions", cover)
+    try:
+        chosen = Path(layout.font_path) != font_path(layout.style.weight)  # the user's own caption font
+    except StudioError:
+        chosen = True
+    for note in notes:  # boxes, or a font the user chose that does not draw it all: a warning; else how it works
+        log.log(logging.WARNING if chosen or "empty boxes" in note else logging.INFO, note)
+    return notes
 
 
 def clean_text(text: str) -> str:
@@ -226,8 +285,10 @@ def wrap_words(layout: CaptionLayout, words: Sequence[str]) -> list[str]:
 
 
 def _split_long(layout: CaptionLayout, word: str) -> list[str]:
+    """A word too wide for a line, in line-wide pieces broken between characters (never inside a cluster: a
+    conjunct, a letter and its marks, an emoji sequence stay whole)."""
     chunks, current = [], ""
-    for ch in word:
+    for ch in clusters(word):
         if current and text_width(layout, current + ch) > layout.max_line_px:
             chunks.append(current)
             current = ""

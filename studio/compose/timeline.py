@@ -22,7 +22,8 @@ from ..errors import StudioError
 from ..media import IMAGE_SUFFIXES, VIDEO_SUFFIXES
 from ..presets import Preset
 from ..project import Project, Scene
-from .captions import CaptionEvent, CaptionLayout, TimedWord, caption_layout, group_words, no_overlaps, spread_words
+from .captions import (CaptionEvent, CaptionLayout, TimedWord, caption_layout, caption_notes, group_words, no_overlaps,
+                       spread_words)
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -403,6 +404,7 @@ def build_timeline(project: Project, preset: Preset, *, only: Collection[str] | 
         for (_, scene), scene_words, window in zip(numbered, words, windows):
             events.extend(group_words(layout, scene_words, window_end_s=window, scene_id=scene.id))
         captions = no_overlaps(events)
+        notes.extend(caption_notes(layout, captions))  # glyphs from fallback fonts, or none at all
 
     # 5. Music and watermark.
     music = None

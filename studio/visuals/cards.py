@@ -14,6 +14,10 @@ A card is a `CardDesign` (layout, palette, geometry seed, the words to draw) ren
   fitted and wrapped to the layout's text box, which never reaches into the lower `CAPTION_BAND` of the frame where
   captions are burned in later. The ink is checked against the pixels behind it (WCAG contrast ratio at least
   `MIN_CONTRAST`); where it falls short a panel is laid under the type.
+- Every script: the type is drawn with `studio.fonts.FallbackFont`, so characters DejaVu lacks (Chinese, Japanese,
+  Devanagari, emoji ...) come from the installed fallback fonts, each line in bidi order and each run shaped by raqm
+  (Arabic joined right to left, Devanagari conjuncts). Characters no installed font has are drawn as boxes and
+  logged as a warning (``studio.cards``) naming what to install; the fonts a card uses are part of its identity.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import colorsys
 import functools
 import hashlib
 import json
+import logging
 import math
 import random
 import re
@@ -34,7 +39,7 @@ import numpy as np
 
 from ..assets import atomic_path
 from ..errors import StudioError
-from ..fonts import font_path
+from ..fonts import FontError, clusters, coverage, coverage_notes, face_of, fallback_font, font_path
 from ..progress import CancelToken, check
 from ..project import Scene
 from ..providers import register
@@ -61,6 +66,7 @@ _STYLE_WORDS = {
 }
 
 RGB = tuple[int, int, int]
+log = logging.getLogger("studio.cards")
 
 
 # -- design ------------------------------------------------------------------------------------------------------------
@@ -135,7 +141,7 @@ def design_card(scene: Scene, *, index: int, style: str = "", project_seed: int 
     random.Random(_hash_ints("layouts", project_seed)[0]).shuffle(order)
     layout = order[index % len(order)]
     palette = make_palette(index=index, project_seed=project_seed, salt=digest[1], style=style)
-    return CardDesign(layout, palette, digest[0], headline, subline, _font_name())
+    return CardDesign(layout, palette, digest[0], headline, subline, _fonts_id(headline, subline))
 
 
 def make_palette(*, index: int, project_seed: int, salt: int, style: str = "") -> Palette:
@@ -476,13 +482,54 @@ def _font_name() -> str:
 
 
 @functools.lru_cache(maxsize=256)
-def _font(weight: str, size: int):
-    from PIL import ImageFont
+def _fonts_id(headline: str, subline: str) -> str:
+    """The fonts the card's words are drawn in: the bold font's file name, then any fallback fonts it needs (so a
+    card is drawn again when the fonts for its words change); warns about characters no installed font has."""
+    name = _font_name()
+    if name == "pillow-default":
+        return name
+    used: list[str] = []
+    for weight, text in (("bold", headline), ("regular", subline)):
+        if not text:
+            continue
+        try:
+            primary = face_of(font_path(weight))
+        except (StudioError, FontError):
+            continue
+        cover = coverage(text, primary, weight)
+        used += [family for _, families in cover.fallback.values() for family in families]
+        used += [f"no font for {script}" for script in cover.missing]
+        for note in coverage_notes("cards", cover):
+            if "empty boxes" in note:
+                log.warning(note)
+    return "+".join([name, *dict.fromkeys(used)])
 
+
+class _PlainFont:
+    """Pillow's built-in font with `studio.fonts.FallbackFont`'s drawing call (a machine without TrueType fonts)."""
+
+    def __init__(self, size: int) -> None:
+        from PIL import ImageFont
+
+        self.font = ImageFont.load_default(size)
+
+    def getlength(self, text: str) -> float:
+        return float(self.font.getlength(text))
+
+    def getmetrics(self) -> tuple[int, int]:
+        return self.font.getmetrics()
+
+    def draw_text(self, draw, xy, text: str, fill) -> None:
+        draw.text(xy, text, font=self.font, fill=fill)
+
+
+@functools.lru_cache(maxsize=256)
+def _font(weight: str, size: int):
+    """The card font of a weight and size, with fallback fonts for what it lacks (`studio.fonts.FallbackFont`)."""
     try:
-        return ImageFont.truetype(str(font_path(weight)), size)
-    except StudioError:  # no TrueType font on this machine: Pillow's own scalable font still draws every card
-        return ImageFont.load_default(size)
+        return fallback_font(str(font_path(weight)), size, weight)
+    except (StudioError, FontError):  # no TrueType font on this machine: Pillow's own scalable font draws every card
+        return _PlainFont(size)
 
 
 def _wrap(text: str, font, max_width: float, break_words: bool = True) -> list[str] | None:
@@ -503,7 +550,7 @@ def _wrap(text: str, font, max_width: float, break_words: bool = True) -> list[s
         if not break_words:
             return None
         line = ""
-        for ch in word:
+        for ch in clusters(word):  # between user-perceived characters: conjuncts and emoji stay whole
             if font.getlength(line + ch) <= max_width or not line:
                 line += ch
             else:
@@ -520,7 +567,7 @@ def _truncate(lines: list[str], font, max_width: float, max_lines: int) -> list[
     kept = lines[:max_lines]
     last = kept[-1]
     while last and font.getlength(last.rstrip() + "…") > max_width:
-        last = last[:-1]
+        last = "".join(clusters(last)[:-1])
     kept[-1] = last.rstrip() + "…"
     return kept
 
@@ -680,7 +727,7 @@ def _draw_lines(draw, block: _Block, left: float, top: float, align: str, fill) 
             y += block.size * 0.35  # the gap between headline and subline
         line_w = font.getlength(text)
         x = left + {"left": 0.0, "right": block.width - line_w}.get(align, (block.width - line_w) / 2)
-        draw.text((round(x), round(y)), text, font=font, fill=fill)
+        font.draw_text(draw, (round(x), round(y)), text, fill)
         y += _line_height(font)
 
 
@@ -730,7 +777,7 @@ def _colours(palette: Palette) -> list[RGB]:
 
 def _check() -> str:
     try:
-        return f"offline title cards, font {font_path('bold').name}"
+        return f"offline title cards, font {font_path('bold').name} (with fallback fonts for other scripts)"
     except StudioError:
         return "offline title cards, Pillow's built-in font (install fonts-dejavu-core for DejaVu Sans)"
 
