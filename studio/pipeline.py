@@ -258,10 +258,21 @@ def make_video(
 
         # 5. Compose: segments (each cached, any worker) joined with the soundtrack, or one pass
         result = _compose_step(project, preset, output, executor, encoder, segments, progress, event, steps, cancel)
+        project = _with_compose_notes(project, getattr(getattr(result, "timeline", None), "notes", ()))
         progress.done()
         return RunSummary(output=result.path, duration_s=result.duration_s, size_bytes=result.size_bytes,
                           width=result.width, height=result.height, fps=result.fps, encoder=result.encoder,
                           steps=tuple(steps), project=project)
+
+
+def _with_compose_notes(project: Project, notes: Any) -> Project:
+    """The project with this render's composition notes (captions drawn with fallback fonts or not at all, a fixed
+    duration too short ...) in place of the last render's, saved: the CLI, the app and the API show them."""
+    fresh = [n if n.startswith("compose:") else f"compose: {n}" for n in notes or ()]
+    kept = [n for n in project.notes if not n.startswith("compose:")]
+    if fresh == [n for n in project.notes if n.startswith("compose:")]:
+        return project
+    return replace(project, notes=tuple(kept + fresh)).save()
 
 
 def _compose_step(project: Project, preset: Preset, output: Path, executor: Any, encoder: str | None, segments: bool,

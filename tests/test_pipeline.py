@@ -184,3 +184,18 @@ def test_progress_is_structured_data(tmp_path):
     assert all(0.0 <= u.step_fraction <= 1.0 for u in updates if u.step is not None)
     assert labels[len(updates) // 2][1].startswith("[")  # e.g. "[3/4 illustrate] scene 1/2 painted"
     assert [u.label() for u in updates] == [m for _, m in labels]
+
+
+def test_composition_notes_reach_the_project(tmp_path):
+    """What composing found (captions drawn with fallback fonts) is a project note, shown by every face; a render
+    without it leaves no stale note behind."""
+    folder = tmp_path / "p"
+    summary = make_video("# Tokyo\n\nWe flew to 東京 today.", preset="draft", output=tmp_path / "a.mp4",
+                         project_dir=folder, narrator="espeak", painter="cards")
+    notes = [n for n in summary.project.notes if n.startswith("compose:")]
+    assert len(notes) == 1 and "captions:" in notes[0] and "Han (東京)" in notes[0], summary.project.notes
+    assert Project.load(folder).notes == summary.project.notes  # saved with the project
+    latin = summary.project.edit_scene(summary.project.scenes[0].id, narration="We flew home today.")
+    again = make_video(latin, preset="draft", output=tmp_path / "b.mp4", project_dir=folder, narrator="espeak",
+                       painter="cards")
+    assert not [n for n in again.project.notes if n.startswith("compose:")]
