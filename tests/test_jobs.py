@@ -440,3 +440,26 @@ def test_a_started_runner_has_imported_the_steps_before_its_workers_run(tmp_path
     out = subprocess.run([PYTHON, "-c", code], capture_output=True, text=True, env=python_env(), cwd=ROOT, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[] [] []"  # none before, all after, and still no heavy library
+
+
+def test_a_job_and_a_cli_render_of_the_same_project_make_the_same_video(make_runner, tiny, tmp_path):
+    """One pipeline: the job runner (segments, through its executor) and the CLI's `make_video` (one pass) render
+    the same project to the same video facts, and the job reuses every asset the first render made."""
+    from studio import Project, load_preset
+    from studio.pipeline import make_video
+
+    from .conftest import video_facts
+
+    project = Project.from_storyboard(storyboard([1.0, 1.5]), title="Same", aspect="1:1").save(tmp_path / "proj")
+    cli = make_video(project, preset=load_preset(tiny), output=tmp_path / "cli.mp4", narrator="espeak",
+                     painter="cards")
+    runner = make_runner()
+    job = runner.wait(runner.submit_project(cli.project, owner="a", preset="tiny", narrator="espeak",
+                                            painter="cards").id, timeout_s=60)
+    assert job.state == "done", job.error
+    ours, theirs = video_facts(cli.output), video_facts(job.output)
+    for key in ("width", "height", "fps", "video_codec", "audio_codec", "has_audio", "frames"):
+        assert ours[key] == theirs[key], key
+    assert abs(ours["duration_s"] - theirs["duration_s"]) <= 1 / ours["fps"] + 1e-6
+    assert {s["step"]: s["made"] for s in job.steps if s["step"] in ("narrate", "illustrate")} == \
+        {"narrate": 0, "illustrate": 0}  # every narration and picture found, none made again
