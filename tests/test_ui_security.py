@@ -273,15 +273,22 @@ def test_many_waits_do_not_starve_the_server(tmp_path):
         config = httpx.get(url + "/config", timeout=10).json()
         job_event = next(d["id"] for d in config["dependencies"] if d.get("api_name") == "job")
 
+        config = httpx.get(url + "/config", timeout=10).json()
+        wait_event = next(d["id"] for d in config["dependencies"] if d.get("api_name") == "wait")
+
         async def scenario() -> tuple[list[float], int]:
             async with httpx.AsyncClient(base_url=url, timeout=30) as http:
-                # Each wait is one open HTTP request, as gradio_client sends an unqueued event.
-                waits = [asyncio.ensure_future(http.post("/gradio_api/run/wait", timeout=200,
-                                                         json={"data": [queued["id"], 120],
-                                                               "session_hash": secrets.token_hex(8)}))
-                         for _ in range(60)]
+                # Each wait joins Gradio's queue and holds its event stream open, as gradio_client's /wait does.
+                waits = []
+                for _ in range(60):
+                    session_hash = secrets.token_hex(8)
+                    joined = await http.post("/gradio_api/queue/join", json={
+                        "data": [queued["id"], 120], "fn_index": wait_event, "event_data": None,
+                        "session_hash": session_hash, "trigger_id": None})
+                    assert joined.status_code == 200, joined.text
+                    waits.append(asyncio.ensure_future(_drain(http, session_hash)))
                 await asyncio.sleep(3.0)  # every wait is now open on the server
-                assert not any(w.done() for w in waits), [w.result().text for w in waits if w.done()][:1]
+                assert not any(w.done() for w in waits), "a wait ended early"
                 latencies = []
                 for _ in range(5):
                     started = time.perf_counter()
@@ -306,6 +313,13 @@ def test_many_waits_do_not_starve_the_server(tmp_path):
         assert sorted(latencies)[len(latencies) // 2] < 1.0 and max(latencies) < 15.0, latencies
         for job in (queued, running_job):
             httpx.post(url + f"/api/jobs/{job['id']}/cancel", timeout=10)
+
+
+async def _drain(http: httpx.AsyncClient, session_hash: str) -> None:
+    async with http.stream("GET", "/gradio_api/queue/data", params={"session_hash": session_hash},
+                           timeout=None) as stream:
+        async for _ in stream.aiter_lines():
+            pass
 
 
 def test_wait_caps_per_caller():

@@ -57,8 +57,11 @@ CSS = """
 # is no secret: it is a fixed, public name here, and nothing secret is ever sent. The session holds only a random
 # anonymous key (the browser's own capability) and ids that every handler checks against the caller.
 SESSION_KEY = "studio-session-v1"
-# Gradio's synchronous handlers get their own threads, so they never take the HTTP API's (anyio's default 40).
-GRADIO_THREADS = 32
+# Gradio's queue runs at most this many events at once, and its synchronous handlers get a thread limiter of this size
+# of their own (so they never take the HTTP API's: anyio's default 40). Every open /wait (an async event: no thread)
+# holds one of these slots, so there are slots for all the waits the caps allow and as many again for other events;
+# threads are made only as handlers need them (the long ones share one "gpu" slot).
+GRADIO_THREADS = endpoints.WAITS_TOTAL + 40
 
 
 def make_studio(data_dir: Path | str | None = None, runner: Any = None, single_user: str | None = None) -> Studio:
@@ -194,6 +197,7 @@ def launch(data_dir: Path | str | None = None, *, server_name: str | None = None
         raise SystemExit(2) from None
     try:
         demo = build_app(studio)
+        demo.max_threads = GRADIO_THREADS  # before queue(): the queue's slots
         demo.queue(max_size=QUEUE_MAX_SIZE, default_concurrency_limit=1)
         kwargs.setdefault("max_threads", GRADIO_THREADS)
         name = server_name or os.environ.get("GRADIO_SERVER_NAME") or "127.0.0.1"
@@ -219,8 +223,8 @@ def mount(app: Any, runner: Any, users: Any = None, path: str = "/") -> Any:
 
     studio = make_studio(runner=runner, single_user=None if users is not None else LOCAL_USER)
     demo = build_app(studio)
+    demo.max_threads = GRADIO_THREADS  # before queue(): its slots; its own limiter (the HTTP API keeps anyio's 40)
     demo.queue(max_size=QUEUE_MAX_SIZE, default_concurrency_limit=1)
-    demo.max_threads = GRADIO_THREADS  # its own limiter (made at start-up): the HTTP API keeps anyio's 40 threads
     auth = (lambda user, secret: users.check_basic(user, secret) is not None) if users is not None else None
     mounted = gr.mount_gradio_app(app, demo, path=path, auth=auth, **launch_options(studio))
     # A mounted Blocks never "launches", and Gradio then skips its own check that an event's files were uploaded by

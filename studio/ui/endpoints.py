@@ -275,9 +275,9 @@ def register(studio: Studio) -> None:
     gr.api(friendly(render), api_name="render", **light)
     gr.api(friendly(submit), api_name="submit", **light)
     gr.api(friendly(job), api_name="job", **light)
-    # Off Gradio's queue: a queued event holds one of the queue's worker slots (as many as its threads) for as long as
-    # it runs, so open waits would stall every other event; unqueued, a wait is one HTTP request on the event loop.
-    gr.api(friendly_async(wait), api_name="wait", queue=False)
+    # A wait runs on the event loop (no thread) in a concurrency group of its own; the queue has slots enough for
+    # every wait the caps allow plus the other events (`studio.ui.app.GRADIO_THREADS`), so open waits never stall them.
+    gr.api(friendly_async(wait), api_name="wait", concurrency_id="wait", concurrency_limit=WAITS_TOTAL)
     gr.api(friendly(cancel), api_name="cancel", **light)
     # A file answer needs a file component (gr.api returns JSON only): a hidden one, reached only through the API.
     with gr.Column(visible=False):
