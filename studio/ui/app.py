@@ -24,8 +24,9 @@ from . import brief, compose, endpoints, projects, storyboard, visuals, voice
 from .common import Studio, bind, checked_session, named, shorten, view
 from .workspace import Workspace, default_data_dir
 
-# A full queue answers "busy" at once instead of piling up work.
-QUEUE_MAX_SIZE = 32
+# A full queue answers "busy" at once instead of piling up work (room for a burst of waits; heavy events are held to
+# their concurrency groups anyway).
+QUEUE_MAX_SIZE = 128
 CACHE_MAX_AGE_S = (3600, 24 * 3600)  # remove served copies older than a day, checking every hour
 # System fonts only: the page loads nothing from outside the server.
 THEME = gr.themes.Soft(primary_hue="indigo", secondary_hue="amber", neutral_hue="slate",
