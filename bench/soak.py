@@ -251,7 +251,7 @@ class Soak:
     def new_job(self, n: int) -> Job:
         via = "api" if n % 2 == 0 else "gradio"
         cancel = n >= 0 and n % 20 in (4, 13)  # one in ten: API and Gradio jobs alike
-        scenes, expected = storyboard(n, self.transition_s, long=cancel)
+        scenes, expected = storyboard(n, self.transition_s, long=cancel or n in getattr(self, "long_jobs", ()))
         job = Job(n=n, via=via, scenes=scenes, expected_s=expected, frames=round(expected * self.fps), cancel=cancel)
         self.jobs.append(job)
         return job
@@ -513,7 +513,8 @@ class Soak:
             if job is None:
                 out.append(f"job folder {folder.name} that no submission made")
             elif job.state == "canceled":
-                kept = [p.name for p in folder.iterdir() if p.name != "project.json"]
+                # project.json and job.json (the job's record, which rebuilds a lost journal) stay by design
+                kept = [p.name for p in folder.iterdir() if p.name not in ("project.json", "job.json")]
                 if kept:
                     out.append(f"cancelled job {job.n} still holds {', '.join(sorted(kept))}")
         return out
@@ -536,6 +537,10 @@ class Soak:
         # job has had the few milliseconds it takes to stop
         kill_at = [(round(args.jobs * (k + 1) / (2 * args.kills + 2)), "plain" if k % 2 else "after cancel")
                    for k in range(args.kills)]
+        # The jobs in flight around a plain kill are long ones, so the kill finds one running (a tiny job is over in
+        # about the time one poll takes, and the kill would come too late).
+        self.long_jobs = {n for count, mode in kill_at if mode == "plain"
+                          for n in range(count - args.depth - 1, count + args.depth + 1)}
         began = time.monotonic()
         self.peaks = {}
         self.drive(list(range(args.jobs)), kill_at, deadline)
@@ -552,6 +557,7 @@ class Soak:
 
         # 4. Retention: a restart with a one-second retention removes every finished job's files at start.
         self.server.stop()
+        self.interruptions()  # before the retention restart forgets the finished jobs' events
         time.sleep(1.2)
         self.server.start(extra=("--keep-days", f"{1.0 / 86400:.8f}", "--forget-days", "0"))
         wait_until = time.monotonic() + 30
@@ -560,7 +566,6 @@ class Soak:
         disk_retained = self.disk()
         disk_retained["job_folders_left"] = sum(self.job_dir(j).exists() for j in self.jobs)
         self.server.stop()
-        self.interruptions()
 
         soak = [j for j in self.jobs if j.n >= 0]
         report.update({
