@@ -43,12 +43,15 @@ def test_script_to_video_and_reuse(tmp_path):
     narration_s = sum(s.audio_duration_s for s in summary.project.scenes)
     assert facts["duration_s"] > narration_s  # narration plus pads, transitions overlap less than the pads
     assert [s.name for s in summary.steps] == ["storyboard", "narrate", "illustrate", "compose"]
-    assert summary.made == 4 and summary.reused == 0  # 2 scenes x (audio + card)
+    # 2 scenes x (audio + card); a kept project composes segment by segment: 2 scenes and the transition between
+    assert summary.segmented and summary.segments_made == 3
+    assert summary.made == 4 + 3 and summary.reused == 0
     assert (project_dir / "project.json").is_file()
 
     # A second run over the kept project reuses every asset.
     again = make_video(Project.load(project_dir), preset="draft", output=tmp_path / "again.mp4", project_dir=project_dir)
-    assert again.made == 0 and again.reused == 4
+    assert again.made == 0 and again.reused == 4 + 3 and again.soundtrack_reused
+    assert "segments: 3 of 3 reused, 0 rendered; soundtrack reused" in again.describe()
 
     # Editing one scene's narration re-makes only that scene's audio (and the card, whose key words follow it).
     project = Project.load(project_dir)

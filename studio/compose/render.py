@@ -49,6 +49,9 @@ from .captions import CaptionOverlays
 from .encoders import check_encoder
 from .timeline import FULL, Segment, Timeline, Watermark, build_timeline
 
+# Bump when a change to the frame loop (here) or to the caption drawing (`studio.compose.captions`) changes the frames
+# it makes: video segments are assets keyed by it (`studio.compose.segments`), and old ones must not be reused.
+RENDERER_VERSION = 1
 # OpenCV threads while rendering: the encoder needs the cores more than the warps do (see the module docstring).
 CV_THREADS = 1
 QUEUE_FRAMES = 4  # frames made ahead of the encoder
