@@ -128,7 +128,35 @@ def test_cli_storyboard_then_render(tmp_path):
     res = run_cli("render", "--storyboard", str(csv), "--preset", "draft", "--output", str(out), "--quiet")
     assert res.returncode == 0, res.stderr
     assert str(out) in res.stdout and "narrate" in res.stdout and "reused" in res.stdout
+    assert "composed in one pass" in res.stdout  # no --project: nothing could be reused, so no segments
     assert video_facts(out)["has_audio"]
+
+
+def test_cli_project_re_renders_only_the_edited_scene(tmp_path):
+    from studio.testing import write_tiny_preset
+
+    preset = str(write_tiny_preset(tmp_path))
+    csv = tmp_path / "story.csv"
+    Project.from_storyboard([{"narration": f"Scene {n} speaks.", "transition": "crossfade"}
+                             for n in ("one", "two", "three")]).write_storyboard_file(csv)
+    folder, out = tmp_path / "proj", tmp_path / "a.mp4"
+    res = run_cli("render", "--storyboard", str(csv), "--preset", preset, "--project", str(folder), "-o", str(out), "-q")
+    assert res.returncode == 0, res.stderr
+    assert "segments: 0 of 5 reused, 5 rendered; soundtrack mixed" in res.stdout
+
+    # Edit the last scene in the kept project, then render the project again: its segment and the transition into it.
+    project = Project.load(folder)
+    project.edit_scene(project.scenes[2].id, narration="Scene three says something else now.").save()
+    res = run_cli("render", "--preset", preset, "--project", str(folder), "-o", str(out), "-q")
+    assert res.returncode == 0, res.stderr
+    assert "segments: 3 of 5 reused, 2 rendered; soundtrack mixed" in res.stdout
+    from studio.compose import build_timeline
+
+    timeline = build_timeline(Project.load(folder), studio.load_preset(preset))
+    assert abs(video_facts(out)["duration_s"] - timeline.duration_s) <= 1 / timeline.fps
+    res = run_cli("render", "--preset", preset, "--project", str(folder), "-o", str(tmp_path / "b.mp4"), "-q",
+                  "--one-pass")
+    assert res.returncode == 0 and "composed in one pass" in res.stdout, res.stderr
 
 
 @pytest.mark.parametrize(

@@ -554,7 +554,8 @@ def _neighbourhood(project: "Project", scene_id: str, reach: int) -> list[str]:
 
 
 def scene_segments(project: "Project", preset: "Preset", scene_id: str, *, encoder: str | None = None,
-                   prepare: Callable[[list[str]], "Project"] | None = None) -> tuple["Project", Timeline, list[SegmentPlan]]:
+                   prepare: Callable[["Project", list[str]], "Project"] | None = None,
+                   ) -> tuple["Project", Timeline, list[SegmentPlan]]:
     """The segments that show scene `scene_id`: its own and the transitions at its ends, with the keys the whole
     video's render gives them (so rendering them now makes exactly the files that render reuses).
 
@@ -563,8 +564,8 @@ def scene_segments(project: "Project", preset: "Preset", scene_id: str, *, encod
     until the segments lie clear of its edges (a clip's segment can be long).
 
     Args:
-        prepare: ``prepare(scene_ids)`` -> the project with those scenes narrated and painted (called before each
-            layout); None: they must be already.
+        prepare: ``prepare(project, scene_ids)`` -> the project with those scenes narrated and painted (called
+            before each layout); None: they must be already.
 
     Returns:
         ``(project, timeline, plans)``: the project as `prepare` left it, the neighbourhood's timeline and the plans
@@ -577,7 +578,7 @@ def scene_segments(project: "Project", preset: "Preset", scene_id: str, *, encod
     while True:
         ids = _neighbourhood(project, scene_id, reach)
         if prepare is not None:
-            project = prepare(ids)
+            project = prepare(project, ids)
         timeline = build_timeline(project, preset, only=ids, encoder=encoder)
         plans = [p for p in plan_segments(timeline) if scene_id in p.scene_ids]
         clear_before = ids[0] == project.scenes[0].id or plans[0].first_frame >= edge
@@ -615,7 +616,7 @@ class ScenePreview:
 
 
 def preview_scene(project: "Project", preset: "Preset", scene_id: str, output: Path, *, encoder: str | None = None,
-                  prepare: Callable[[list[str]], "Project"] | None = None, cancel: CancelToken | None = None,
+                  prepare: Callable[["Project", list[str]], "Project"] | None = None, cancel: CancelToken | None = None,
                   on_progress: ProgressFn | None = None) -> ScenePreview:
     """Render scene `scene_id`'s segments (`scene_segments`) into the project's asset folder, where the whole
     video's render finds them, and join them with their sound into `output`.
