@@ -78,10 +78,17 @@ def test_ray_executor_renders_in_its_actors_and_reuses_assets(tmp_path, tiny, ra
     facts = video_facts(summary.output)
     assert (facts["width"], facts["height"]) == (96, 96) and facts["has_audio"]
     assert facts["duration_s"] == pytest.approx(3.2 - 0.4, abs=1 / 12 + 0.01)
-    assert sum(1 for k, _ in events if k == "scene") == 6 and sum(1 for k, _ in events if k == "segment") == 3
-    assert summary.made == 9 and summary.reused == 0
+    # 3 scenes' own segments and the 2 transitions between them
+    assert sum(1 for k, _ in events if k == "scene") == 6 and sum(1 for k, _ in events if k == "segment") == 5
+    assert summary.made == 6 + 5 and summary.reused == 0 and summary.segments_made == 5
     again = make_video(project, preset=tiny, output=tmp_path / "again.mp4", executor=ray_executor, segments=True)
-    assert again.made == 0 and again.reused == 9
+    assert again.made == 0 and again.reused == 6 + 5
+    # A new picture for the middle scene: the actors paint it and render its segment and its two transitions only.
+    middle = again.project.scenes[1].id
+    edited = again.project.edit_scene(middle, visual_prompt="another card")
+    third = make_video(edited, preset=tiny, output=tmp_path / "third.mp4", executor=ray_executor)
+    assert third.segmented and third.segments_made == 3 and third.segments_reused == 2
+    assert next(s for s in third.steps if s.name == "illustrate").made == 1
     assert temp_files(tmp_path) == []
 
 
