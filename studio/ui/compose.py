@@ -91,6 +91,8 @@ def set_caption_font(studio: Studio, session: dict, file: str | None = None, req
 def keep_render_assets(studio: Studio, project, owner: str) -> int:
     """Take back into `project` the assets (video segments above all) that its finished render jobs made in their own
     folders; returns how many files were linked. Jobs still running are kept for later; others are forgotten."""
+    if studio.runner is None:
+        return 0
     pending, taken = [], 0
     for job_id in studio.workspace.render_jobs(project):
         try:
