@@ -19,6 +19,7 @@ EPILOG = """examples:
   python -m studio storyboard examples/coffee.md --output coffee.csv
   python -m studio render --storyboard coffee.csv --preset premium --output coffee.mp4
   python -m studio render examples/coffee.md --project projects/coffee --output coffee.mp4   # keeps and reuses assets
+  python -m studio render --project projects/coffee --output coffee.mp4   # again after an edit: only what changed
 """
 
 
@@ -46,7 +47,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_source(render, storyboard=True)
     render.add_argument("--preset", default="draft", help="draft, standard, premium, maximum, or a preset .toml file (default draft)")
     render.add_argument("--output", "-o", type=Path, required=True, help="the MP4 to write")
-    render.add_argument("--project", type=Path, help="keep the project folder here; a second run reuses its assets")
+    render.add_argument("--project", type=Path, help="keep the project folder here; a second run reuses its assets, "
+                                                     "video segments included (only what an edit changed is rendered)")
+    render.add_argument("--one-pass", action="store_true", help="compose in one pass even with --project (no video "
+                                                                "segments are kept or reused)")
     render.add_argument("--voice", help="narrator voice (provider-specific, e.g. an espeak-ng voice or a Piper .onnx file)")
     render.add_argument("--narrator", default="auto", help="narration provider (default auto)")
     render.add_argument("--painter", default="auto", help="visuals provider (default auto)")
@@ -221,7 +225,7 @@ def cmd_render(args: argparse.Namespace) -> int:
     try:
         summary = make_video(project, preset=args.preset, output=args.output, project_dir=args.project, writer=args.writer,
                              narrator=args.narrator, painter=args.painter, media_root=media_root, encoder=args.encoder,
-                             on_update=on_update, cancel=cancel, **fields)
+                             segments=False if args.one_pass else None, on_update=on_update, cancel=cancel, **fields)
     except KeyboardInterrupt:
         cancel.cancel()
         raise

@@ -29,7 +29,13 @@ class StepReport:
 
 @dataclass(frozen=True)
 class RunSummary:
-    """What `make_video` made."""
+    """What `make_video` made.
+
+    Attributes:
+        segmented: Composed segment by segment (the compose step's made/reused count video segments), rather than
+            in one pass.
+        soundtrack_reused: The soundtrack was found in the asset folder (segments only; None in one pass).
+    """
 
     output: Path
     duration_s: float
@@ -40,6 +46,8 @@ class RunSummary:
     encoder: str
     steps: tuple[StepReport, ...]
     project: Project
+    segmented: bool = False
+    soundtrack_reused: bool | None = None
 
     @property
     def reused(self) -> int:
@@ -49,6 +57,21 @@ class RunSummary:
     def made(self) -> int:
         return sum(s.made for s in self.steps)
 
+    def _compose(self) -> StepReport | None:
+        return next((s for s in self.steps if s.name == "compose"), None)
+
+    @property
+    def segments_made(self) -> int:
+        """Video segments rendered (0 in one pass)."""
+        step = self._compose()
+        return step.made if step is not None and self.segmented else 0
+
+    @property
+    def segments_reused(self) -> int:
+        """Video segments found in the project's assets and joined as they were (0 in one pass)."""
+        step = self._compose()
+        return step.reused if step is not None and self.segmented else 0
+
     def describe(self) -> str:
         """A few lines for the terminal."""
         lines = [
@@ -56,6 +79,12 @@ class RunSummary:
             "steps: " + ", ".join(f"{s.name} {s.seconds:.1f} s" for s in self.steps),
             f"assets: {self.made} made, {self.reused} reused",
         ]
+        if self.segmented:
+            total = self.segments_made + self.segments_reused
+            sound = "soundtrack reused" if self.soundtrack_reused else "soundtrack mixed"
+            lines.append(f"segments: {self.segments_reused} of {total} reused, {self.segments_made} rendered; {sound}")
+        else:
+            lines.append("composed in one pass")
         lines += [f"  {note}" for note in self.project.notes]
         return "\n".join(lines)
 
@@ -173,7 +202,7 @@ def make_video(
     painter: str = "auto",
     media_root: Path | str | None = None,
     encoder: str | None = None,
-    segments: bool = False,
+    segments: bool | None = None,
     on_progress: ProgressFn | None = None,
     on_update: UpdateFn | None = None,
     on_event: Callable[[str, dict], None] | None = None,
@@ -193,8 +222,11 @@ def make_video(
         writer, narrator, painter: Providers for the steps (``auto`` picks by the preset's preferences).
         media_root: Folder that relative ``media`` paths in the storyboard are resolved against.
         encoder: Force a video encoder (``libx264``, ``h264_nvenc``, ``hevc_nvenc``); default: the preset's first that works.
-        segments: Compose segment by segment (each cached, spread over the executor's workers), joined at the end;
-            False composes in one pass (a little faster on one machine).
+        segments: Compose segment by segment: each scene's frames and each transition are a video segment, an asset
+            of the project named by everything that changes its frames, so a re-render after an edit renders only the
+            segments that changed (spread over the executor's workers) and joins the rest with stream copy. False
+            composes in one pass. None (default): segments when the project is kept (`project_dir`, or the project's
+            own folder), one pass in a temporary folder, where nothing could be reused (see the README's measurements).
         on_progress: ``on_progress(fraction, message)``, the message labelled with its step (``[2/4 narrate] ...``).
         on_update: ``on_update(progress)`` with a `studio.progress.Progress` (step, scene, fractions as data).
         on_event: ``on_event(kind, data)`` as work completes: ``step_started``, ``scene`` (a scene's narration or
@@ -238,6 +270,8 @@ def make_video(
     steps.append(StepReport("storyboard", time.perf_counter() - t0))
     check(cancel)
 
+    if segments is None:
+        segments = project_dir is not None or project.folder is not None
     with _project_folder(project, Path(project_dir) if project_dir is not None else None) as project:
         ids = [s.id for s in project.scenes]
         run = _SceneRun(executor, progress, event, steps, cancel)
@@ -257,12 +291,13 @@ def make_video(
         check(cancel)
 
         # 5. Compose: segments (each cached, any worker) joined with the soundtrack, or one pass
-        result = _compose_step(project, preset, output, executor, encoder, segments, progress, event, steps, cancel)
+        result, sound_reused = _compose_step(project, preset, output, executor, encoder, segments, progress, event,
+                                             steps, cancel)
         project = _with_compose_notes(project, getattr(getattr(result, "timeline", None), "notes", ()))
         progress.done()
         return RunSummary(output=result.path, duration_s=result.duration_s, size_bytes=result.size_bytes,
                           width=result.width, height=result.height, fps=result.fps, encoder=result.encoder,
-                          steps=tuple(steps), project=project)
+                          steps=tuple(steps), project=project, segmented=segments, soundtrack_reused=sound_reused)
 
 
 def _with_compose_notes(project: Project, notes: Any) -> Project:
@@ -277,44 +312,40 @@ def _with_compose_notes(project: Project, notes: Any) -> Project:
 
 def _compose_step(project: Project, preset: Preset, output: Path, executor: Any, encoder: str | None, segments: bool,
                   progress: Reporter, event: Callable[[str, dict], None], steps: list[StepReport],
-                  cancel: CancelToken | None) -> Any:
+                  cancel: CancelToken | None) -> tuple[Any, bool | None]:
+    """Compose in one pass, or segment by segment from the project's assets (`studio.compose.segments`); returns the
+    `RenderResult` and whether the soundtrack was reused (None in one pass)."""
     from .compose import build_timeline, compose
-    from .executors import Task
+    from .compose.encoders import check_encoder
 
     step = _Step("compose")
     event("step_started", {"step": "compose", "total": len(project.scenes)})
+    sound_reused = None
     if not segments:
         result = compose(project, preset, output, encoder=encoder, cancel=cancel,
                          on_progress=progress.for_step("compose"))
     else:
-        from .compose.segments import join_segments, plan_segments
+        from .compose.segments import compose_segments, plan_segments
 
-        timeline = build_timeline(project, preset, encoder=encoder)
-        plans = plan_segments(timeline)
-        frames = sum(p.frames for p in plans) or 1
-        finished = [0]
+        timeline = build_timeline(project, preset, encoder=check_encoder(preset, encoder) if encoder else None)
+        count = [0, 0]
 
-        def on_segment(index: int, part: Any) -> None:
-            finished[0] += plans[index].frames
+        def on_segment(plan: Any, part: Any) -> None:
+            count[0] += 1
             step.reused += part.reused
             step.made += not part.reused
-            event("segment", {"step": "compose", "index": index + 1, "total": len(plans), "reused": part.reused,
-                              "scene_ids": list(plans[index].scene_ids)})
-            progress.step("compose", 0.9 * finished[0] / frames,
-                          f"segment {index + 1}/{len(plans)} {'reused' if part.reused else 'rendered'}",
-                          scene=index + 1, scenes=len(plans))
+            event("segment", {"step": "compose", "index": plan.index + 1, "total": count[1], "reused": part.reused,
+                              "scene_ids": list(plan.scene_ids), "kind": plan.kind})
 
-        def on_segment_progress(index: int, fraction: float, message: str) -> None:
-            progress.step("compose", 0.9 * (finished[0] + fraction * plans[index].frames) / frames,
-                          f"segment {index + 1}/{len(plans)}: {message}", scene=index + 1, scenes=len(plans))
+        def on_progress(fraction: float, message: str) -> None:
+            progress.step("compose", fraction, message, scene=count[0] or None, scenes=count[1] or None)
 
-        tasks = [Task("segment", {"timeline": timeline, "plan": p, "folder": project.assets_dir},
-                      gpu=timeline.encoder != "libx264", label=f"segment {p.index + 1}") for p in plans]
-        parts = executor.run(tasks, cancel=cancel, on_done=on_segment, on_progress=on_segment_progress)
-        check(cancel)
-        result = join_segments(timeline, [p.path for p in parts], output, cancel=cancel,
-                               on_progress=lambda f, m: progress.step("compose", 0.9 + 0.1 * f, m))
+        plans = plan_segments(timeline)
+        count[1] = len(plans)
+        render = compose_segments(timeline, project.assets_dir, output, plans=plans, executor=executor, cancel=cancel,
+                                  on_progress=on_progress, on_segment=on_segment)
+        result, sound_reused = render.result, render.soundtrack_reused
     seconds = time.perf_counter() - step.started
     steps.append(StepReport("compose", seconds, step.made, step.reused))
     event("step", {"step": "compose", "seconds": round(seconds, 3), "made": step.made, "reused": step.reused})
-    return result
+    return result, sound_reused

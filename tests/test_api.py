@@ -86,9 +86,9 @@ def tiny_job(durations=(1.0, 1.0), **fields) -> dict:
     return {"storyboard": storyboard(list(durations)), "preset": "tiny", "aspect": "1:1", **fields}
 
 
-def expected_duration(durations, transition_s=0.2) -> float:
-    """Fixed scene durations minus the transitions between them (the tiny preset's 0.2 s)."""
-    return sum(durations) - transition_s * (len(durations) - 1)
+def expected_duration(durations, transition_s=0.2, fps=12) -> float:
+    """Fixed scene durations minus the transitions between them (the tiny preset's 0.2 s), in whole frames."""
+    return (sum(round(d * fps) for d in durations) - round(transition_s * fps) * (len(durations) - 1)) / fps
 
 
 def wait_done(client: httpx.Client, job_id: str, timeout_s: float = 120) -> dict:

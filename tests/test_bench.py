@@ -48,6 +48,25 @@ def test_compose_bench_quick_renders_all_three_ways_and_reports(tmp_path):
         assert isinstance(entry["bound_met"], bool)
 
 
+def test_scene_edit_bench_quick_re_renders_only_what_each_edit_touches(tmp_path):
+    report = tmp_path / "scene_edit.json"
+    proc = run_script("bench/scene_edit.py", "--quick", "--narrator", "espeak", "--json", str(report), timeout_s=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "| preset | case |" in proc.stdout
+    rows = {(r["case"], r["compose"]): r for r in json.loads(report.read_text())["rows"]}
+    assert set(rows) == {("cold", "segments"), ("cold", "one pass"), ("edit narration", "segments"),
+                         ("edit picture", "segments"), ("edit transition", "segments"),
+                         ("edit caption style", "segments"), ("edit narration", "one pass")}
+    # 4 scenes: 4 scenes' own segments and 3 transitions; the bench itself checked which ones were rendered again and
+    # that every other frame is the previous render's
+    assert rows[("cold", "segments")]["segments_rendered"] == 7
+    assert rows[("edit transition", "segments")]["segments_rendered"] == 1
+    assert rows[("edit picture", "segments")]["segments_rendered"] == 3
+    assert rows[("edit caption style", "segments")]["segments_reused"] == 0
+    picture = rows[("edit picture", "segments")]
+    assert picture["frames_identical"] + picture["frames_rendered"] == picture["frames"]
+
+
 def test_encoders_bench_quick_measures_quality_and_recommends(tmp_path):
     report = tmp_path / "encoders.json"
     proc = run_script("bench/encoders.py", "--quick", "--json", str(report))

@@ -88,12 +88,17 @@ def test_timing_rule_starts_overlaps_total_and_narration(scene_of):
     scenes = [scene_of("a", speech_s=1.0, transition="crossfade"), scene_of("b", speech_s=2.0, transition="fade"),
               scene_of("c", speech_s=1.5, transition="cut"), scene_of("d", speech_s=0.5, duration_s=3.0, transition="wipe")]
     tl = build_timeline(Project(title="t", scenes=tuple(scenes)), DRAFT, encoder="libx264")
-    lead, tail, t = DRAFT.lead_s, DRAFT.tail_s, DRAFT.transition_s
-    lengths = [lead + 1.0 + tail, lead + 2.0 + tail, lead + 1.5 + tail, 3.0]
-    overlaps = [0.0, t, 0.0, t]  # the first scene and the cut enter without overlap
+    lead, tail, t, fps = DRAFT.lead_s, DRAFT.tail_s, DRAFT.transition_s, DRAFT.fps
+    # Lengths and transitions in whole frames, so every scene starts on a frame.
+    lengths = [round((lead + 1.0 + tail) * fps) / fps, round((lead + 2.0 + tail) * fps) / fps,
+               round((lead + 1.5 + tail) * fps) / fps, 3.0]
+    overlaps = [0.0, round(t * fps) / fps, 0.0, round(t * fps) / fps]  # the first scene and the cut: no overlap
     starts = [0.0]
     for i in range(1, 4):
         starts.append(starts[-1] + lengths[i - 1] - overlaps[i])
+    assert all(abs(length - want) <= 0.5 / fps for length, want in zip(lengths, [lead + 1.0 + tail, lead + 2.0 + tail,
+                                                                                lead + 1.5 + tail, 3.0]))
+    assert all(s * fps == pytest.approx(round(s * fps)) for s in starts)
     assert [s.start_s for s in tl.segments] == pytest.approx(starts)
     assert [s.duration_s for s in tl.segments] == pytest.approx(lengths)
     assert [s.transition.kind for s in tl.segments] == ["cut", "fade", "cut", "wipe"]
@@ -114,7 +119,7 @@ def test_transition_is_capped_to_fit_short_scenes(scene_of):
     scenes = [scene_of("a", duration_s=0.5, transition="crossfade"), scene_of("b", duration_s=0.6, transition="crossfade")]
     tl = build_timeline(Project(title="t", scenes=tuple(scenes)), DRAFT, encoder="libx264")
     assert tl.segments[1].transition.duration_s == pytest.approx(0.25)  # half of the shorter scene, not 0.4
-    assert tl.duration_s == pytest.approx(0.5 + 0.6 - 0.25)
+    assert tl.duration_s == pytest.approx(0.5 + 0.6 - 0.25, abs=1 / DRAFT.fps)  # lengths are whole frames
 
 
 def test_only_lays_out_the_chosen_scenes_back_to_back(scene_of):
@@ -125,7 +130,7 @@ def test_only_lays_out_the_chosen_scenes_back_to_back(scene_of):
     assert [s.scene_number for s in tl.segments] == [1, 3]
     assert tl.segments[0].start_s == 0 and tl.segments[0].transition.kind == "cut"
     length = DRAFT.lead_s + 1.0 + DRAFT.tail_s
-    assert tl.duration_s == pytest.approx(2 * length - DRAFT.transition_s)
+    assert tl.duration_s == pytest.approx(2 * length - DRAFT.transition_s, abs=1.5 / DRAFT.fps)  # whole frames
     with pytest.raises(StudioError, match="unknown scene id"):
         build_timeline(project, DRAFT, only=["zz"], encoder="libx264")
 
@@ -134,7 +139,7 @@ def test_fixed_duration_trims_narration_with_a_fade_and_a_note(scene_of):
     scene = scene_of("a", speech_s=2.0, duration_s=1.2, words=("one", "two", "three", "four"))
     tl = build_timeline(Project(title="t", scenes=(scene,)), DRAFT, encoder="libx264")
     voice = tl.narration[0]
-    assert voice.duration_s == pytest.approx(1.2 - DRAFT.lead_s)
+    assert voice.duration_s == pytest.approx(1.2 - DRAFT.lead_s, abs=0.5 / DRAFT.fps)  # the scene is whole frames
     assert voice.source_duration_s == pytest.approx(2.0) and voice.fade_out_s > 0
     assert any("trimmed" in note and "scene 1 (id a)" in note for note in tl.notes)
     # Captions only for words that are heard, and none past the scene.

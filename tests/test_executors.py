@@ -47,6 +47,35 @@ def test_local_executor_runs_tasks_in_order_and_reports_each(tmp_path, tiny):
         Task("dance", {})
 
 
+def test_local_executor_renders_segments_side_by_side_and_a_cancel_stops_them(tmp_path):
+    folder, plans, tasks = long_segments(tmp_path, [6.0, 6.0])
+    token = CancelToken()
+    outcome = {}
+
+    def run():
+        try:
+            LocalExecutor(segment_workers=2).run(tasks, cancel=token)
+        except BaseException as exc:  # noqa: BLE001 - handed to the test
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    # two segments encode at once, each in its own work folder
+    wait_for(lambda: len({p.cwd() for p in encoders_working_in(folder)}) >= 2, timeout_s=120, interval_s=0.01)
+    token.cancel()
+    thread.join(30)
+    assert isinstance(outcome.get("error"), Cancelled)
+    wait_for(lambda: not encoders_working_in(folder), timeout_s=10)
+    assert temp_files(folder) == [] and not list(folder.glob("*.mp4"))
+
+    done = []
+    results = LocalExecutor(segment_workers=2).run(tasks, on_done=lambda i, r: done.append((i, threading.get_ident())))
+    assert [r.index for r in results] == [p.index for p in plans] and not any(r.reused for r in results)
+    assert sorted(i for i, _ in done) == list(range(len(tasks)))
+    assert {ident for _, ident in done} == {threading.get_ident()}  # on_done runs in the calling thread
+    assert all(video_facts(r.path)["frames"] == p.frames for r, p in zip(results, plans))
+
+
 def test_create_executor_specs():
     assert isinstance(create_executor(None), LocalExecutor) and isinstance(create_executor("local"), LocalExecutor)
     for bad in ("threads", "ray?cpu=x", "ray?mem=2"):
@@ -78,10 +107,17 @@ def test_ray_executor_renders_in_its_actors_and_reuses_assets(tmp_path, tiny, ra
     facts = video_facts(summary.output)
     assert (facts["width"], facts["height"]) == (96, 96) and facts["has_audio"]
     assert facts["duration_s"] == pytest.approx(3.2 - 0.4, abs=1 / 12 + 0.01)
-    assert sum(1 for k, _ in events if k == "scene") == 6 and sum(1 for k, _ in events if k == "segment") == 3
-    assert summary.made == 9 and summary.reused == 0
+    # 3 scenes' own segments and the 2 transitions between them
+    assert sum(1 for k, _ in events if k == "scene") == 6 and sum(1 for k, _ in events if k == "segment") == 5
+    assert summary.made == 6 + 5 and summary.reused == 0 and summary.segments_made == 5
     again = make_video(project, preset=tiny, output=tmp_path / "again.mp4", executor=ray_executor, segments=True)
-    assert again.made == 0 and again.reused == 9
+    assert again.made == 0 and again.reused == 6 + 5
+    # A new picture for the middle scene: the actors paint it and render its segment and its two transitions only.
+    middle = again.project.scenes[1].id
+    edited = again.project.edit_scene(middle, visual_prompt="another card")
+    third = make_video(edited, preset=tiny, output=tmp_path / "third.mp4", executor=ray_executor)
+    assert third.segmented and third.segments_made == 3 and third.segments_reused == 2
+    assert next(s for s in third.steps if s.name == "illustrate").made == 1
     assert temp_files(tmp_path) == []
 
 

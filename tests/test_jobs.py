@@ -463,3 +463,28 @@ def test_a_job_and_a_cli_render_of_the_same_project_make_the_same_video(make_run
     assert abs(ours["duration_s"] - theirs["duration_s"]) <= 1 / ours["fps"] + 1e-6
     assert {s["step"]: s["made"] for s in job.steps if s["step"] in ("narrate", "illustrate")} == \
         {"narrate": 0, "illustrate": 0}  # every narration and picture found, none made again
+
+
+def test_a_job_naming_an_earlier_one_reuses_its_work(make_runner):
+    """`project`: a render of the same work after an edit of one scene makes only that scene's narration and the
+    segments the edit touched again, over HTTP as in the studio (issue 19)."""
+    runner = make_runner()
+    scenes = storyboard([1.0, 1.0, 1.0])
+    first = runner.wait(runner.submit({"storyboard": scenes, "preset": "tiny", "aspect": "1:1"}, owner="a").id,
+                        timeout_s=60)
+    assert first.state == "done", first.error
+    edited = [dict(s) for s in scenes]
+    edited[1]["narration"] = "A new line for the middle scene."
+    again = runner.wait(runner.submit({"storyboard": edited, "preset": "tiny", "aspect": "1:1", "project": first.id},
+                                      owner="a").id, timeout_s=60)
+    assert again.state == "done", again.error
+    steps = {s["step"]: s for s in again.steps}
+    assert (steps["narrate"]["made"], steps["narrate"]["reused"]) == (1, 2)
+    assert steps["illustrate"]["made"] <= 1 and steps["illustrate"]["reused"] >= 2
+    # Five segments (three scenes, two transitions): the edited scene's and the two transitions at its ends again.
+    assert (steps["compose"]["made"], steps["compose"]["reused"]) == (3, 2)
+    # Another user's job, or a malformed id, names no job to reuse.
+    for owner, project in (("b", first.id), ("a", "nope")):
+        with pytest.raises(NotFound) as caught:
+            runner.submit({"storyboard": scenes, "preset": "tiny", "aspect": "1:1", "project": project}, owner=owner)
+        assert caught.value.field == "project"

@@ -43,12 +43,15 @@ def test_script_to_video_and_reuse(tmp_path):
     narration_s = sum(s.audio_duration_s for s in summary.project.scenes)
     assert facts["duration_s"] > narration_s  # narration plus pads, transitions overlap less than the pads
     assert [s.name for s in summary.steps] == ["storyboard", "narrate", "illustrate", "compose"]
-    assert summary.made == 4 and summary.reused == 0  # 2 scenes x (audio + card)
+    # 2 scenes x (audio + card); a kept project composes segment by segment: 2 scenes and the transition between
+    assert summary.segmented and summary.segments_made == 3
+    assert summary.made == 4 + 3 and summary.reused == 0
     assert (project_dir / "project.json").is_file()
 
     # A second run over the kept project reuses every asset.
     again = make_video(Project.load(project_dir), preset="draft", output=tmp_path / "again.mp4", project_dir=project_dir)
-    assert again.made == 0 and again.reused == 4
+    assert again.made == 0 and again.reused == 4 + 3 and again.soundtrack_reused
+    assert "segments: 3 of 3 reused, 0 rendered; soundtrack reused" in again.describe()
 
     # Editing one scene's narration re-makes only that scene's audio (and the card, whose key words follow it).
     project = Project.load(project_dir)
@@ -125,7 +128,35 @@ def test_cli_storyboard_then_render(tmp_path):
     res = run_cli("render", "--storyboard", str(csv), "--preset", "draft", "--output", str(out), "--quiet")
     assert res.returncode == 0, res.stderr
     assert str(out) in res.stdout and "narrate" in res.stdout and "reused" in res.stdout
+    assert "composed in one pass" in res.stdout  # no --project: nothing could be reused, so no segments
     assert video_facts(out)["has_audio"]
+
+
+def test_cli_project_re_renders_only_the_edited_scene(tmp_path):
+    from studio.testing import write_tiny_preset
+
+    preset = str(write_tiny_preset(tmp_path))
+    csv = tmp_path / "story.csv"
+    Project.from_storyboard([{"narration": f"Scene {n} speaks.", "transition": "crossfade"}
+                             for n in ("one", "two", "three")]).write_storyboard_file(csv)
+    folder, out = tmp_path / "proj", tmp_path / "a.mp4"
+    res = run_cli("render", "--storyboard", str(csv), "--preset", preset, "--project", str(folder), "-o", str(out), "-q")
+    assert res.returncode == 0, res.stderr
+    assert "segments: 0 of 5 reused, 5 rendered; soundtrack mixed" in res.stdout
+
+    # Edit the last scene in the kept project, then render the project again: its segment and the transition into it.
+    project = Project.load(folder)
+    project.edit_scene(project.scenes[2].id, narration="Scene three says something else now.").save()
+    res = run_cli("render", "--preset", preset, "--project", str(folder), "-o", str(out), "-q")
+    assert res.returncode == 0, res.stderr
+    assert "segments: 3 of 5 reused, 2 rendered; soundtrack mixed" in res.stdout
+    from studio.compose import build_timeline
+
+    timeline = build_timeline(Project.load(folder), studio.load_preset(preset))
+    assert abs(video_facts(out)["duration_s"] - timeline.duration_s) <= 1 / timeline.fps
+    res = run_cli("render", "--preset", preset, "--project", str(folder), "-o", str(tmp_path / "b.mp4"), "-q",
+                  "--one-pass")
+    assert res.returncode == 0 and "composed in one pass" in res.stdout, res.stderr
 
 
 @pytest.mark.parametrize(

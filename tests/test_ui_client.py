@@ -48,7 +48,7 @@ def test_storyboard_narrate_paint_through_the_client(client, server):
     assert all(s["narrated"] and s["audio_s"] > 0.5 for s in narrated["scenes"])
     assert any(note.startswith("narrator: espeak") for note in narrated["notes"])
 
-    edited = [dict(id=s["id"], narration=s["narration"], visual_prompt=s["visual_prompt"]) for s in narrated["scenes"]]
+    edited = [dict(s) for s in narrated["scenes"]]  # the rows as /narrate returned them, read-only fields and all
     edited[1]["narration"] = "Rivers carry the rain to the sea."
     changed = client.predict(project_id=project_id, scenes=edited, api_name="/edit_storyboard")
     assert [s["narrated"] for s in changed["scenes"]] == [True, False]  # only the edited scene lost its audio
@@ -85,8 +85,19 @@ def test_render_at_draft_through_the_client(client):
     assert (facts["width"], facts["height"]) == (480, 854)
     assert facts["has_audio"] and facts["video_codec"] == "h264"
     assert abs(facts["duration_s"] - ended["video"]["duration_s"]) < 0.1
+    assert ended["segments"] == {"made": 3, "reused": 0}  # two scenes and the transition between them
     with pytest.raises(Exception, match="already done"):
         client.predict(job_id=job["id"], api_name="/cancel")
+
+    # Edit the second scene with the rows /project gives, narrate it, render again: only its segments are made.
+    rows = client.predict(project_id=project["project_id"], api_name="/project")["scenes"]
+    rows[1]["narration"] = "Children build a tall snowman."
+    client.predict(project_id=project["project_id"], scenes=rows, api_name="/edit_storyboard")
+    client.predict(project_id=project["project_id"], scene_ids=[rows[1]["id"]], narrator="espeak", api_name="/narrate")
+    job = client.predict(project_id=project["project_id"], preset="draft", narrator="espeak", painter="cards",
+                         api_name="/render")
+    ended = client.predict(job_id=job["id"], timeout_s=300, api_name="/wait")
+    assert ended["state"] == "done" and ended["segments"] == {"made": 2, "reused": 1}, ended
 
 
 def test_uploads_over_the_limit_are_refused_by_the_server(server):

@@ -235,9 +235,11 @@ def test_compose_settings_music_and_scene_preview(studio, session, make_tone):
     facts = video_facts(Path(result["preview"]))
     assert (facts["width"], facts["height"]) == (480, 480) and facts["has_audio"]  # Draft, 1:1
     scene = result["view"]["scenes"][1]
-    assert abs(facts["duration_s"] - (scene["audio_s"] + 0.85)) < 0.6  # one scene only, with its pads
-    assert result["view"]["scenes"][0]["audio"] is None  # the other scene was not narrated
-    assert "rendered in" in result["status"]
+    # The last scene's segments: the transition into it and its own frames, with its pads.
+    assert abs(facts["duration_s"] - (scene["audio_s"] + 0.85)) < 0.6
+    # The scene it blends with is narrated and painted too: its picture is in the transition.
+    assert all(s["audio"] and s["visual"] for s in result["view"]["scenes"])
+    assert "2 segments (0 reused)" in result["status"] and "a render at Draft reuses them" in result["status"]
     shown = compose.set_music(studio, session, None, None)["view"]
     assert shown["music"] is None
     assert "| **Draft** | 480x480 @ 24 fps | libx264 superfast (CPU) |" in compose.preset_table("1:1")
@@ -373,6 +375,43 @@ def test_render_job_reuses_what_the_panels_made(studio, session):
     assert compose.poll(studio, stranger, None)["session"]["job"] is None
     with pytest.raises(StudioError, match="no job"):
         compose.cancel(studio, stranger, None)
+
+
+def test_render_reuses_the_segments_of_previews_and_earlier_renders(studio, session):
+    session, shown = written(studio, session, source="# Day\n\nThe sun rises.\n\nBirds sing.\n\nNight falls.")
+    ids = [s["id"] for s in shown["scenes"]]
+    owner = f"guest-{GUEST}"
+    preview = compose.preview_scene(studio, session, ids[1], "espeak", "cards", "draft", None, None)
+    assert "3 segments (0 reused)" in preview["status"]  # the middle scene and the transitions at its ends
+
+    session = compose.render(studio, session, "draft", "espeak", "cards", None)["session"]
+    done = _wait_job(studio, session)
+    job = studio.runner.get(session["job"], owner)
+    assert job.state == "done" and compose.job_segments(job) == {"made": 2, "reused": 3}  # the preview's three
+    assert "3 of 5 segments reused" in done["progress"]
+
+    # Edit the last scene: the next render makes only its own segment and the transition into it.
+    project = studio.project(session, None)
+    studio.save(project.edit_scene(ids[2], narration="Night falls over the quiet town."), session, None)
+    session = compose.render(studio, session, "draft", "espeak", "cards", None)["session"]
+    _wait_job(studio, session)
+    job = studio.runner.get(session["job"], owner)
+    assert job.state == "done" and compose.job_segments(job) == {"made": 2, "reused": 3}
+    assert {k: v["compose"] for k, v in job.scenes.items()} == {ids[0]: "reused", ids[1]: "made", ids[2]: "made"}
+
+
+def test_edit_storyboard_takes_back_the_rows_the_api_gives(studio, session):
+    session, shown = written(studio, session)
+    voice.narrate_all(studio, session, "espeak", "", "draft", None, None)
+    project = studio.project(session, None)
+    rows = endpoints.describe(project)["scenes"]  # with number, narrated, audio_s, painted
+    assert {"number", "narrated", "audio_s", "painted"} <= set(rows[0])
+    rows[1]["narration"] = "The hive stays warm all winter long."
+    edited = project.with_storyboard(endpoints.storyboard_rows(project, rows))
+    assert [s.narration for s in edited.scenes][1] == "The hive stays warm all winter long."
+    assert [s.audio is not None for s in edited.scenes] == [True, False, True]  # only the edited scene lost its audio
+    with pytest.raises(StudioError, match="unknown column"):
+        project.with_storyboard(endpoints.storyboard_rows(project, [{**rows[0], "colour": "red"}]))
 
 
 def test_projects_panel_lists_jobs_and_shows_a_finished_one(studio, session):

@@ -49,6 +49,9 @@ from .captions import CaptionOverlays
 from .encoders import check_encoder
 from .timeline import FULL, Segment, Timeline, Watermark, build_timeline
 
+# Bump when a change to the frame loop (here) or to the caption drawing (`studio.compose.captions`) changes the frames
+# it makes: video segments are assets keyed by it (`studio.compose.segments`), and old ones must not be reused.
+RENDERER_VERSION = 1
 # OpenCV threads while rendering: the encoder needs the cores more than the warps do (see the module docstring).
 CV_THREADS = 1
 QUEUE_FRAMES = 4  # frames made ahead of the encoder
@@ -459,6 +462,24 @@ class FrameMaker:
         self.sources.clear()
 
 
+_cv_lock = threading.Lock()
+_cv_state = {"renders": 0, "threads": None}
+
+
+def _cv_threads(change: int) -> None:
+    """OpenCV's thread count is process-wide: `CV_THREADS` while any render runs (segments render in threads side by
+    side), the caller's own again when the last one ends."""
+    import cv2
+
+    with _cv_lock:
+        if change > 0 and _cv_state["renders"] == 0:
+            _cv_state["threads"] = cv2.getNumThreads()
+            cv2.setNumThreads(CV_THREADS)
+        _cv_state["renders"] += change
+        if change < 0 and _cv_state["renders"] == 0 and _cv_state["threads"] is not None:
+            cv2.setNumThreads(_cv_state["threads"])
+
+
 def encode_video(timeline: Timeline, work: Path, *, cancel: CancelToken, on_progress: ProgressFn,
                  captions: CaptionOverlays | None = None, check_other=lambda: None) -> Path:
     """Make every frame and stream it to the encoder; returns ``work/video.mp4`` (video only).
@@ -466,16 +487,13 @@ def encode_video(timeline: Timeline, work: Path, *, cancel: CancelToken, on_prog
     `captions` draws the timeline's captions (None: no captions). `check_other()` is called once a frame: it raises
     to stop the encode when work running beside it has failed.
     """
-    import cv2
-
     width, height = timeline.size
     total = timeline.frame_count
     args = ["-f", "rawvideo", "-pix_fmt", "yuv420p", "-s", f"{width}x{height}", "-framerate", str(timeline.fps),
             *COLOUR_TAGS, *INPUT_GUARD, "-i", "pipe:0"]
     args += [*timeline.encoder_args, *COLOUR_TAGS, "-an", "-f", "mp4", "video.mp4"]
 
-    old_threads = cv2.getNumThreads()
-    cv2.setNumThreads(CV_THREADS)
+    _cv_threads(+1)
     maker = FrameMaker(timeline, captions, cancel)
     free: queue.Queue = queue.Queue()
     full: queue.Queue = queue.Queue()
@@ -529,7 +547,7 @@ def encode_video(timeline: Timeline, work: Path, *, cancel: CancelToken, on_prog
         failed = False
     finally:
         maker.close(failed)
-        cv2.setNumThreads(old_threads)
+        _cv_threads(-1)
     return work / "video.mp4"
 
 

@@ -6,6 +6,12 @@ Timing rule. A scene lasts ``L = duration_s`` if set, else ``lead_s + audio_dura
 when a fixed duration leaves it too little room it is trimmed with a short fade (and a note says so). The video ends
 where the last scene ends; its frame count is ``round(duration_s * fps)``.
 
+Everything visual sits on whole frames: ``L`` and ``T`` are rounded to whole frames (so every scene starts on a frame),
+and each caption is shown from a frame to a frame (its times are half a frame before them, which every clock rounds
+the same way: see `on_frames`). So a scene looks the same whatever comes before it: an edit that makes one scene
+longer moves the scenes after it by whole frames and leaves their pictures untouched, which is what lets a re-render
+reuse their video segments (`studio.compose.segments`).
+
 Nothing here renders or reads media: `build_timeline` only checks that files exist, and everything it decides (Ken
 Burns moves, transitions, caption lines) is deterministic, so the same project always gives the same timeline.
 """
@@ -14,9 +20,9 @@ from __future__ import annotations
 
 import hashlib
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Collection
+from typing import TYPE_CHECKING, Collection, Sequence
 
 from ..errors import StudioError
 from ..media import IMAGE_SUFFIXES, VIDEO_SUFFIXES
@@ -300,6 +306,41 @@ def _scene_length(scene: Scene, number: int, preset: Preset) -> float:
     return length
 
 
+def caption_frames(event: CaptionEvent, fps: int) -> tuple[int, int]:
+    """The frames ``[first, end)`` that show `event` on a video at `fps` (`CaptionOverlays`' rule: a frame shows a
+    caption while its time in whole milliseconds lies in the caption's times rounded to centiseconds)."""
+
+    def first_frame_at(time_s: float) -> int:
+        threshold_ms = int(round(time_s * 100)) * 10
+        frame = max(0, math.ceil(threshold_ms * fps / 1000) - 1)
+        while int(frame * 1000 / fps) < threshold_ms:
+            frame += 1
+        return frame
+
+    return first_frame_at(event.start_s), first_frame_at(event.end_s)
+
+
+def frame_time(frame: int, fps: int) -> float:
+    """The caption time that shows (or hides) a caption from exactly `frame` on (`caption_frames`' rule): the first
+    whole centisecond after the frame before it. Exact up to 100 fps; a function of the frame number alone, so a
+    caption shown on local frame k of a segment is keyed and drawn the same wherever the segment sits in the video."""
+    if frame <= 0:
+        return 0.0
+    before_ms = int((frame - 1) * 1000 / fps)
+    return (before_ms // 10 + 1) / 100
+
+
+def on_frames(events: Sequence[CaptionEvent], fps: int) -> tuple[CaptionEvent, ...]:
+    """`events` (in order, none overlapping) moved to the nearest whole frames: each shows from a frame to a frame,
+    and one that would show on no frame is dropped."""
+    out = []
+    for event in events:
+        first, end = round(event.start_s * fps), round(event.end_s * fps)
+        if end > first:
+            out.append(replace(event, start_s=frame_time(first, fps), end_s=frame_time(end, fps)))
+    return tuple(out)
+
+
 def build_timeline(project: Project, preset: Preset, *, only: Collection[str] | None = None,
                    encoder: str | None = None) -> Timeline:
     """Lay out `project` as a `Timeline` for `preset` (pure data; only checks that files exist).
@@ -336,18 +377,19 @@ def build_timeline(project: Project, preset: Preset, *, only: Collection[str] | 
     encoder = encoder or pick_encoder(preset)
     encoder_args = tuple(preset.encoder_args(encoder))
 
-    # 2. Check each scene and find its length and transition.
+    # 2. Check each scene and find its length and transition, in whole frames.
+    fps = preset.fps
     kinds = [_visual_kind(scene, n) for n, scene in numbered]
-    lengths = [_scene_length(scene, n, preset) for n, scene in numbered]
+    frames = [max(1, round(_scene_length(scene, n, preset) * fps)) for n, scene in numbered]
+    lengths = [f / fps for f in frames]
     transitions: list[Transition] = []
+    overlaps: list[int] = []  # frames each scene shares with the one before it
     for i, (n, scene) in enumerate(numbered):
         kind = choose_transition(scene, n)
-        if i == 0 or kind == "cut":
-            transitions.append(Transition("cut", 0.0))
-        else:
-            transitions.append(Transition(kind, min(preset.transition_s, lengths[i - 1] / 2, lengths[i] / 2)))
-        if transitions[-1].duration_s <= 0 and transitions[-1].kind != "cut":
-            transitions[-1] = Transition("cut", 0.0)
+        overlap = 0 if i == 0 or kind == "cut" else min(round(preset.transition_s * fps), frames[i - 1] // 2,
+                                                         frames[i] // 2)
+        overlaps.append(overlap)
+        transitions.append(Transition(kind, overlap / fps) if overlap > 0 else Transition("cut", 0.0))
 
     # 3. Place the segments and the narration.
     notes: list[str] = []
@@ -355,10 +397,11 @@ def build_timeline(project: Project, preset: Preset, *, only: Collection[str] | 
     narration: list[NarrationTrack] = []
     words: list[list[TimedWord]] = []
     windows: list[float] = []
-    start = 0.0
+    start_frame = 0
     for i, (n, scene) in enumerate(numbered):
         if i:
-            start += lengths[i - 1] - transitions[i].duration_s
+            start_frame += frames[i - 1] - overlaps[i]
+        start = start_frame / fps
         length = lengths[i]
         motion, rect0, rect1 = ("still", FULL, FULL) if kinds[i] == "video" else choose_motion(scene, preset.ken_burns)
         segments.append(Segment(scene.id, n, Path(scene.visual), kinds[i], start, length, motion, (rect0, rect1),
@@ -393,7 +436,7 @@ def build_timeline(project: Project, preset: Preset, *, only: Collection[str] | 
                                        start + length - min(preset.tail_s, length / 4))
         words.append(scene_words)
         windows.append(min(window_end, start + length))
-    duration = start + lengths[-1]
+    duration = (start_frame + frames[-1]) / fps
 
     # 4. Captions: word groups of at most two lines, never two on screen at once.
     layout = None
@@ -403,7 +446,7 @@ def build_timeline(project: Project, preset: Preset, *, only: Collection[str] | 
         events: list[CaptionEvent] = []
         for (_, scene), scene_words, window in zip(numbered, words, windows):
             events.extend(group_words(layout, scene_words, window_end_s=window, scene_id=scene.id))
-        captions = no_overlaps(events)
+        captions = on_frames(no_overlaps(events), fps)
         notes.extend(caption_notes(layout, captions))  # glyphs from fallback fonts, or none at all
 
     # 5. Music and watermark.

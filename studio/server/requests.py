@@ -107,6 +107,14 @@ def _upload_id(value: Any) -> str:
     return value
 
 
+def _job_id(value: Any) -> str:
+    if not isinstance(value, str):
+        raise _fail(f"must be a job id (from POST /api/jobs), got {type(value).__name__}")
+    if not ID_RE.match(value):  # a malformed id names no job: 404, like a wrong one
+        raise _fail(f"names no job: no job with id {value[:80]!r}", UPLOAD_MISSING)
+    return value
+
+
 def voice_ok(voice: str) -> bool:
     """A voice *name* (``en-us``, ``en_US-joe-medium``, Bark's ``v2/en_speaker_6``), never a file: no dots, at most one
     '/' between two name parts."""
@@ -208,6 +216,9 @@ def request_models(limits: Limits, presets: tuple[str, ...], writers: tuple[str,
                       BeforeValidator(_voice)]
     Media, Music = upload("image or video"), upload("audio")
     Watermark, Font = upload("image"), upload("font: TTF or OTF")
+    EarlierJob = Annotated[str, Field(pattern=ID_RE.pattern, description="an earlier job of yours (its id) whose "
+                                      "narrations, pictures and video segments this render reuses where they match"),
+                           BeforeValidator(_job_id)]
     Preset, Aspect = choice(presets), choice(ASPECTS)
     Transition, CaptionStyle = choice(tuple(TRANSITIONS)), choice(tuple(STYLES))
 
@@ -256,6 +267,7 @@ def request_models(limits: Limits, presets: tuple[str, ...], writers: tuple[str,
         music_volume: Optional[Volume] = None
         watermark: Optional[Watermark] = None
         caption_font: Optional[Font] = None
+        project: Optional[EarlierJob] = None
 
     return JobIn, SceneIn
 
@@ -338,6 +350,8 @@ class JobRequest:
         music, music_volume: An upload id of background music and its level (0..1).
         watermark: An upload id of a logo image.
         caption_font: An upload id of a font (TrueType or OpenType) for the captions.
+        project: An earlier job of the same user: this render starts from its assets (narrations, pictures, video
+            segments, soundtrack), so after an edit of one scene only what the edit touched is made again.
     """
 
     script: str | None = None
@@ -359,6 +373,7 @@ class JobRequest:
     music_volume: float = 0.15
     watermark: str | None = None
     caption_font: str | None = None
+    project: str | None = None
 
     @property
     def source(self) -> str:
@@ -474,7 +489,7 @@ def parse_request(data: Any, *, limits: Limits | None = None,
         captions=True if checked.captions is None else checked.captions,
         caption_style=checked.caption_style or "bold", music=checked.music,
         music_volume=0.15 if checked.music_volume is None else checked.music_volume,
-        watermark=checked.watermark, caption_font=checked.caption_font,
+        watermark=checked.watermark, caption_font=checked.caption_font, project=checked.project,
     )
 
     # 4. Length, estimated before anything is made; a script is split now, so too many scenes are refused here.

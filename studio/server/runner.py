@@ -452,6 +452,14 @@ class JobRunner(Worker, Housekeeping):
                                    f"but {upload_id} is {upload.kind}", field=field_name)
             if field_name == "music" and not upload.info.get("has_audio"):
                 raise RequestError(f"`music` names upload {upload_id}, which holds no audio", field=field_name)
+        if request.project is not None:  # an earlier job of the same user (another user's is no job at all)
+            try:
+                earlier = self.get(request.project, owner)
+            except NotFound:
+                raise NotFound(f"no job with id {request.project!r} to reuse", field="project") from None
+            if earlier.expired:
+                raise Gone(f"job {request.project} has expired: its files were removed, so there is nothing to "
+                           "reuse; leave `project` out", field="project")
 
     # -- reading ---------------------------------------------------------------------------------------------------
     def get(self, job_id: str, owner: str | None = None) -> Job:

@@ -43,6 +43,32 @@ class _Run:
     last_event_percent: float = -100.0
 
 
+def _keep_scene_ids(project: Any, earlier: Job, request: JobRequest) -> Any:
+    """`project` with the earlier job's scene ids on the scenes whose narration it has unchanged (a scene's automatic
+    motion and transition follow its id), where the request gave no ids of its own: so an edit of one scene leaves
+    the others' video segments as they were."""
+    from ..project import PROJECT_FILE, Project
+
+    given = {s.id for s in request.storyboard or () if s.id is not None}
+    try:
+        before = Project.load(earlier.project_dir) if (earlier.project_dir / PROJECT_FILE).is_file() else None
+    except StudioError:
+        before = None
+    if before is None:
+        return project
+    free = [s for s in before.scenes]
+    taken = {s.id for s in project.scenes} | given
+    scenes = []
+    for scene in project.scenes:
+        match = next((s for s in free if s.narration == scene.narration and s.id not in taken), None)
+        if scene.id not in given and match is not None:
+            free.remove(match)
+            taken.add(match.id)
+            scene = replace(scene, id=match.id)
+        scenes.append(scene)
+    return project.with_scenes(scenes)
+
+
 class Worker:
     """`JobRunner`'s workers (a mixin: it uses the runner's journal, queue condition and executor)."""
 
@@ -175,6 +201,12 @@ class Worker:
             project = Project.load(folder)
             self._check_project(project, preset)
             return project
+        if request.project is not None:  # reuse the earlier job's narrations, pictures and segments where they match
+            from ..compose.segments import adopt_assets
+
+            earlier = self.get(request.project, run.job.owner)
+            taken = adopt_assets(earlier.project_dir / "assets", folder / "assets")
+            log.info("job %s starts from %d asset(s) of job %s", run.job.id, taken, earlier.id)
         started = time.perf_counter()
         run.step = "storyboard"
         self._progress(run, Progress(0.0, "writing the storyboard", "storyboard", 0.0))
@@ -199,6 +231,8 @@ class Worker:
         font = self.uploads.path(self.uploads.get(owner, request.caption_font)) if request.caption_font else None
         project = replace(project, captions=request.captions, caption_style=request.caption_style, music=music,
                           music_volume=request.music_volume, watermark=watermark, caption_font=font)
+        if request.project is not None:
+            project = _keep_scene_ids(project, self.get(request.project, owner), request)
         self._check_project(project, preset)
         run.token.check()
         project = project.save(folder)

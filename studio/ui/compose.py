@@ -1,6 +1,13 @@
 """Panel 5, Compose: the preset (what each tier means here), captions and their font, music, transitions, watermark; "Preview
-scene" renders one scene at Draft in seconds; "Render" starts a background job with a live progress bar and a
-working Cancel, then shows the video and a download button."""
+scene" renders one scene's video segments at the chosen preset (exactly the segments the render reuses); "Render"
+starts a background job with a live progress bar and a working Cancel, then shows the video, a download button and
+how many segments it reused.
+
+Segments travel both ways between the studio's project and its render jobs: a job's folder is seeded with the
+project's assets (`studio.ui.rendering`), so the job finds every segment a preview or an earlier render made; and
+before the next preview or render the project takes back the assets its finished jobs made (`keep_render_assets`),
+so an edit re-renders only the segments it changed.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +19,7 @@ from types import SimpleNamespace
 import gradio as gr
 
 from ..compose import STYLES, TRANSITIONS
-from ..compose.render import compose
+from ..compose import segments
 from ..errors import StudioError
 from ..presets import TIERS, available_presets, load_preset
 from ..visuals import illustrate
@@ -20,8 +27,6 @@ from ..voice import narrate
 from . import rendering
 from .common import (GPU, Studio, bind, checked_session, gpu, named, progress_to, scene_choices, served,
                      view)
-
-PREVIEW_PRESET = "draft"
 
 
 def preset_table(aspect: str = "16:9") -> str:
@@ -83,41 +88,80 @@ def set_caption_font(studio: Studio, session: dict, file: str | None = None, req
     return {"view": view(studio.save(replace(project, caption_font=font), session, request))}
 
 
+def keep_render_assets(studio: Studio, project, owner: str) -> int:
+    """Take back into `project` the assets (video segments above all) that its finished render jobs made in their own
+    folders; returns how many files were linked. Jobs still running are kept for later; others are forgotten."""
+    if studio.runner is None:
+        return 0
+    pending, taken = [], 0
+    for job_id in studio.workspace.render_jobs(project):
+        try:
+            job = studio.runner.get(job_id, owner)
+        except StudioError:  # removed from the journal, or not this user's
+            continue
+        if not job.terminal:
+            pending.append(job_id)
+            continue
+        taken += segments.adopt_assets(job.project_dir / "assets", project.assets_dir)
+    studio.workspace.set_render_jobs(project, pending)
+    return taken
+
+
+def job_segments(job) -> dict | None:
+    """How many video segments a finished job rendered and reused (its compose step), or None."""
+    step = next((s for s in (job.steps or []) if s.get("step") == "compose"), None)
+    if step is None:
+        return None
+    return {"made": int(step.get("made", 0)), "reused": int(step.get("reused", 0))}
+
+
 @gpu
 def preview_scene(studio: Studio, session: dict, scene_id: str, narrator: str, painter: str, preset: str = "draft",
                   request: gr.Request = None, progress=gr.Progress()) -> dict:
-    """Narrate and paint one scene if needed (with the panels' choices, so nothing they made is replaced), then
-    render just that scene at Draft."""
+    """Render one scene's video segments (its own frames and the transitions at its ends) at the chosen preset into
+    the project, where the render job reuses them: the scene and the neighbours it blends with are narrated and
+    painted first if needed (with the panels' choices, so nothing they made is replaced)."""
     project = studio.project(session, request)
     if not scene_id:
         raise StudioError("pick the scene to preview")
     project.scene(scene_id)  # raises if unknown
     chosen = studio.preset(preset)
     studio.check(project, chosen)
+    keep_render_assets(studio, project, studio.owner(session, request))
     report = progress_to(progress)
-    project = narrate(project, narrator=narrator or "auto", preset=chosen, only=[scene_id],
-                      on_progress=lambda f, m: report(0.4 * f, m))
-    project = illustrate(project, painter=painter or "auto", preset=chosen, only=[scene_id], media_root=project.folder,
-                         on_progress=lambda f, m: report(0.4 + 0.1 * f, m))
-    project = studio.save(project, session, request)
-    out = project.renders_dir / f"preview-{scene_id}.mp4"
+
+    def prepare(project, ids: list[str]):
+        project = narrate(project, narrator=narrator or "auto", preset=chosen, only=ids,
+                          on_progress=lambda f, m: report(0.3 * f, m))
+        project = illustrate(project, painter=painter or "auto", preset=chosen, only=ids, media_root=project.folder,
+                             on_progress=lambda f, m: report(0.3 + 0.1 * f, m))
+        return studio.save(project, session, request)
+
     started = time.perf_counter()
-    result = compose(project, load_preset(PREVIEW_PRESET), out, only=[scene_id],
-                     on_progress=lambda f, m: report(0.5 + 0.5 * f, m))
+    out = project.renders_dir / f"preview-{scene_id}.mp4"
+    result = segments.preview_scene(project, chosen, scene_id, out, prepare=prepare,
+                                    on_progress=lambda f, m: report(0.4 + 0.6 * f, m))
     seconds = time.perf_counter() - started
+    project = studio.project(session, request)
     number = [s.id for s in project.scenes].index(scene_id) + 1
+    count = len(result.parts)
     return {"preview": served(result.path), "view": view(project),
-            "status": f"Scene {number}: {result.duration_s:.1f} s at {result.width}x{result.height}, "
-                      f"rendered in {seconds:.1f} s with {result.encoder}."}
+            "status": f"Scene {number}: {result.duration_s:.1f} s at {result.width}x{result.height} ({chosen.label}), "
+                      f"{count} segment{'s' if count != 1 else ''} ({result.reused} reused), made in {seconds:.1f} s "
+                      f"with {result.encoder}; a render at {chosen.label} reuses them."}
 
 
 def render(studio: Studio, session: dict, preset: str, narrator: str, painter: str, request: gr.Request = None) -> dict:
-    """Start a background render job of the project (the UI stays free; a reload finds the job again)."""
+    """Start a background render job of the project (the UI stays free; a reload finds the job again); it reuses the
+    segments of the project's previews and earlier renders."""
     session = checked_session(session)
     project = studio.project(session, request)
-    job = rendering.submit(studio.runner, project, studio.owner(session, request), preset=preset or "draft",
+    owner = studio.owner(session, request)
+    keep_render_assets(studio, project, owner)
+    job = rendering.submit(studio.runner, project, owner, preset=preset or "draft",
                            narrator=narrator or "auto", painter=painter or "auto")
-    return {**_job_fields(studio, job, studio.owner(session, request)), "session": {**session, "job": job.id}}
+    studio.workspace.note_render_job(project, job.id)
+    return {**_job_fields(studio, job, owner), "session": {**session, "job": job.id}}
 
 
 def poll(studio: Studio, session: dict, request: gr.Request = None) -> dict:
@@ -147,7 +191,7 @@ def cancel(studio: Studio, session: dict, request: gr.Request = None) -> dict:
 
 def _job_fields(studio: Studio, job, owner: str) -> dict:
     """Progress bar, buttons, timer, and (when done) the video and its download."""
-    state = rendering.status(job)
+    state = {**rendering.status(job), "segments": job_segments(job) if job.state == "done" else None}
     out = {"progress": progress_html(state), "timer": gr.Timer(active=not job.terminal),
            "render": gr.Button(interactive=job.terminal), "cancel": gr.Button(interactive=not job.terminal)}
     if job.state == "done":
@@ -210,7 +254,9 @@ def layout(studio: Studio) -> SimpleNamespace:
             video = gr.Video(label="Video", interactive=False, elem_id="render-video", height=260)
             download = gr.DownloadButton("Download MP4", visible=False, elem_id="download")
         with gr.Column(scale=1):
-            gr.Markdown("### Preview one scene (Draft)")
+            gr.Markdown("### Preview one scene")
+            gr.Markdown("At the chosen preset: the segments it makes are the ones Render reuses.",
+                        elem_classes=["hint"])
             scene = gr.Dropdown([], label="Scene", elem_id="preview-scene")
             preview_btn = gr.Button("Preview scene", elem_id="preview")
             preview = gr.Video(label="Preview", interactive=False, elem_id="preview-video", height=260)
@@ -240,6 +286,9 @@ def progress_html(job: dict | None) -> str:
     if video and state == "done":
         parts.append(f"{video.get('duration_s', 0):.1f} s · {video.get('width')}x{video.get('height')} · "
                      f"{html.escape(str(video.get('encoder', '')))} · {video.get('size_bytes', 0) / 1e6:.2f} MB")
+    made = job.get("segments")
+    if made and state == "done":
+        parts.append(f"{made['reused']} of {made['made'] + made['reused']} segments reused")
     if job.get("error"):
         parts.append(html.escape(str(job["error"])))
     detail = " · ".join(parts)

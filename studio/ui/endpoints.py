@@ -35,6 +35,7 @@ from ..voice import narrate as narrate_
 from .brief import check_voice
 from . import rendering
 from .common import GPU, Studio, friendly, friendly_async, gpu, served, view
+from .compose import job_segments, keep_render_assets
 from .storyboard import check_media
 from .workspace import owner_for
 
@@ -87,16 +88,45 @@ class WaitSlots:
                 self._open.pop(owner, None)
 
 
+# Fields of the scene rows that /write_storyboard and /project return but a storyboard does not hold: what the steps
+# made so far. /edit_storyboard takes the rows back as they came and ignores these.
+READ_ONLY_FIELDS = ("number", "narrated", "audio_s", "painted")
+
+
 def describe(project: Project) -> dict:
-    """A project as the API returns it: ids, settings, scenes and what each has (no server paths)."""
+    """A project as the API returns it: ids, settings, scenes and what each has (no server paths; a scene's `media` is
+    the name of a file uploaded to the project, ``uploads/...``)."""
     shown = view(project)
     scenes = [{"id": s["id"], "number": s["n"], "narration": s["narration"], "visual_prompt": s["visual_prompt"],
-               "duration_s": s["duration_s"], "seed": s["seed"], "transition": s["transition"],
+               "duration_s": s["duration_s"], "seed": s["seed"], "media": s["media"], "transition": s["transition"],
                "narrated": s["audio"] is not None, "audio_s": s["audio_s"], "painted": s["visual"] is not None}
               for s in shown["scenes"]]
     return {"project_id": shown["id"], "title": shown["title"], "aspect": shown["aspect"], "style": shown["style"],
             "language": shown["language"], "voice": shown["voice"], "captions": shown["captions"],
             "notes": shown["notes"], "scenes": scenes}
+
+
+def storyboard_rows(project: Project, scenes: list[dict]) -> list[dict]:
+    """The scene rows an API caller sent, as storyboard rows: the read-only fields that `describe` adds
+    (`READ_ONLY_FIELDS`) are dropped, and a row that names one of the project's scenes and leaves `media` out keeps
+    that scene's media. Any other unknown field is still an error (`Project.with_storyboard` names it)."""
+    if not isinstance(scenes, list):
+        raise StudioError(f"`scenes` must be a list of scene objects, got {type(scenes).__name__}")
+    known = {s.id: s for s in project.scenes}
+    rows = []
+    for i, row in enumerate(scenes, start=1):
+        if not isinstance(row, dict):
+            raise StudioError(f"scene {i} must be an object with a `narration` field, got {type(row).__name__}")
+        row = {k: v for k, v in row.items() if k not in READ_ONLY_FIELDS}
+        if "media" not in row and row.get("id") in known:
+            row["media"] = known[row["id"]].media
+        rows.append(row)
+    return rows
+
+
+def _status(job) -> dict:
+    """A job as the API returns it (`rendering.status`), with the video segments a finished one rendered and reused."""
+    return {**rendering.status(job), "segments": job_segments(job) if job.state == "done" else None}
 
 
 def _only(project: Project, scene_ids: list[str] | None) -> list[str] | None:
@@ -146,16 +176,19 @@ def register(studio: Studio) -> None:
         return describe(ws.load(project_id, caller(studio, request)))
 
     def edit_storyboard(project_id: str, scenes: list[dict], request: gr.Request = None) -> dict:
-        """Replace the storyboard with `scenes` (dicts with narration, visual_prompt, duration_s, seed, transition;
-        give a scene's id to keep its assets while what they depend on is unchanged).
+        """Replace the storyboard with `scenes` (dicts with narration, visual_prompt, duration_s, seed, media,
+        transition; give a scene's id to keep its assets while what they depend on is unchanged). The rows that
+        /project returns are taken as they are: their read-only fields (number, narrated, audio_s, painted) are
+        ignored, and a row without `media` keeps its scene's.
 
         Args:
             project_id: The project.
             scenes: The scenes, in order.
         """
         project = ws.load(project_id, caller(studio, request))
-        check_media(studio, project, scenes)
-        return describe(ws.save(studio.check(project.with_storyboard(scenes)), caller(studio, request)))
+        rows = storyboard_rows(project, scenes)
+        check_media(studio, project, rows)
+        return describe(ws.save(studio.check(project.with_storyboard(rows)), caller(studio, request)))
 
     @gpu
     def narrate(project_id: str, scene_ids: list[str] | None = None, narrator: str = "auto", voice: str = "",
@@ -198,6 +231,8 @@ def register(studio: Studio) -> None:
     def render(project_id: str, preset: str = "draft", narrator: str = "auto", painter: str = "auto",
                request: gr.Request = None) -> dict:
         """Step 4: render the project as a background job (the same queue as the HTTP API's jobs); returns the job.
+        It reuses the video segments of the project's earlier renders: after an edit only the segments it changed
+        are rendered (a finished job's `segments` says how many were reused).
 
         Args:
             project_id: The project.
@@ -205,9 +240,12 @@ def register(studio: Studio) -> None:
             narrator: auto, or a narrator's name (scenes narrated before with the same one are reused).
             painter: auto, or a painter's name (scenes painted before with the same one are reused).
         """
-        project = ws.load(project_id, caller(studio, request))
-        return rendering.status(rendering.submit(studio.runner, project, caller(studio, request), preset=preset,
-                                                 narrator=narrator, painter=painter))
+        owner = caller(studio, request)
+        project = ws.load(project_id, owner)
+        keep_render_assets(studio, project, owner)
+        job = rendering.submit(studio.runner, project, owner, preset=preset, narrator=narrator, painter=painter)
+        ws.note_render_job(project, job.id)
+        return _status(job)
 
     def submit(job: dict, idempotency_key: str = "", request: gr.Request = None) -> dict:
         """Queue a render from a job request, the same as the HTTP API's ``POST /api/jobs`` body (one schema: a
@@ -227,7 +265,7 @@ def register(studio: Studio) -> None:
         Args:
             job_id: The id returned by /render.
         """
-        return rendering.status(studio.runner.get(job_id, caller(studio, request)))
+        return _status(studio.runner.get(job_id, caller(studio, request)))
 
     async def wait(job_id: str, timeout_s: float = 600, request: gr.Request = None) -> dict:
         """Wait until the job ends (or `timeout_s` passes) and return it.
@@ -251,7 +289,7 @@ def register(studio: Studio) -> None:
                 job = studio.runner.get(job_id, owner)
         finally:
             slots.give(owner)
-        return rendering.status(job)
+        return _status(job)
 
     def cancel(job_id: str, request: gr.Request = None) -> dict:
         """Cancel a waiting or running job; it ends `canceled` moments later.
@@ -259,7 +297,7 @@ def register(studio: Studio) -> None:
         Args:
             job_id: The job.
         """
-        return rendering.status(studio.runner.cancel(job_id, caller(studio, request)))
+        return _status(studio.runner.cancel(job_id, caller(studio, request)))
 
     def video(job_id: str, request: gr.Request = None) -> str:
         """The finished MP4 of a job."""
@@ -287,4 +325,4 @@ def register(studio: Studio) -> None:
     fetch.click(friendly(video), inputs=[job_id], outputs=[mp4], api_name="video", **light)
 
 
-__all__ = ["register", "describe", "caller", "StudioError"]
+__all__ = ["register", "describe", "storyboard_rows", "caller", "StudioError"]

@@ -5,6 +5,7 @@ per-user folder) is shared with the job runner (``studio.db``, ``jobs/``, ``uplo
 holds the studio's own::
 
     projects/<project id>/      one Studio project folder (project.json, assets/, renders/, uploads/) + owner.json
+                                (renders/jobs.json: the render jobs seeded from it whose assets it has not taken back)
     (a file ui-secret of older versions is no longer used: the browser session holds no secret)
 
 A project id is a random 96-bit token (``p`` + 24 hex digits); ``owner.json`` names the user it belongs to. A
@@ -36,6 +37,8 @@ PROJECT_ID_RE = re.compile(r"^p[0-9a-f]{24}$")
 OWNER_RE = re.compile(r"^[A-Za-z0-9_@+-][A-Za-z0-9_.@+-]{0,63}$")  # as the job runner's owners
 UPLOAD_RE = re.compile(r"^uploads/[0-9a-f]{32}\.[a-z0-9]{2,5}$")  # <upload id><ext>
 OWNER_FILE = "owner.json"
+JOBS_FILE = "renders/jobs.json"  # render jobs seeded from the project, until their assets are taken back
+MAX_JOBS_KEPT = 50
 # What each use of an upload accepts, by the kind the content check finds.
 UPLOAD_KINDS = {"media": ("image", "video"), "music": ("audio", "video"), "watermark": ("image",),
                 "caption_font": ("font",)}
@@ -169,6 +172,23 @@ class Workspace:
         trash = folder.with_name(f".deleting-{folder.name}-{secrets.token_hex(4)}")
         os.replace(folder, trash)  # one atomic step out of the listing, then the slow part
         shutil.rmtree(trash, ignore_errors=True)
+
+    # -- render jobs seeded from a project -------------------------------------------------------------------------
+    def render_jobs(self, project: Project) -> list[str]:
+        """The ids of render jobs seeded from `project` whose assets it has not taken back yet (`note_render_job`)."""
+        try:
+            ids = json.loads((Path(project.folder) / JOBS_FILE).read_text("utf-8"))
+        except (OSError, ValueError):
+            return []
+        return [i for i in ids if isinstance(i, str) and re.fullmatch(r"[0-9a-f]{32}", i)] if isinstance(ids, list) else []
+
+    def set_render_jobs(self, project: Project, job_ids: list[str]) -> None:
+        """Replace the list of render jobs to take assets back from (the newest `MAX_JOBS_KEPT`)."""
+        atomic_write_text(Path(project.folder) / JOBS_FILE, json.dumps(list(job_ids)[-MAX_JOBS_KEPT:]))
+
+    def note_render_job(self, project: Project, job_id: str) -> None:
+        """Remember that job `job_id` renders `project`: its segments are taken back into the project later."""
+        self.set_render_jobs(project, [*[i for i in self.render_jobs(project) if i != job_id], job_id])
 
     # -- uploads -------------------------------------------------------------------------------------------------
     def add_upload(self, project: Project, source: Path | str, kind: str, store: Any, owner: str) -> str:
