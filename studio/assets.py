@@ -73,6 +73,19 @@ def atomic_write_bytes(final: Path, data: bytes) -> None:
             os.fsync(handle.fileno())
 
 
+def link_or_copy(src: str, dst: str) -> str:
+    """Hard-link a file (assets never change in place), or copy it where links are not possible (``shutil``'s
+    ``copy_function`` shape)."""
+    import os
+    import shutil
+
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
+    return dst
+
+
 def atomic_write_text(final: Path, text: str) -> None:
     """Write `text` (UTF-8) to `final` atomically."""
     atomic_write_bytes(final, text.encode("utf-8"))

@@ -7,11 +7,11 @@ where the file system cannot link). The worker then loads that project (as it do
 narration and visual the panels made is found in its asset cache; only scenes never narrated or painted are made.
 """
 
-import os
 import shutil
 from pathlib import Path
 from typing import Any
 
+from ..assets import link_or_copy
 from ..errors import StudioError
 from ..project import Project
 
@@ -50,7 +50,7 @@ def seed_folder(project: Project, folder: Path) -> Project:
     folder.mkdir(parents=True, exist_ok=True)
     for sub in ("assets", "uploads"):
         if (source / sub).is_dir():
-            shutil.copytree(source / sub, folder / sub, copy_function=_link_or_copy, dirs_exist_ok=True,
+            shutil.copytree(source / sub, folder / sub, copy_function=link_or_copy, dirs_exist_ok=True,
                             ignore=shutil.ignore_patterns(".*"))
     data = project.to_dict(source)
     for scene in data["scenes"]:
@@ -63,14 +63,6 @@ def _cap(text: str, limit: int) -> str:
     """`text` within the request limit for titles and styles (the journal's copy; the project keeps the whole)."""
     return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
 
-
-def _link_or_copy(src: str, dst: str) -> str:
-    """Hard-link a file (assets never change in place), or copy it where links are not possible."""
-    try:
-        os.link(src, dst)
-    except OSError:
-        shutil.copy2(src, dst)
-    return dst
 
 
 def submit_project(runner: Any, project: Project, *, owner: str, preset: str = "draft", narrator: str = "auto",

@@ -27,7 +27,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from ..assets import atomic_write_text
+from ..assets import atomic_write_text, link_or_copy
 from ..errors import StudioError
 from ..project import Project
 
@@ -160,7 +160,7 @@ class Workspace:
         copy = self.create(replace(original, title=f"{original.title} (copy)", scenes=()), owner)
         for sub in ("assets", "uploads", "renders"):
             if (source / sub).is_dir():
-                shutil.copytree(source / sub, copy.folder / sub, copy_function=_link_or_copy, dirs_exist_ok=True,
+                shutil.copytree(source / sub, copy.folder / sub, copy_function=link_or_copy, dirs_exist_ok=True,
                                 symlinks=False, ignore=shutil.ignore_patterns(".*"))
         data = original.to_dict(source)
         data["title"] = copy.title
@@ -224,7 +224,7 @@ class Workspace:
         name = f"uploads/{upload.id}{Path(upload.file).suffix}"
         target = project.folder / name
         target.parent.mkdir(exist_ok=True)
-        _link_or_copy(str(store.path(upload)), str(target))
+        link_or_copy(str(store.path(upload)), str(target))
         return name
 
     def upload_path(self, project: Project, name: str) -> Path:
@@ -242,13 +242,4 @@ def project_id_of(project: Project) -> str:
     if project.folder is None or not PROJECT_ID_RE.match(Path(project.folder).name):
         raise StudioError("this project does not live in the studio's workspace")
     return Path(project.folder).name
-
-
-def _link_or_copy(src: str, dst: str) -> str:
-    """Hard-link a file (assets never change in place), or copy it where links are not possible."""
-    try:
-        os.link(src, dst)
-    except OSError:
-        shutil.copy2(src, dst)
-    return dst
 
