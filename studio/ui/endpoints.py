@@ -34,7 +34,7 @@ from ..visuals import illustrate as illustrate_
 from ..voice import narrate as narrate_
 from .brief import check_voice
 from . import rendering
-from .common import GPU, Studio, friendly, friendly_async, gpu, served, view
+from .common import GPU, Studio, bind, fix, friendly, friendly_async, gpu, served, view
 from .compose import job_segments, keep_render_assets
 from .storyboard import check_media
 from .workspace import owner_for
@@ -137,192 +137,193 @@ def _only(project: Project, scene_ids: list[str] | None) -> list[str] | None:
     return list(scene_ids)
 
 
+@gpu
+def write_storyboard(studio: Studio, source: str, title: str = "", style: str = "", aspect: str = "16:9",
+                     language: str = "en", target_s: float = 0, voice: str = "", writer: str = "auto",
+                     mode: str = "auto", preset: str = "draft", request: gr.Request = None) -> dict:
+    """Step 1: write a storyboard from a brief or a script into a new project.
+
+    Args:
+        source: A short brief to write about, or a script to narrate as written (one paragraph per scene).
+        title: The video's title; empty: from the script or brief.
+        style: A visual style for every scene.
+        aspect: 16:9, 9:16 or 1:1.
+        language: Narration language, e.g. en.
+        target_s: Wanted length in seconds (0: as long as it needs).
+        voice: Narrator voice name; empty: the narrator's default.
+        writer: Storyboard writer, or auto.
+        mode: auto, script or brief.
+        preset: Whose writer preferences and model options `auto` follostudio.workspace.
+    """
+    owner = caller(studio, request)
+    project = studio.write_storyboard(source, mode=mode, writer=writer, title=title or None, aspect=aspect,
+                                      style=style, language=language, voice=check_voice(voice),
+                                      target_s=float(target_s) or None, preset=preset)
+    return describe(studio.workspace.create(project, owner))
+
+def get_project(studio: Studio, project_id: str, request: gr.Request = None) -> dict:
+    """The project: settings, scenes, what each scene has, and which providers ran and why.
+
+    Args:
+        project_id: The id returned by /write_storyboard.
+    """
+    return describe(studio.workspace.load(project_id, caller(studio, request)))
+
+def edit_storyboard(studio: Studio, project_id: str, scenes: list[dict], request: gr.Request = None) -> dict:
+    """Replace the storyboard with `scenes` (dicts with narration, visual_prompt, duration_s, seed, media,
+    transition; give a scene's id to keep its assets while what they depend on is unchanged). The rows that
+    /project returns are taken as they are: their read-only fields (number, narrated, audio_s, painted) are
+    ignored, and a row without `media` keeps its scene's.
+
+    Args:
+        project_id: The project.
+        scenes: The scenes, in order.
+    """
+    project = studio.workspace.load(project_id, caller(studio, request))
+    rows = storyboard_rows(project, scenes)
+    check_media(studio, project, rows)
+    return describe(studio.workspace.save(studio.check(project.with_storyboard(rows)), caller(studio, request)))
+
+@gpu
+def narrate(studio: Studio, project_id: str, scene_ids: list[str] | None = None, narrator: str = "auto",
+            voice: str = "", preset: str = "draft", request: gr.Request = None) -> dict:
+    """Step 2: narrate the scenes (all, or only `scene_ids`); unchanged scenes are reused.
+
+    Args:
+        project_id: The project.
+        scene_ids: Scenes to narrate; empty: all.
+        narrator: auto, or a narrator's name.
+        voice: A voice name; empty: keep the project's.
+        preset: Whose provider preferences `auto` follostudio.workspace.
+    """
+    project = studio.workspace.load(project_id, caller(studio, request))
+    if voice:
+        project = replace(project, voice=check_voice(voice))
+    chosen = studio.preset(preset)
+    studio.check(project, chosen)  # the server's limits, before any narration is made
+    project = narrate_(project, narrator=narrator, preset=chosen, only=_only(project, scene_ids))
+    return describe(studio.workspace.save(project, caller(studio, request)))
+
+@gpu
+def illustrate(studio: Studio, project_id: str, scene_ids: list[str] | None = None, painter: str = "auto",
+               preset: str = "draft", request: gr.Request = None) -> dict:
+    """Step 3: paint the scenes (all, or only `scene_ids`); unchanged scenes are reused.
+
+    Args:
+        project_id: The project.
+        scene_ids: Scenes to paint; empty: all.
+        painter: auto, or a painter's name.
+        preset: Gives the frame size and whose provider preferences `auto` follostudio.workspace.
+    """
+    project = studio.workspace.load(project_id, caller(studio, request))
+    chosen = studio.preset(preset)
+    studio.check(project, chosen)
+    project = illustrate_(project, painter=painter, preset=chosen, only=_only(project, scene_ids),
+                          media_root=project.folder)
+    return describe(studio.workspace.save(project, caller(studio, request)))
+
+def render(studio: Studio, project_id: str, preset: str = "draft", narrator: str = "auto", painter: str = "auto",
+           request: gr.Request = None) -> dict:
+    """Step 4: render the project as a background job (the same queue as the HTTP API's jobs); returns the job.
+    It reuses the video segments of the project's earlier renders: after an edit only the segments it changed
+    are rendered (a finished job's `segments` says how many were reused).
+
+    Args:
+        project_id: The project.
+        preset: draft, standard, premium or maximum.
+        narrator: auto, or a narrator's name (scenes narrated before with the same one are reused).
+        painter: auto, or a painter's name (scenes painted before with the same one are reused).
+    """
+    owner = caller(studio, request)
+    project = studio.workspace.load(project_id, owner)
+    keep_render_assets(studio, project, owner)
+    job = rendering.submit(studio.runner, project, owner, preset=preset, narrator=narrator, painter=painter)
+    studio.workspace.note_render_job(project, job.id)
+    return _status(job)
+
+def submit(studio: Studio, job: dict, idempotency_key: str = "", request: gr.Request = None) -> dict:
+    """Queue a render from a job request, the same as the HTTP API's ``POST /api/jobs`` body (one schema: a
+    script, a brief or a storyboard, with preset, aspect, voice, providers, captions, music ...); upload ids come
+    from the HTTP API's ``/api/uploads`` of the same user. Returns the job.
+
+    Args:
+        job: The request (JSON object).
+        idempotency_key: The same key with the same request returns the job it made the first time.
+    """
+    return rendering.status(studio.runner.submit(job, owner=caller(studio, request),
+                                                 idempotency_key=idempotency_key or None))
+
+def job(studio: Studio, job_id: str, request: gr.Request = None) -> dict:
+    """A render job now: state, percent, step, scene, ETA, error, and the video's facts when done.
+
+    Args:
+        job_id: The id returned by /render.
+    """
+    return _status(studio.runner.get(job_id, caller(studio, request)))
+
+async def wait(studio: Studio, slots: WaitSlots, job_id: str, timeout_s: float = 600,
+               request: gr.Request = None) -> dict:
+    """Wait until the job ends (or `timeout_s` passes) and return it.
+
+    Args:
+        job_id: The job.
+        timeout_s: Longest wait, in seconds (at most 3600).
+    """
+    try:
+        timeout = min(max(float(timeout_s), 0.0), 3600.0)
+    except (TypeError, ValueError):
+        raise StudioError(f"`timeout_s` must be a number of seconds, got {timeout_s!r}") from None
+    owner = caller(studio, request)
+    job = studio.runner.get(job_id, owner)  # raises for an unknown id (or another user's) before a slot is taken
+    slots.take(owner)
+    try:
+        deadline = time.monotonic() + timeout
+        while not job.terminal and time.monotonic() < deadline:
+            # No thread is held while waiting: the event loop sleeps, and each look is one quick journal read.
+            await asyncio.sleep(min(WAIT_POLL_S, max(deadline - time.monotonic(), 0.0)))
+            job = studio.runner.get(job_id, owner)
+    finally:
+        slots.give(owner)
+    return _status(job)
+
+def cancel(studio: Studio, job_id: str, request: gr.Request = None) -> dict:
+    """Cancel a waiting or running job; it ends `canceled` moments later.
+
+    Args:
+        job_id: The job.
+    """
+    return _status(studio.runner.cancel(job_id, caller(studio, request)))
+
+def video(studio: Studio, job_id: str, request: gr.Request = None) -> str:
+    """The finished MP4 of a job."""
+    owner = caller(studio, request)
+    return served(studio.runner.video_path(job_id, owner), owner)
+
+
 def register(studio: Studio) -> None:
-    """Add the API endpoints to the Blocks being built."""
-    ws = studio.workspace
+    """Add the API endpoints to the Blocks being built (each a function of this module, with `studio` filled in)."""
     # A local server without sign-in has one user (every browser and client is it): the overall cap is its cap.
     slots = WaitSlots(per_caller=WAITS_TOTAL if studio.single_user else WAITS_PER_CALLER)
-
-    @gpu
-    def write_storyboard(source: str, title: str = "", style: str = "", aspect: str = "16:9", language: str = "en",
-                         target_s: float = 0, voice: str = "", writer: str = "auto", mode: str = "auto",
-                         preset: str = "draft", request: gr.Request = None) -> dict:
-        """Step 1: write a storyboard from a brief or a script into a new project.
-
-        Args:
-            source: A short brief to write about, or a script to narrate as written (one paragraph per scene).
-            title: The video's title; empty: from the script or brief.
-            style: A visual style for every scene.
-            aspect: 16:9, 9:16 or 1:1.
-            language: Narration language, e.g. en.
-            target_s: Wanted length in seconds (0: as long as it needs).
-            voice: Narrator voice name; empty: the narrator's default.
-            writer: Storyboard writer, or auto.
-            mode: auto, script or brief.
-            preset: Whose writer preferences and model options `auto` follows.
-        """
-        owner = caller(studio, request)
-        project = studio.write_storyboard(source, mode=mode, writer=writer, title=title or None, aspect=aspect,
-                                          style=style, language=language, voice=check_voice(voice),
-                                          target_s=float(target_s) or None, preset=preset)
-        return describe(ws.create(project, owner))
-
-    def get_project(project_id: str, request: gr.Request = None) -> dict:
-        """The project: settings, scenes, what each scene has, and which providers ran and why.
-
-        Args:
-            project_id: The id returned by /write_storyboard.
-        """
-        return describe(ws.load(project_id, caller(studio, request)))
-
-    def edit_storyboard(project_id: str, scenes: list[dict], request: gr.Request = None) -> dict:
-        """Replace the storyboard with `scenes` (dicts with narration, visual_prompt, duration_s, seed, media,
-        transition; give a scene's id to keep its assets while what they depend on is unchanged). The rows that
-        /project returns are taken as they are: their read-only fields (number, narrated, audio_s, painted) are
-        ignored, and a row without `media` keeps its scene's.
-
-        Args:
-            project_id: The project.
-            scenes: The scenes, in order.
-        """
-        project = ws.load(project_id, caller(studio, request))
-        rows = storyboard_rows(project, scenes)
-        check_media(studio, project, rows)
-        return describe(ws.save(studio.check(project.with_storyboard(rows)), caller(studio, request)))
-
-    @gpu
-    def narrate(project_id: str, scene_ids: list[str] | None = None, narrator: str = "auto", voice: str = "",
-                preset: str = "draft", request: gr.Request = None) -> dict:
-        """Step 2: narrate the scenes (all, or only `scene_ids`); unchanged scenes are reused.
-
-        Args:
-            project_id: The project.
-            scene_ids: Scenes to narrate; empty: all.
-            narrator: auto, or a narrator's name.
-            voice: A voice name; empty: keep the project's.
-            preset: Whose provider preferences `auto` follows.
-        """
-        project = ws.load(project_id, caller(studio, request))
-        if voice:
-            project = replace(project, voice=check_voice(voice))
-        chosen = studio.preset(preset)
-        studio.check(project, chosen)  # the server's limits, before any narration is made
-        project = narrate_(project, narrator=narrator, preset=chosen, only=_only(project, scene_ids))
-        return describe(ws.save(project, caller(studio, request)))
-
-    @gpu
-    def illustrate(project_id: str, scene_ids: list[str] | None = None, painter: str = "auto", preset: str = "draft",
-                   request: gr.Request = None) -> dict:
-        """Step 3: paint the scenes (all, or only `scene_ids`); unchanged scenes are reused.
-
-        Args:
-            project_id: The project.
-            scene_ids: Scenes to paint; empty: all.
-            painter: auto, or a painter's name.
-            preset: Gives the frame size and whose provider preferences `auto` follows.
-        """
-        project = ws.load(project_id, caller(studio, request))
-        chosen = studio.preset(preset)
-        studio.check(project, chosen)
-        project = illustrate_(project, painter=painter, preset=chosen, only=_only(project, scene_ids),
-                              media_root=project.folder)
-        return describe(ws.save(project, caller(studio, request)))
-
-    def render(project_id: str, preset: str = "draft", narrator: str = "auto", painter: str = "auto",
-               request: gr.Request = None) -> dict:
-        """Step 4: render the project as a background job (the same queue as the HTTP API's jobs); returns the job.
-        It reuses the video segments of the project's earlier renders: after an edit only the segments it changed
-        are rendered (a finished job's `segments` says how many were reused).
-
-        Args:
-            project_id: The project.
-            preset: draft, standard, premium or maximum.
-            narrator: auto, or a narrator's name (scenes narrated before with the same one are reused).
-            painter: auto, or a painter's name (scenes painted before with the same one are reused).
-        """
-        owner = caller(studio, request)
-        project = ws.load(project_id, owner)
-        keep_render_assets(studio, project, owner)
-        job = rendering.submit(studio.runner, project, owner, preset=preset, narrator=narrator, painter=painter)
-        ws.note_render_job(project, job.id)
-        return _status(job)
-
-    def submit(job: dict, idempotency_key: str = "", request: gr.Request = None) -> dict:
-        """Queue a render from a job request, the same as the HTTP API's ``POST /api/jobs`` body (one schema: a
-        script, a brief or a storyboard, with preset, aspect, voice, providers, captions, music ...); upload ids come
-        from the HTTP API's ``/api/uploads`` of the same user. Returns the job.
-
-        Args:
-            job: The request (JSON object).
-            idempotency_key: The same key with the same request returns the job it made the first time.
-        """
-        return rendering.status(studio.runner.submit(job, owner=caller(studio, request),
-                                                     idempotency_key=idempotency_key or None))
-
-    def job(job_id: str, request: gr.Request = None) -> dict:
-        """A render job now: state, percent, step, scene, ETA, error, and the video's facts when done.
-
-        Args:
-            job_id: The id returned by /render.
-        """
-        return _status(studio.runner.get(job_id, caller(studio, request)))
-
-    async def wait(job_id: str, timeout_s: float = 600, request: gr.Request = None) -> dict:
-        """Wait until the job ends (or `timeout_s` passes) and return it.
-
-        Args:
-            job_id: The job.
-            timeout_s: Longest wait, in seconds (at most 3600).
-        """
-        try:
-            timeout = min(max(float(timeout_s), 0.0), 3600.0)
-        except (TypeError, ValueError):
-            raise StudioError(f"`timeout_s` must be a number of seconds, got {timeout_s!r}") from None
-        owner = caller(studio, request)
-        job = studio.runner.get(job_id, owner)  # raises for an unknown id (or another user's) before a slot is taken
-        slots.take(owner)
-        try:
-            deadline = time.monotonic() + timeout
-            while not job.terminal and time.monotonic() < deadline:
-                # No thread is held while waiting: the event loop sleeps, and each look is one quick journal read.
-                await asyncio.sleep(min(WAIT_POLL_S, max(deadline - time.monotonic(), 0.0)))
-                job = studio.runner.get(job_id, owner)
-        finally:
-            slots.give(owner)
-        return _status(job)
-
-    def cancel(job_id: str, request: gr.Request = None) -> dict:
-        """Cancel a waiting or running job; it ends `canceled` moments later.
-
-        Args:
-            job_id: The job.
-        """
-        return _status(studio.runner.cancel(job_id, caller(studio, request)))
-
-    def video(job_id: str, request: gr.Request = None) -> str:
-        """The finished MP4 of a job."""
-        owner = caller(studio, request)
-        return served(studio.runner.video_path(job_id, owner), owner)
-
-    light = dict(concurrency_limit=None)
-    gr.api(friendly(write_storyboard), api_name="write_storyboard", concurrency_id=GPU, concurrency_limit=1)
-    gr.api(friendly(get_project), api_name="project", **light)
-    gr.api(friendly(edit_storyboard), api_name="edit_storyboard", **light)
-    gr.api(friendly(narrate), api_name="narrate", concurrency_id=GPU, concurrency_limit=1)
-    gr.api(friendly(illustrate), api_name="illustrate", concurrency_id=GPU, concurrency_limit=1)
-    gr.api(friendly(render), api_name="render", **light)
-    gr.api(friendly(submit), api_name="submit", **light)
-    gr.api(friendly(job), api_name="job", **light)
+    light, heavy = dict(concurrency_limit=None), dict(concurrency_id=GPU, concurrency_limit=1)
+    gr.api(friendly(bind(write_storyboard, studio)), api_name="write_storyboard", **heavy)
+    gr.api(friendly(bind(get_project, studio)), api_name="project", **light)
+    gr.api(friendly(bind(edit_storyboard, studio)), api_name="edit_storyboard", **light)
+    gr.api(friendly(bind(narrate, studio)), api_name="narrate", **heavy)
+    gr.api(friendly(bind(illustrate, studio)), api_name="illustrate", **heavy)
+    gr.api(friendly(bind(render, studio)), api_name="render", **light)
+    gr.api(friendly(bind(submit, studio)), api_name="submit", **light)
+    gr.api(friendly(bind(job, studio)), api_name="job", **light)
     # A wait runs on the event loop (no thread) in a concurrency group of its own; the queue has slots enough for
     # every wait the caps allow plus the other events (`studio.ui.app.GRADIO_THREADS`), so open waits never stall them.
-    gr.api(friendly_async(wait), api_name="wait", concurrency_id="wait", concurrency_limit=WAITS_TOTAL)
-    gr.api(friendly(cancel), api_name="cancel", **light)
+    gr.api(friendly_async(fix(wait, studio=studio, slots=slots)), api_name="wait", concurrency_id="wait",
+           concurrency_limit=WAITS_TOTAL)
+    gr.api(friendly(bind(cancel, studio)), api_name="cancel", **light)
     # A file answer needs a file component (gr.api returns JSON only): a hidden one, reached only through the API.
     with gr.Column(visible=False):
         job_id = gr.Textbox(label="job_id")
         mp4 = gr.File(label="video")
         fetch = gr.Button()
-    fetch.click(friendly(video), inputs=[job_id], outputs=[mp4], api_name="video", **light)
+    fetch.click(friendly(bind(video, studio)), inputs=[job_id], outputs=[mp4], api_name="video", **light)
 
 
 __all__ = ["register", "describe", "storyboard_rows", "caller", "StudioError"]
