@@ -236,3 +236,24 @@ def test_cancel_a_render_after_a_reload(server, page):
     assert len(folders) == 1
     assert not list(folders[0].glob("renders/*")) and not list(folders[0].glob("assets/*"))
     shot(page, "5-compose-canceled")
+
+
+def test_a_voice_card_can_be_typed_into_and_narrates_only_its_scene(server, page):
+    """Issue 12, item 1: the Narration box of a scene card in the Voice panel is editable; typing there and pressing
+    that card's narrate button narrates that scene with the typed text, and no other scene's audio changes."""
+    url, data = server
+    project_id = write_storyboard(page, url, "# Leaves\n\nLeaves turn red in autumn.\n\nThen they fall to the ground.")
+    tab(page, "3 · Voice")
+    page.click("#narrate-all")
+    wait_for(lambda: all(audio_state(data, project_id).values()), 60, "every scene's narration")
+    before = audio_state(data, project_id)
+    typed = "Typed right into the card, this line is new."
+    card_text = page.locator(".voice-text textarea").nth(1)
+    card_text.fill(typed, timeout=10_000)  # a disabled box cannot be typed into: this times out
+    page.locator(".voice-narrate").nth(1).click()
+    second = project_on_disk(data, project_id)["scenes"][1]["id"]
+    wait_for(lambda: project_on_disk(data, project_id)["scenes"][1]["narration"] == typed
+             and audio_state(data, project_id)[second] and audio_state(data, project_id)[second] != before[second],
+             60, "the typed narration, narrated")
+    after = audio_state(data, project_id)
+    assert [scene_id for scene_id in before if after[scene_id] != before[scene_id]] == [second]

@@ -6,8 +6,8 @@
     client.predict(project_id=project["project_id"], api_name="/narrate")
     client.predict(project_id=project["project_id"], api_name="/illustrate")
     job = client.predict(project_id=project["project_id"], preset="draft", api_name="/render")
-    client.predict(job_id=job["job_id"], api_name="/wait")              # until it ends: state, percent, ...
-    mp4 = client.predict(job_id=job["job_id"], api_name="/video")       # downloads the MP4
+    client.predict(job_id=job["id"], api_name="/wait")                  # until it ends: state, percent, ...
+    mp4 = client.predict(job_id=job["id"], api_name="/video")           # downloads the MP4
 
 The endpoints call the same library verbs as the panels, with the same limits (the job runner's) checked before any
 work. A caller is the signed-in user when the server runs with authentication, else (on a server without it) its own

@@ -106,8 +106,10 @@ def wire(studio: Studio, ui: SimpleNamespace) -> None:
                     with gr.Row(equal_height=True):
                         gr.Markdown(f"**Scene {card['n']}** · {card['length']}", elem_classes=["scene-head"])
                     with gr.Row(equal_height=True):
+                        # A component made inside gr.render is not interactive unless it says so.
                         text = gr.Textbox(card["narration"], label="Narration", lines=2, max_lines=8, scale=3,
-                                          key=f"voice-text-{card['id']}", elem_classes=["voice-text"])
+                                          interactive=True, key=f"voice-text-{card['id']}",
+                                          elem_classes=["voice-text"])
                         gr.Audio(card["audio"], label=f"Scene {card['n']}", type="filepath", interactive=False,
                                  scale=2, key=f"voice-audio-{card['id']}-{card['audio']}",
                                  elem_classes=["voice-audio"], buttons=["download"])
