@@ -12,6 +12,9 @@ import time
 from pathlib import Path
 from typing import Iterator
 
+import pytest
+
+from studio.server import JobRunner
 from studio.testing import TINY_PRESET, write_tiny_preset  # noqa: F401  (the tests import them from here)
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -147,3 +150,31 @@ def iter_events(runner, job_id: str, kinds: set[str], timeout_s: float = 60.0) -
                 yield event
         time.sleep(0.01)
     raise AssertionError(f"no more {kinds} events within {timeout_s} s")
+
+
+# -- fixtures the job tests share (import them into a test module to use them) ---------------------------------------
+@pytest.fixture
+def tiny(tmp_path) -> Path:
+    """The tiny test preset's file."""
+    return write_tiny_preset(tmp_path)
+
+
+@pytest.fixture
+def make_runner(tmp_path, tiny):
+    """Make job runners on the test's data folder (the tiny preset offered); all closed at the end."""
+    runners = []
+
+    def make(**options) -> JobRunner:
+        options.setdefault("presets", [tiny])
+        runner = JobRunner(options.pop("data_dir", tmp_path / "data"), **options)
+        runners.append(runner)
+        return runner
+
+    yield make
+    for runner in runners:
+        runner.close()
+
+
+def tiny_request(durations=(1.0, 1.0), **fields) -> dict:
+    """A storyboard request of fixed-length scenes at the tiny preset."""
+    return {"storyboard": storyboard(list(durations)), "preset": "tiny", "aspect": "1:1", **fields}

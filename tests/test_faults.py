@@ -20,31 +20,10 @@ import pytest
 from studio.errors import StudioError
 from studio.server import JobRequest, JobRunner
 
-from .jobs_support import storyboard, temp_files, wait_for, write_tiny_preset
+from .jobs_support import make_runner, tiny  # noqa: F401  (pytest fixtures)
+from .jobs_support import storyboard, temp_files, tiny_request, wait_for
 
 
-@pytest.fixture
-def tiny(tmp_path) -> Path:
-    return write_tiny_preset(tmp_path)
-
-
-@pytest.fixture
-def make_runner(tmp_path, tiny):
-    runners = []
-
-    def make(**options) -> JobRunner:
-        options.setdefault("presets", [tiny])
-        runner = JobRunner(options.pop("data_dir", tmp_path / "data"), **options)
-        runners.append(runner)
-        return runner
-
-    yield make
-    for runner in runners:
-        runner.close()
-
-
-def tiny_request(durations=(1.0, 1.0), **fields) -> dict:
-    return {"storyboard": storyboard(list(durations)), "preset": "tiny", "aspect": "1:1", **fields}
 
 
 def png_bytes(size=(64, 48), seed: int = 1) -> bytes:

@@ -13,31 +13,11 @@ from studio.errors import StudioError
 from studio.server import Conflict, Gone, JobRequest, JobRunner, Limits, NotFound, QueueFull, RequestError, Retention
 
 from .conftest import video_facts
-from .jobs_support import child_pids, iter_events, new_children, storyboard, temp_files, wait_for, write_tiny_preset
+from .jobs_support import make_runner, tiny  # noqa: F401  (pytest fixtures)
+from .jobs_support import (child_pids, iter_events, new_children, storyboard, temp_files,
+                           tiny_request, wait_for)
 
 
-@pytest.fixture
-def tiny(tmp_path) -> Path:
-    return write_tiny_preset(tmp_path)
-
-
-@pytest.fixture
-def make_runner(tmp_path, tiny):
-    runners = []
-
-    def make(**options) -> JobRunner:
-        options.setdefault("presets", [tiny])
-        runner = JobRunner(options.pop("data_dir", tmp_path / "data"), **options)
-        runners.append(runner)
-        return runner
-
-    yield make
-    for runner in runners:
-        runner.close()
-
-
-def tiny_request(durations=(1.0, 1.0), **fields) -> dict:
-    return {"storyboard": storyboard(list(durations)), "preset": "tiny", "aspect": "1:1", **fields}
 
 
 def test_job_runs_to_done_and_journals_every_step(make_runner):
