@@ -448,3 +448,15 @@ def test_writer_contract(name, tiny_models):
         instruction = "" if name == "rules" else "simpler"
         text = writer.rewrite(project, script.scenes[-1].id, field="narration", instruction=instruction)
         assert isinstance(text, str) and text.strip()
+
+
+def test_key_words_of_every_script_are_whole_words():
+    """A title card's words come from the narration's key words: a Devanagari word keeps its virama and vowel signs
+    (Python's \\w leaves combining marks out, which cut नमस्ते to नमस), and a two-character Han word is a word."""
+    from studio.storyboard.text import content_words, count_words, key_phrases
+
+    assert content_words("नमस्ते दुनिया") == ["नमस्ते", "दुनिया"]
+    assert content_words("We flew to 東京 today.") == ["東京"]
+    assert key_phrases("Здравствуй, мир.") == ["здравствуй", "мир"]
+    assert count_words("नमस्ते दुनिया, don't stop") == 4
+    assert content_words("It is an ox.") == []  # short words of Latin text are still not key words

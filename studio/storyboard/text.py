@@ -13,6 +13,7 @@ from __future__ import annotations
 import html
 import math
 import re
+import unicodedata
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Iterable, Sequence
@@ -290,10 +291,32 @@ SENTENCE_STARTERS = frozenset(
 _TERMINATOR_RE = re.compile(r"(\.{2,}|…|[.!?‽]+|[。！？]+)([\"'”’»)\]]*)")
 _CJK_TERMINATORS = set("。！？")
 _OPENERS = "\"'“‘«(["
-_WORD_RE = re.compile(r"\w[\w'’\-]*")
+
+
+def _mark_class() -> str:
+    """A regex character class of every combining mark (Unicode categories Mn, Mc, Me): Python's ``\\w`` leaves them
+    out, so without it a Devanagari word (नमस्ते: a virama and a vowel sign) would split into pieces."""
+    ranges, start, last = [], None, None
+    # Planes 0 and 1 hold every combining mark but the variation selectors of plane 14 (scanning only these keeps
+    # the import quick).
+    for code in [*range(0x20000), *range(0xE0100, 0xE01F0)]:
+        if unicodedata.category(chr(code)).startswith("M"):
+            if start is None:
+                start = code
+            elif code != last + 1:
+                ranges.append((start, last))
+                start = code
+            last = code
+    if start is not None:
+        ranges.append((start, last))
+    return "".join(f"\\U{a:08x}-\\U{b:08x}" if a != b else f"\\U{a:08x}" for a, b in ranges)
+
+
+_W = rf"[\w{_mark_class()}]"  # a word character: \w and the combining marks that belong to words
+_WORD_RE = re.compile(rf"{_W}(?:{_W}|['’\-])*")
 _SPACE_RE = re.compile(r"\s*")
 _TOKEN_BEFORE_RE = re.compile(r"[^\s" + re.escape(_OPENERS) + r"]*\Z")
-_NEXT_WORD_RE = re.compile(r"[" + re.escape(_OPENERS) + r"]*(\w+)")
+_NEXT_WORD_RE = re.compile(r"[" + re.escape(_OPENERS) + rf"]*({_W}+)")
 
 
 def count_words(text: str) -> int:
@@ -577,7 +600,7 @@ def _verb_forms(base: str) -> set[str]:
 VERB_FORMS = frozenset(set().union(*(_verb_forms(v) for v in _VERBS)) | set(_IRREGULAR)) - _NOT_VERBS
 # Joins two capitalised words into one name: "Tropic of Cancer", "Statue of Liberty".
 _NAME_JOINERS = frozenset({"of", "de", "la", "del", "da", "van", "von"})
-_TOKEN_RE = re.compile(r"\w[\w'’\-]*\w|\w")
+_TOKEN_RE = re.compile(rf"{_W}(?:{_W}|['’\-])*{_W}|{_W}")
 
 
 def normalise(word: str) -> str:
@@ -605,8 +628,8 @@ def _is_content(word: str, proper: set[str] | frozenset[str] = frozenset()) -> b
         return False
     if word.isdigit():
         return len(word) >= 2  # years and amounts, not "1"
-    if len(word) < 3 and not word.isupper():
-        return False
+    if len(word) < 3 and not word.isupper() and word.isascii():
+        return False  # short words of spaced Latin text are function words; 東京 or γη are not
     if len(lower) > 4 and lower.endswith("ly"):
         return False  # adverbs ("slowly", "finally") make poor picture words
     return True
