@@ -221,8 +221,9 @@ def test_composition_notes_reach_the_project(tmp_path):
     """What composing found (captions drawn with fallback fonts) is a project note, shown by every face; a render
     without it leaves no stale note behind."""
     folder = tmp_path / "p"
-    summary = make_video("# Tokyo\n\nWe flew to 東京 today.", preset="draft", output=tmp_path / "a.mp4",
-                         project_dir=folder, narrator="espeak", painter="cards")
+    project = Project.from_storyboard([{"narration": "We flew to 東京 today."}], title="Tokyo")
+    summary = make_video(project, preset="draft", output=tmp_path / "a.mp4", project_dir=folder, narrator="espeak",
+                         painter="cards")
     notes = [n for n in summary.project.notes if n.startswith("compose:")]
     assert len(notes) == 1 and "captions:" in notes[0] and "Han (東京)" in notes[0], summary.project.notes
     assert Project.load(folder).notes == summary.project.notes  # saved with the project
