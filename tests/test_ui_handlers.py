@@ -270,10 +270,20 @@ def test_projects_open_duplicate_delete(studio, session):
     assert projects.list_projects(studio, intruder, None)["projects"].empty
 
     session = copy["session"]
+    assert "opened it" in copy["said"] and "Bees (copy)" in copy["picked_note"]  # it says what it did
+    asked = projects.ask_delete(studio, session, copy["view"]["id"], None)
+    assert "Bees (copy)" in asked["confirm_note"]  # the confirmation names the project it deletes
     gone = projects.delete_project(studio, session, copy["view"]["id"], None)
-    assert gone["session"]["project"] is None and gone["view"] is None
+    # The open project is gone: the most recently changed other one opens instead, and the panel says so.
+    assert gone["session"]["project"] == first["id"] and gone["view"]["title"] == "Bees"
+    assert "Deleted “Bees (copy)”" in gone["said"] and "Opened “Bees”" in gone["said"]
     assert not (studio.workspace.projects / copy["view"]["id"]).exists()
     assert len(gone["projects"]) == 2
+    session = gone["session"]
+    for project_id in (first["id"], second["id"]):
+        gone = projects.delete_project(studio, session, project_id, None)
+        session = gone.get("session", session)
+    assert gone["session"]["project"] is None and gone["view"] is None and "no other project" in gone["said"]
 
 
 def test_restore_after_reload(studio, session):
@@ -282,6 +292,7 @@ def test_restore_after_reload(studio, session):
     session, shown = written(studio, session)
     again = ui_app.restore(studio, session)
     assert again["session"] == session and again["view"]["id"] == shown["id"]
+    assert session["tab"] == "storyboard" and again["tabs"].selected == "storyboard"  # the panel it was on
     # A session naming someone else's project (or a deleted one) loses it instead of failing.
     stolen = ui_app.restore(studio, {"guest": OTHER, "project": shown["id"], "job": None})
     assert stolen["view"] is None and stolen["session"]["project"] is None
@@ -296,11 +307,12 @@ def _fake_ui():
     def panel(*names):
         return SimpleNamespace(**{n: f"{n}" for n in names})
 
-    return SimpleNamespace(header="header", brief=panel("notes"), storyboard=panel("table", "title", "scene"),
+    return SimpleNamespace(header="header", brief=panel("notes"), storyboard=panel("table", "title", "scene", "notice"),
                            voice=panel("notes", "voice"),
                            visuals=panel("gallery", "style", "notes", "scene", "prompt", "seed", "media_note"),
-                           compose=panel("scene", "captions", "caption_style", "music_volume", "transition",
-                                         "music_note", "watermark_note", "caption_font_note", "presets"))
+                           compose=panel("scene", "preset", "estimate", "captions", "caption_style", "music_volume",
+                                         "transition", "music_note", "watermark_note", "caption_font_note", "presets",
+                                         "video", "download"))
 
 
 def test_workspace_refuses_bad_ids_and_links(tmp_path):
@@ -363,9 +375,15 @@ def test_render_job_reuses_what_the_panels_made(studio, session):
     assert session["job"] and started["cancel"].interactive and not started["render"].interactive
     done = _wait_job(studio, session)
     assert 'data-state="done"' in done["progress"] or "data-state='done'" in done["progress"]
-    facts = video_facts(Path(done["video"]))
+    # The finished video is the project's last good render now: the panel shows it, and the download is named
+    # after the title.
+    shown_after = compose.show(done["view"])
+    video = shown_after["video"].value["path"]
+    facts = video_facts(Path(video))
     assert (facts["width"], facts["height"]) == (480, 480) and facts["has_audio"]
-    assert done["download"].visible and done["download"].value["path"] == done["video"]
+    assert shown_after["download"].visible and shown_after["download"].value["path"] == video
+    assert Path(video).name == "Dawn.mp4" and "Last good render · Draft" in shown_after["video"].label
+    assert done["view"]["last"]["job"] == session["job"]
     job = studio.runner.get(session["job"], f"guest-{GUEST}")
     # Every narration and card the panels made was found in the job's cache: nothing was made twice.
     assert {scene_id: (steps["narrate"], steps["illustrate"]) for scene_id, steps in job.scenes.items()} == {

@@ -21,7 +21,7 @@ import gradio as gr
 from .. import providers
 from ..errors import StudioError
 from . import brief, compose, endpoints, projects, storyboard, visuals, voice
-from .common import Studio, bind, checked_session, named, shorten, view
+from .common import TABS, Studio, bind, checked_session, named, shorten, view
 from .workspace import Workspace, default_data_dir
 
 # A full queue answers "busy" at once instead of piling up work (room for a burst of waits; heavy events are held to
@@ -44,12 +44,17 @@ CSS = """
 .render-progress .fill { height: 100%; background: var(--color-accent); transition: width 0.6s ease; }
 .render-progress.done .fill { background: #16a34a; }
 .render-progress.failed .fill, .render-progress.canceled .fill, .render-progress.interrupted .fill { background: #dc2626; }
+.render-progress.refused { border-color: #dc2626; color: #b91c1c; }
 .render-progress .label { margin-top: 6px; font-size: 0.9em; }
 .render-progress.idle { color: var(--body-text-color-subdued); }
 .preset-table table { font-size: 0.85em; }
 .preset-table td:nth-child(-n+2), .preset-table th:nth-child(-n+2) { white-space: nowrap; }
 #storyboard-table *, #projects-table *, #jobs-table * { font-family: var(--font); }
 .scene-tools, .tool-row { align-items: end; }
+.studio-notice { border-left: 4px solid var(--color-accent); padding: 4px 12px; background: var(--background-fill-secondary); }
+.next-panel { max-width: 240px; margin-left: auto; }
+.voice-empty p { color: #b91c1c; }
+.panel-progress { min-height: 2.4em; }
 .scene-tools button { margin-bottom: 4px; }
 """
 
@@ -65,13 +70,24 @@ SESSION_KEY = "studio-session-v1"
 GRADIO_THREADS = endpoints.WAITS_TOTAL + 40
 
 
+def APP_LIMITS() -> Any:  # noqa: N802 (a constant made on use: studio.server loads lazily)
+    """The limits of the app's own job runner (``python app.py``, one user on their own machine): the server's
+    defaults, except that frames may be 4K, so every tier of the product (Maximum too) renders from its own UI.
+    ``studio serve`` keeps its own limits (``--max-pixels``), and the panel shows a tier over them as unavailable."""
+    from dataclasses import replace
+
+    from ..server import Limits
+
+    return replace(Limits(), max_pixels=3840 * 2160)
+
+
 def make_studio(data_dir: Path | str | None = None, runner: Any = None, single_user: str | None = None) -> Studio:
     """The app's shared parts: the job runner (a new one for `data_dir` unless given), the workspace in the same
     data folder, and the provider choices of this installation (`single_user`: see `Studio`)."""
     if runner is None:
         from ..server import JobRunner
 
-        runner = JobRunner(Path(data_dir) if data_dir is not None else default_data_dir())
+        runner = JobRunner(Path(data_dir) if data_dir is not None else default_data_dir(), limits=APP_LIMITS())
     return Studio(workspace=Workspace(runner.data_dir), runner=runner, narrators=providers.names("narrator"),
                   painters=providers.names("painter"), writers=providers.names("storyboard"), single_user=single_user)
 
@@ -82,7 +98,7 @@ def header(view_: dict | None) -> str:
     seconds = sum((s["audio_s"] or s["duration_s"] or 0) for s in view_["scenes"])
     length = f" · about {seconds:.0f} s narrated" if seconds else ""
     return (f"# Studio\n**{shorten(view_['title'], 80)}** · {len(view_['scenes'])} scenes · {view_['aspect']}{length}"
-            f" · project `{view_['id']}`")
+            f" · <small>project `{view_['id']}`</small>")
 
 
 # -- functions --------------------------------------------------------------------------------------------------
@@ -95,18 +111,45 @@ def restore(studio: Studio, session: Any, request: gr.Request = None) -> dict:
             shown = view(studio.project(session, request))
         except StudioError:
             session = {**session, "project": None, "job": None}  # deleted, or not this user's
-    return {"session": session, "view": shown}
+    return {"session": session, "view": shown, "tabs": gr.Tabs(selected=session["tab"])}
+
+
+def remember_tab(session: Any, tab: str) -> dict:
+    """The session with the open panel (a reload opens it again)."""
+    return {"session": {**checked_session(session), "tab": tab if tab in TABS else "brief"}}
+
+
+def go_to(session: Any, tab: str) -> dict:
+    """A "Next" button: open panel `tab` (and remember it)."""
+    return {**remember_tab(session, tab), "tabs": gr.Tabs(selected=tab)}
+
+
+TAB_PANELS = (("brief", "Brief", brief), ("storyboard", "Storyboard", storyboard), ("voice", "Voice", voice),
+              ("visuals", "Visuals", visuals), ("compose", "Compose", compose), ("projects", "Projects", projects))
+
+
+def bind_tab(fn, tab_id: str):
+    from .common import fix
+
+    return fix(fn, tab=tab_id)
 
 
 PANELS = (("brief", brief), ("storyboard", storyboard), ("voice", voice), ("visuals", visuals), ("compose", compose))
 
 
-def redraw(ui: SimpleNamespace, view_: dict | None, picked: str | None) -> dict:
-    """Every panel's fields from the project view (after any step, a reload or opening a project)."""
+def redraw(ui: SimpleNamespace, view_: dict | None, picked: str | None, previewed: str | None = None,
+           limits: Any = None) -> dict:
+    """Every panel's fields from the project view (after any step, a reload or opening a project); the scene pickers
+    stay on the scenes the user picked (`picked` in Visuals, `previewed` in Compose)."""
     out: dict = {ui.header: header(view_)}
     for name, module in PANELS:
         panel = getattr(ui, name)
-        shown = module.show(view_, picked) if module is visuals else module.show(view_)
+        if module is visuals:
+            shown = module.show(view_, picked)
+        elif module is compose:
+            shown = module.show(view_, previewed, limits)
+        else:
+            shown = module.show(view_)
         for key, value in shown.items():
             out[getattr(panel, key)] = value
     return out
@@ -114,10 +157,10 @@ def redraw(ui: SimpleNamespace, view_: dict | None, picked: str | None) -> dict:
 
 def redraw_outputs(ui: SimpleNamespace) -> list:
     """Every component `redraw` may change."""
-    names = {"brief": ["notes"], "storyboard": ["table", "title", "scene"], "voice": ["notes", "voice"],
+    names = {"brief": ["notes"], "storyboard": ["table", "title", "scene", "notice"], "voice": ["notes", "voice"],
              "visuals": ["gallery", "style", "notes", "scene", "prompt", "seed", "media_note"],
-             "compose": ["scene", "captions", "caption_style", "music_volume", "transition", "music_note",
-                         "watermark_note", "caption_font_note", "presets"]}
+             "compose": ["scene", "preset", "estimate", "captions", "caption_style", "music_volume", "transition", "music_note",
+                         "watermark_note", "caption_font_note", "presets", "video", "download"]}
     return [ui.header] + [getattr(getattr(ui, panel), key) for panel, keys in names.items() for key in keys]
 
 
@@ -136,33 +179,37 @@ def build_app(studio: Studio | None = None, *, data_dir: Path | str | None = Non
         session = gr.BrowserState(None, storage_key="studio-session", secret=SESSION_KEY)
         project_view = gr.State(None)
         head = gr.Markdown(header(None), elem_classes=["studio-header"])
+        panels, tab_of, nexts = {}, {}, {}
         with gr.Tabs(selected="brief") as tabs:
-            with gr.Tab("1 · Brief", id="brief", render_children=True):
-                brief_ui = brief.layout(studio)
-            with gr.Tab("2 · Storyboard", id="storyboard", render_children=True):
-                storyboard_ui = storyboard.layout(studio)
-            with gr.Tab("3 · Voice", id="voice", render_children=True):
-                voice_ui = voice.layout(studio)
-            with gr.Tab("4 · Visuals", id="visuals", render_children=True):
-                visuals_ui = visuals.layout(studio)
-            with gr.Tab("5 · Compose", id="compose", render_children=True):
-                compose_ui = compose.layout(studio)
-            with gr.Tab("6 · Projects", id="projects", render_children=True) as projects_tab:
-                projects_ui = projects.layout(studio)
-        ui = SimpleNamespace(session=session, view=project_view, tabs=tabs, header=head, projects_tab=projects_tab,
-                             brief=brief_ui, storyboard=storyboard_ui, voice=voice_ui, visuals=visuals_ui,
-                             compose=compose_ui, projects=projects_ui)
+            for number, (tab_id, label, module) in enumerate(TAB_PANELS, start=1):
+                with gr.Tab(f"{number} · {label}", id=tab_id, render_children=True) as tab:
+                    panels[tab_id] = module.layout(studio)
+                    if number < len(TAB_PANELS) - 1:  # Brief ... Visuals lead on to the next panel
+                        following = TAB_PANELS[number]
+                        nexts[following[0]] = gr.Button(f"Next: {following[1]} →", size="sm", variant="secondary",
+                                                        elem_id=f"next-{following[0]}", elem_classes=["next-panel"])
+                tab_of[tab_id] = tab
+        ui = SimpleNamespace(session=session, view=project_view, tabs=tabs, header=head, projects_tab=tab_of["projects"],
+                             brief=panels["brief"], storyboard=panels["storyboard"], voice=panels["voice"],
+                             visuals=panels["visuals"], compose=panels["compose"], projects=panels["projects"])
+        visuals_ui, compose_ui = ui.visuals, ui.compose
+        for tab_id, tab in tab_of.items():
+            fn, outputs = named(bind_tab(remember_tab, tab_id), {"session": session})
+            tab.select(fn, inputs_kwargs=dict(session=session), outputs=outputs, concurrency_limit=None,
+                       api_visibility="private", show_progress="hidden")
+        for tab_id, button in nexts.items():
+            fn, outputs = named(bind_tab(go_to, tab_id), {"session": session, "tabs": tabs})
+            button.click(fn, inputs_kwargs=dict(session=session), outputs=outputs, concurrency_limit=None,
+                         api_visibility="private", show_progress="hidden")
         for module in (brief, storyboard, voice, visuals, compose, projects):
             module.wire(studio, ui)
 
         outputs = redraw_outputs(ui)
-        project_view.change(lambda v, picked: redraw(ui, v, picked), inputs=[project_view, visuals_ui.scene],
+        project_view.change(lambda v, picked, previewed: redraw(ui, v, picked, previewed, studio.limits),
+                            inputs=[project_view, visuals_ui.scene, compose_ui.scene],
                             outputs=outputs, concurrency_limit=None, api_visibility="private", show_progress="hidden")
-        fn, load_outputs = named(bind(restore, studio), {"session": session, "view": project_view})
-        c = compose_ui
-        poll, poll_outputs = named(bind(compose.poll, studio), {
-            "progress": c.progress, "timer": c.timer, "render": c.render, "cancel": c.cancel, "video": c.video,
-            "download": c.download, "session": session})
+        fn, load_outputs = named(bind(restore, studio), {"session": session, "view": project_view, "tabs": tabs})
+        poll, poll_outputs = named(bind(compose.poll, studio), compose.job_components(ui))
         # A reload finds the project again, then reattaches to its render job (the timer runs while it does).
         demo.load(fn, inputs_kwargs=dict(session=session), outputs=load_outputs, concurrency_limit=None,
                   api_visibility="private").then(poll, inputs_kwargs=dict(session=session), outputs=poll_outputs,

@@ -1,5 +1,7 @@
 """Panel 1, Brief: a brief or a pasted script, the project's look and language, the storyboard writer; "Write
-storyboard" makes a new project (the previous one stays in Projects)."""
+storyboard" makes a new project (the previous one stays in Projects); "Make the video" does it all in one click: it
+writes the storyboard and renders it with the current choices (narration, visuals and the video in one job with one
+progress bar, on the Compose panel), and every panel stays open for changes afterwards."""
 
 from __future__ import annotations
 
@@ -58,13 +60,32 @@ def write(studio: Studio, session: dict, source: str, title: str, style: str, as
                                       language=(language or "en").strip(), voice=check_voice(voice), target_s=target,
                                       preset=preset, on_progress=progress_to(progress))
     project = studio.workspace.create(project, owner)
+    studio.workspace.save_settings(project, preset=preset or "draft")
     shown = view(project)
     return {
-        "session": {**session, "project": shown["id"], "job": None},
+        "session": {**session, "project": shown["id"], "job": None, "tab": "storyboard"},
         "view": shown,
         "notes": notes_md(shown, "storyboard:"),
         "tabs": gr.Tabs(selected="storyboard"),
     }
+
+
+@gpu
+def make_video(studio: Studio, session: dict, source: str, title: str, style: str, aspect: str, language: str,
+               target_s: float | None, voice: str, writer: str, mode: str, preset: str = "draft",
+               narrator: str = "auto", painter: str = "auto", request: gr.Request = None,
+               progress=gr.Progress()) -> dict:
+    """One click: write the storyboard (a new project), then render it with the current choices (preset, narrator,
+    painter) as one background job that narrates, paints and composes; the Compose panel shows its one progress
+    bar, and the project takes back the narration and visuals when it is done."""
+    from . import compose
+
+    written = write(studio, session, source, title, style, aspect, language, target_s, voice, writer, mode, preset,
+                    request, progress)
+    session = {**written["session"], "tab": "compose"}
+    started = compose.render(studio, session, preset, narrator, painter, request)
+    return {**written, **started, "session": {**started["session"], "tab": "compose"},
+            "tabs": gr.Tabs(selected="compose")}
 
 
 def show(view_: dict | None) -> dict:
@@ -98,13 +119,18 @@ def layout(studio: Studio) -> SimpleNamespace:
                 writer = gr.Dropdown(["auto", *studio.writers], value="auto", label="Storyboard writer")
     with gr.Accordion("Storyboard writers on this machine", open=False):
         gr.Markdown(providers_md("storyboard"), elem_classes=["studio-notes"])
-    write_btn = gr.Button("Write storyboard", variant="primary", elem_id="write-storyboard")
+    with gr.Row():
+        write_btn = gr.Button("Write storyboard", variant="primary", elem_id="write-storyboard", scale=2)
+        make_btn = gr.Button("Make the video ▶", variant="secondary", elem_id="make-video", scale=1)
+    gr.Markdown("**Write storyboard** to check and change each step (scenes, voice, visuals) before rendering; "
+                "**Make the video** writes, narrates, paints and renders with the current choices in one go.",
+                elem_classes=["studio-notes"])
     notes = gr.Markdown(elem_classes=["studio-notes"])
     gr.Examples(example_rows(), inputs=[source, title, style, aspect], label="Examples: briefs and scripts",
                 example_labels=[row[0] if len(row[0]) < 60 else f"Script: {row[0].splitlines()[0].lstrip('# ')}"
                                 for row in example_rows()])
     return SimpleNamespace(source=source, mode=mode, title=title, style=style, aspect=aspect, language=language,
-                           target_s=target_s, voice=voice, writer=writer, write=write_btn, notes=notes)
+                           target_s=target_s, voice=voice, writer=writer, write=write_btn, make=make_btn, notes=notes)
 
 
 # -- wiring -----------------------------------------------------------------------------------------------------
@@ -115,4 +141,12 @@ def wire(studio: Studio, ui: SimpleNamespace) -> None:
                                          aspect=p.aspect, language=p.language, target_s=p.target_s, voice=p.voice,
                                          writer=p.writer, mode=p.mode, preset=ui.compose.preset),
                   outputs=outputs, concurrency_id=GPU, concurrency_limit=1, api_visibility="private")
+    from .compose import job_components
+
+    fn, outputs = named(bind(make_video, studio), {**job_components(ui), "notes": p.notes, "tabs": ui.tabs})
+    p.make.click(fn, inputs_kwargs=dict(session=ui.session, source=p.source, title=p.title, style=p.style,
+                                        aspect=p.aspect, language=p.language, target_s=p.target_s, voice=p.voice,
+                                        writer=p.writer, mode=p.mode, preset=ui.compose.preset,
+                                        narrator=ui.voice.narrator, painter=ui.visuals.painter),
+                 outputs=outputs, concurrency_id=GPU, concurrency_limit=1, api_visibility="private")
 

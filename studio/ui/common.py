@@ -1,7 +1,8 @@
 """What every panel shares: the per-user session, the project view, errors, progress, served files, the GPU shim.
 
 Per-user state is the browser's *session*, a small dict kept in ``gr.BrowserState`` (so a page reload finds the same
-project and running job): ``{"guest": <key>, "project": <project id or None>, "job": <job id or None>}``. The
+project, running job and panel): ``{"guest": <key>, "project": <project id or None>, "job": <job id or None>,
+"tab": <the open panel>}``. The
 project itself lives on disk in the user's workspace and every handler loads it by id (`Studio.project`), so nothing
 about a user is ever held in a module global.
 """
@@ -14,6 +15,7 @@ import hmac
 import html
 import inspect
 import os
+import re
 import secrets
 import shutil
 import tempfile
@@ -39,15 +41,20 @@ _SERVE_KEY = secrets.token_bytes(32)  # per process: a restart makes old served 
 GPU = "gpu"
 
 
+# The panels' tab ids, in order.
+TABS = ("brief", "storyboard", "voice", "visuals", "compose", "projects")
+
+
 def empty_session() -> dict:
-    return {"guest": new_guest_key(), "project": None, "job": None}
+    return {"guest": new_guest_key(), "project": None, "job": None, "tab": "brief"}
 
 
 def checked_session(session: Any) -> dict:
     """The session from the browser, repaired if it is missing or malformed (a new anonymous key)."""
     if not isinstance(session, dict) or not isinstance(session.get("guest"), str) or len(session["guest"]) != 32:
         return empty_session()
-    return {"guest": session["guest"], "project": session.get("project"), "job": session.get("job")}
+    tab = session.get("tab") if session.get("tab") in TABS else "brief"
+    return {"guest": session["guest"], "project": session.get("project"), "job": session.get("job"), "tab": tab}
 
 
 @dataclass
@@ -134,8 +141,27 @@ class Studio:
         return preset_of(value, getattr(self.runner, "presets", None))
 
 
-def friendly(fn: Callable) -> Callable:
-    """Turn `StudioError` (bad input, a failed step) into a readable ``gr.Error`` instead of a traceback."""
+# How a panel names what the library's messages call by field name (the API keeps the field names: they are its words).
+FIELD_WORDS = {"narration": "narration", "visual_prompt": "visual prompt", "duration_s": "length",
+               "seed": "seed", "media": "own image or clip", "transition": "transition", "title": "title",
+               "style": "style", "preset": "preset", "voice": "voice", "caption_style": "caption style",
+               "music_volume": "music volume", "scene": "scene"}
+
+
+def user_words(message: str) -> str:
+    """A library message as the studio's panels say it: 1-based scene numbers instead of ``storyboard[3]``, words
+    instead of field names, no scene ids."""
+    text = re.sub(r"`?storyboard\[(\d+)\]`?", lambda m: f"scene {int(m.group(1)) + 1}", str(message))
+    text = re.sub(r"(?:for |of )?scene '?s[0-9a-f]{8}'?", "for that scene", text)
+    text = re.sub(r"`?\b(" + "|".join(FIELD_WORDS) + r")\b`?", lambda m: FIELD_WORDS[m.group(1)], text)
+    return text[:1].upper() + text[1:]
+
+
+def friendly(fn: Callable, *, words: bool = False) -> Callable:
+    """Turn `StudioError` (bad input, a failed step) into a readable ``gr.Error`` instead of a traceback (in the
+    panels' words, `user_words`, when `words`)."""
+
+    say = user_words if words else str
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -144,7 +170,7 @@ def friendly(fn: Callable) -> Callable:
         except Cancelled as exc:
             raise gr.Error(str(exc) or "cancelled", title="Cancelled", print_exception=False) from None
         except StudioError as exc:
-            raise gr.Error(str(exc), title="Studio", print_exception=False) from None
+            raise gr.Error(say(str(exc)), title="Studio", print_exception=False) from None
 
     return wrapper
 
@@ -164,17 +190,26 @@ def friendly_async(fn: Callable) -> Callable:
     return wrapper
 
 
-def named(fn: Callable, outputs: dict[str, Any]) -> tuple[Callable, list]:
+def named(fn: Callable, outputs: dict[str, Any], *, soft: bool = False) -> tuple[Callable, list]:
     """Wire a handler that returns a dict of *named* results to components given by the same names.
 
     Returns ``(wrapped function, output components)`` for an event listener; keys the handler leaves out are left
-    unchanged on the page. Handlers stay plain functions of plain values (and testable as such).
+    unchanged on the page. Handlers stay plain functions of plain values (and testable as such). With `soft`, a
+    refused edit (a `StudioError`) is a warning toast and changes nothing on the page (an error would put an error
+    badge over every output, hiding a field such as the scene number the user needs to fix it).
     """
     names = list(outputs)
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> dict:
-        result = friendly(fn)(*args, **kwargs)
+        if soft:
+            try:
+                result = fn(*args, **kwargs)
+            except StudioError as exc:
+                gr.Warning(user_words(str(exc)), title="Not changed")
+                return {}
+        else:
+            result = friendly(fn, words=True)(*args, **kwargs)
         unknown = set(result) - set(names)
         if unknown:
             raise RuntimeError(f"{fn.__name__} returned {sorted(unknown)}, not wired to any component")
@@ -294,7 +329,26 @@ def _owner_from_path(path: Path) -> str | None:
     return None
 
 
-def served(path: Path | str | None, owner: str | None = None) -> str | None:
+_HASHES: dict[tuple, str] = {}  # (file, inode, size, mtime) -> sha256: a redraw does not read every video again
+
+
+def _content_hash(path: Path) -> str:
+    info = path.stat()
+    key = (str(path.resolve()), info.st_ino, info.st_size, info.st_mtime_ns)
+    known = _HASHES.get(key)
+    if known is None:
+        digest = hashlib.sha256()
+        with open(path, "rb") as handle:
+            for chunk in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(chunk)
+        known = digest.hexdigest()
+        if len(_HASHES) > 4096:
+            _HASHES.clear()
+        _HASHES[key] = known
+    return known
+
+
+def served(path: Path | str | None, owner: str | None = None, name: str | None = None) -> str | None:
     """A copy of a project file that Gradio may serve, or None.
 
     Project files stay where they are; the page gets a copy in Gradio's cache under ``studio-served/<owner tag>/``
@@ -305,20 +359,17 @@ def served(path: Path | str | None, owner: str | None = None) -> str | None:
     Args:
         path: The file.
         owner: Whose it is; default: the owner of the workspace project it lives in.
+        name: The copy's file name (what a download saves it as); default: the file's own name. Made safe here.
     """
     if path is None or not Path(path).is_file():
         return None
     owner = owner or _owner_from_path(Path(path))
     if not owner:
         raise RuntimeError(f"served(): no owner for {Path(path).name}; pass owner=")
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
     tag = owner_tag(owner)
-    key = hmac.new(_SERVE_KEY, f"{tag}:{digest.hexdigest()}".encode(), hashlib.sha256).hexdigest()[:40]
+    key = hmac.new(_SERVE_KEY, f"{tag}:{_content_hash(Path(path))}".encode(), hashlib.sha256).hexdigest()[:40]
     folder = upload_folder() / SERVED_DIR / tag / key
-    target = folder / Path(path).name
+    target = folder / (safe_name(name) if name else Path(path).name)
     if target.is_file():
         os.utime(target)  # Gradio's cache clean-up ages files; a copy handed out again starts a new day
         return str(target)
@@ -332,6 +383,22 @@ def served(path: Path | str | None, owner: str | None = None) -> str | None:
         Path(staging).unlink(missing_ok=True)
         raise
     return str(target)
+
+
+def safe_name(name: str, default: str = "video.mp4") -> str:
+    """A file name made from user text (a title): letters, digits, ``-`` and ``_`` of any script, ``.`` before the
+    extension; never a path."""
+    stem, dot, ext = str(name).rpartition(".")
+    if not dot:
+        stem, ext = str(name), ""
+    stem = re.sub(r"[^\w-]+", "-", stem, flags=re.UNICODE).strip("-_")[:80] or Path(default).stem
+    ext = re.sub(r"[^a-z0-9]", "", ext.lower())[:5]
+    return f"{stem}.{ext}" if ext else stem
+
+
+def title_file(title: str, ext: str = "mp4") -> str:
+    """The file name of a download named after the project's title (``How-bees-make-honey.mp4``)."""
+    return safe_name(f"{title}.{ext}", default=f"video.{ext}")
 
 
 class ServedGuard:
@@ -402,6 +469,7 @@ def view(project: Project | None) -> dict | None:
             "seed": scene.seed,
             "media": scene.media,
             "transition": scene.transition,
+            "media_label": Workspace.upload_label(project, scene.media) if scene.media else None,
             "audio": str(scene.audio) if scene.audio else None,
             "audio_s": scene.audio_duration_s,
             "visual": str(scene.visual) if scene.visual else None,
@@ -419,10 +487,33 @@ def view(project: Project | None) -> dict | None:
         "music_volume": project.music_volume,
         "watermark": project.watermark.name if project.watermark else None,
         "caption_font": _font_family(project.caption_font) if project.caption_font else None,
+        "music_label": Workspace.upload_label(project, project.music.name) if project.music else None,
+        "watermark_label": Workspace.upload_label(project, project.watermark.name) if project.watermark else None,
         "notes": list(project.notes),
         "scenes": scenes,
+        "seconds": round(sum(s["audio_s"] or s["duration_s"] or len(s["narration"].split()) / 2.5 for s in scenes), 1),
+        "settings": Workspace.settings(project),
+        "last": _last(project),
         "mtime": _mtime(project),
     }
+
+
+def _last(project: Project) -> dict | None:
+    kept = Workspace.last_render(project)
+    return {**kept[1], "path": str(kept[0]), "mtime": kept[0].stat().st_mtime} if kept else None
+
+
+def blank_scenes(view_: dict | None) -> list[int]:
+    """The 1-based numbers of scenes with neither narration nor a length (nothing to say, no time to fill)."""
+    return [s["n"] for s in (view_ or {}).get("scenes", []) if not (s["narration"] or "").strip() and s["duration_s"] is None]
+
+
+def blank_message(numbers: list[int]) -> str:
+    if len(numbers) == 1:
+        return (f"Scene {numbers[0]} is empty: write its narration or delete it (or give it a length in the "
+                "Storyboard table to keep it silent)")
+    shown = ", ".join(map(str, numbers[:-1])) + f" and {numbers[-1]}"
+    return f"Scenes {shown} are empty: write their narration or delete them (or give them a length to keep them silent)"
 
 
 def _font_family(path: Path) -> str:

@@ -11,9 +11,11 @@ so an edit re-renders only the segments it changed.
 
 from __future__ import annotations
 
+import datetime as dt
 import html
 import time
 from dataclasses import replace
+from pathlib import Path
 from types import SimpleNamespace
 
 import gradio as gr
@@ -25,18 +27,35 @@ from ..presets import TIERS, available_presets, load_preset
 from ..visuals import illustrate
 from ..voice import narrate
 from . import rendering
-from .common import (GPU, Studio, bind, checked_session, gpu, named, progress_to, scene_choices, served,
-                     view)
+from .common import (GPU, Studio, bind, blank_message, blank_scenes, checked_session, gpu, named, progress_to,
+                     scene_choices, served, title_file, user_words, view)
 
 
-def preset_table(aspect: str = "16:9") -> str:
-    """What each tier means on this machine: resolution for the aspect, fps, the encoder it would use, GPU or CPU."""
+def unavailable(limits, aspect: str = "16:9") -> dict[str, str]:
+    """The tiers this server cannot render at `aspect`, each with the reason (its frame is over the pixel limit)."""
+    out = {}
+    for name in available_presets():
+        width, height = load_preset(name).size(aspect)
+        if limits is not None and width * height > limits.max_pixels:
+            out[name] = (f"{width}x{height} is over this server's limit of {limits.max_pixels:,} pixels a frame "
+                         "(its operator sets it: `studio serve --max-pixels`)")
+    return out
+
+
+def preset_table(aspect: str = "16:9", limits=None) -> str:
+    """What each tier means on this machine: resolution for the aspect, fps, the encoder it would use, GPU or CPU;
+    a tier this server cannot render says why instead of being offered."""
     from ..compose.encoders import pick_encoder
 
+    refused = unavailable(limits, aspect)
     rows = ["| preset | video | encoder on this machine | for |", "|---|---|---|---|"]
     for name in available_presets():
         preset = load_preset(name)
         width, height = preset.size(aspect)
+        if name in refused:
+            rows.append(f"| ~~{html.escape(preset.label)}~~ | {width}x{height} @ {preset.fps} fps | unavailable here "
+                        f"| {html.escape(refused[name])} |")
+            continue
         encoder = pick_encoder(preset)  # NVENC only when a real test encode works (probed once per process)
         where = "GPU (NVENC)" if "nvenc" in encoder else "CPU"
         opts = preset.encoder[encoder]
@@ -45,11 +64,50 @@ def preset_table(aspect: str = "16:9") -> str:
     return "\n".join(rows)
 
 
-def preset_choices() -> list[tuple[str, str]]:
-    return [(load_preset(name).label, name) for name in available_presets() if name in TIERS]
+def preset_choices(limits=None, aspect: str = "16:9") -> list[tuple[str, str]]:
+    """The tiers this server renders at `aspect` (label, name): a tier over its limits is never offered."""
+    refused = unavailable(limits, aspect)
+    return [(load_preset(name).label, name) for name in available_presets() if name in TIERS and name not in refused]
+
+
+def estimate_md(view_: dict | None, preset: str, limits=None) -> str:
+    """How long a render at `preset` should take on this machine, before it starts (or why the tier is not here)."""
+    if not view_ or not view_["scenes"]:
+        return ""
+    refused = unavailable(limits, view_["aspect"])
+    if preset in refused:
+        return f"⛔ {load_preset(preset).label} is unavailable here: {html.escape(refused[preset])}."
+    try:
+        from ..estimate import estimate_render_s
+
+        estimate = estimate_render_s(view_["seconds"], load_preset(preset), view_["aspect"],
+                                     scenes=len(view_["scenes"]))
+    except (StudioError, OSError, ImportError) as exc:  # no estimate is no reason to stop a render
+        return f"(no time estimate: {html.escape(str(exc))[:200]})"
+    return f"⏱ {html.escape(estimate.text)}"
 
 
 # -- functions --------------------------------------------------------------------------------------------------
+def save_preset(studio: Studio, session: dict, preset: str, request: gr.Request = None) -> dict:
+    """Keep the chosen preset with the project (a reload, and the next render, use it) and say how long it takes."""
+    project = studio.project(session, request)
+    studio.preset(preset)  # a tier name of this server, or an error
+    studio.workspace.save_settings(project, preset=preset)
+    shown = view(project)
+    return {"view": shown, "estimate": estimate_md(shown, preset, studio.limits)}
+
+
+def save_choice(studio: Studio, session: dict, narrator: str | None = None, painter: str | None = None,
+                request: gr.Request = None) -> dict:
+    """Keep the narrator or painter chosen in the Voice or Visuals panel with the project."""
+    project = studio.project(session, request)
+    for name, value, known in (("narrator", narrator, studio.narrators), ("painter", painter, studio.painters)):
+        if value is not None and value != "auto" and value not in known:
+            raise StudioError(f"`{name}` must be auto or one of {', '.join(known)}, got {str(value)[:40]!r}")
+    studio.workspace.save_settings(project, narrator=narrator, painter=painter)
+    return {}
+
+
 def save_settings(studio: Studio, session: dict, captions: bool, caption_style: str, music_volume: float,
                   transition: str, request: gr.Request = None) -> dict:
     """Keep the panel's settings on the project (a reload shows them again; a render uses them)."""
@@ -89,11 +147,14 @@ def set_caption_font(studio: Studio, session: dict, file: str | None = None, req
 
 
 def keep_render_assets(studio: Studio, project, owner: str) -> int:
-    """Take back into `project` the assets (video segments above all) that its finished render jobs made in their own
-    folders; returns how many files were linked. Jobs still running are kept for later; others are forgotten."""
+    """Take back into `project` what its finished render jobs made in their own folders: the assets (video segments
+    above all) and, for scenes the project had not narrated or painted yet (the one-click path), the narration and
+    visual the job made for exactly the same text, prompt and seed; the newest finished video becomes the project's
+    last good render. Returns how many files were linked. Jobs still running are kept for later; others are
+    forgotten."""
     if studio.runner is None:
         return 0
-    pending, taken = [], 0
+    pending, taken, done = [], 0, []
     for job_id in studio.workspace.render_jobs(project):
         try:
             job = studio.runner.get(job_id, owner)
@@ -103,8 +164,61 @@ def keep_render_assets(studio: Studio, project, owner: str) -> int:
             pending.append(job_id)
             continue
         taken += segments.adopt_assets(job.project_dir / "assets", project.assets_dir)
+        if job.state == "done":
+            done.append(job)
     studio.workspace.set_render_jobs(project, pending)
+    changed = project
+    for job in sorted(done, key=lambda j: j.finished_at or 0):
+        changed = _take_back_scenes(changed, job.project_dir)
+        _keep_last_render(studio, changed, job, owner)
+    if changed != project:
+        studio.workspace.save(changed, owner)
     return taken
+
+
+def _take_back_scenes(project, job_folder: Path):
+    """`project` with the narration and visuals a finished job made for its scenes that had none (same scene id,
+    same text, voice, prompt, seed and media), pointing at the copies already in the project's assets."""
+    from ..project import Project
+
+    try:
+        made = Project.load(job_folder)
+    except (StudioError, OSError):
+        return project
+    if (made.voice, made.language, made.style) != (project.voice, project.language, project.style):
+        return project
+    theirs = {s.id: s for s in made.scenes}
+    assets = Path(project.assets_dir)
+    scenes = []
+    for scene in project.scenes:
+        other = theirs.get(scene.id)
+        if other is not None and scene.audio is None and other.audio is not None and other.narration == scene.narration \
+                and (assets / Path(other.audio).name).is_file():
+            scene = replace(scene, audio=assets / Path(other.audio).name, audio_duration_s=other.audio_duration_s,
+                            words=other.words)
+        if other is not None and scene.visual is None and other.visual is not None and not scene.media \
+                and (other.visual_prompt, other.seed) == (scene.visual_prompt, scene.seed) \
+                and (assets / Path(other.visual).name).is_file():
+            scene = replace(scene, visual=assets / Path(other.visual).name)
+        scenes.append(scene)
+    return project.with_scenes(scenes) if tuple(scenes) != tuple(project.scenes) else project
+
+
+def _keep_last_render(studio: Studio, project, job, owner: str) -> None:
+    """Make a finished job's video the project's last good render, unless a newer one is kept already."""
+    kept = studio.workspace.last_render(project)
+    if kept and float(kept[1].get("finished_at") or 0) >= float(job.finished_at or 0):
+        return
+    try:
+        video = studio.runner.video_path(job.id, owner)
+    except StudioError:  # expired
+        return
+    if video is None or not Path(video).is_file():
+        return
+    facts = dict(job.result or {})
+    studio.workspace.keep_render(project, video, {
+        "job": job.id, "preset": job.preset, "finished_at": job.finished_at, "title": project.title,
+        **{k: facts.get(k) for k in ("duration_s", "width", "height", "fps", "encoder", "size_bytes")}})
 
 
 def job_segments(job) -> dict | None:
@@ -153,19 +267,34 @@ def preview_scene(studio: Studio, session: dict, scene_id: str, narrator: str, p
 
 def render(studio: Studio, session: dict, preset: str, narrator: str, painter: str, request: gr.Request = None) -> dict:
     """Start a background render job of the project (the UI stays free; a reload finds the job again); it reuses the
-    segments of the project's previews and earlier renders."""
+    segments of the project's previews and earlier renders. A render the server refuses says why on the panel's bar
+    (the last good video stays, its download does not)."""
     session = checked_session(session)
     project = studio.project(session, request)
     owner = studio.owner(session, request)
     keep_render_assets(studio, project, owner)
-    job = rendering.submit(studio.runner, project, owner, preset=preset or "draft",
-                           narrator=narrator or "auto", painter=painter or "auto")
+    project = studio.project(session, request)
+    try:
+        blank = blank_scenes(view(project))
+        if blank:
+            raise StudioError(blank_message(blank))
+        job = rendering.submit(studio.runner, project, owner, preset=preset or "draft",
+                               narrator=narrator or "auto", painter=painter or "auto")
+    except StudioError as exc:
+        message = user_words(str(exc))
+        gr.Warning(message, title="Not rendered")
+        return {"progress": progress_html({"state": "refused", "percent": 0, "error": message}),
+                "timer": gr.Timer(active=False), "render": gr.Button(interactive=True),
+                "cancel": gr.Button(interactive=False), "video": last_fields(view(project))["video"],
+                "download": gr.DownloadButton(visible=False), "session": {**session, "job": None}}
     studio.workspace.note_render_job(project, job.id)
-    return {**_job_fields(studio, job, owner), "session": {**session, "job": job.id}}
+    studio.workspace.save_settings(project, preset=preset or "draft")
+    return {**_job_fields(studio, job, owner, project), "session": {**session, "job": job.id}}
 
 
 def poll(studio: Studio, session: dict, request: gr.Request = None) -> dict:
-    """The session's render job as it is now (the timer calls this while a job runs; a page load reattaches)."""
+    """The session's render job as it is now (the timer calls this while a job runs; a page load reattaches). When
+    it has finished, the project takes back what it made (the panels redraw) and keeps its video."""
     session = checked_session(session)
     if not session.get("job"):
         return {"timer": gr.Timer(active=False)}
@@ -174,11 +303,25 @@ def poll(studio: Studio, session: dict, request: gr.Request = None) -> dict:
         job = studio.runner.get(session["job"], owner)
     except StudioError:  # removed by the retention policy, or another user's id
         return {"timer": gr.Timer(active=False), "session": {**session, "job": None}, "progress": progress_html(None)}
-    return _job_fields(studio, job, owner)
+    project = _session_project(studio, session, request)
+    out = _job_fields(studio, job, owner, project)
+    if job.terminal and project is not None and job.id in studio.workspace.render_jobs(project):
+        keep_render_assets(studio, project, owner)
+        project = studio.project(session, request)
+        out = {**_job_fields(studio, job, owner, project), "view": view(project)}
+    return out
+
+
+def _session_project(studio: Studio, session: dict, request):
+    try:
+        return studio.project(session, request)
+    except StudioError:
+        return None
 
 
 def cancel(studio: Studio, session: dict, request: gr.Request = None) -> dict:
-    """Cancel the session's running render: the job stops its work (ffmpeg included) and ends ``canceled``."""
+    """Cancel the session's running render: the job stops its work (ffmpeg included) and ends ``canceled``; the
+    project's last good video stays."""
     session = checked_session(session)
     if not session.get("job"):
         raise StudioError("no render is running")
@@ -186,45 +329,81 @@ def cancel(studio: Studio, session: dict, request: gr.Request = None) -> dict:
     job = studio.runner.get(session["job"], owner)
     if not job.terminal:
         job = studio.runner.cancel(job.id, owner)
-    return _job_fields(studio, job, owner)
+    return _job_fields(studio, job, owner, _session_project(studio, session, request))
 
 
-def _job_fields(studio: Studio, job, owner: str) -> dict:
-    """Progress bar, buttons, timer, and (when done) the video and its download."""
+def _job_fields(studio: Studio, job, owner: str, project=None) -> dict:
+    """Progress bar, buttons and timer of a render job. The video and its download are the project's last good
+    render (`show`): a finished job's video becomes it when the project takes the job's work back (`poll`), and a
+    new or cancelled render never clears it."""
     state = {**rendering.status(job), "segments": job_segments(job) if job.state == "done" else None}
-    out = {"progress": progress_html(state), "timer": gr.Timer(active=not job.terminal),
-           "render": gr.Button(interactive=job.terminal), "cancel": gr.Button(interactive=not job.terminal)}
-    if job.state == "done":
-        path = served(studio.runner.video_path(job.id, owner), owner)
-        out.update(video=path, download=gr.DownloadButton(value=path, visible=True))
-    else:
-        out.update(video=None, download=gr.DownloadButton(value=None, visible=False))
-    return out
+    return {"progress": progress_html(state), "timer": gr.Timer(active=not job.terminal),
+            "render": gr.Button(interactive=job.terminal), "cancel": gr.Button(interactive=not job.terminal)}
 
 
-def show(view_: dict | None) -> dict:
+def last_fields(view_: dict | None, download: bool = True) -> dict:
+    """The video player and download showing the project's last good render, named after its title."""
+    last = (view_ or {}).get("last")
+    if not last:
+        return {"video": gr.Video(value=None, label="Video"),
+                "download": gr.DownloadButton("Download MP4", value=None, visible=False)}
+    name = title_file(view_["title"])
+    path = served(last["path"], name=name)
+    label = f"Last good render · {_preset_label(last.get('preset'))} · {_when(last.get('finished_at'))}"
+    return {"video": gr.Video(value=path, label=label),
+            "download": gr.DownloadButton(f"Download {name}", value=path, visible=download)}
+
+
+def _preset_label(name: str | None) -> str:
+    try:
+        return load_preset(name).label if name in TIERS else str(name or "")
+    except StudioError:
+        return str(name or "")
+
+
+def _when(timestamp) -> str:
+    return dt.datetime.fromtimestamp(float(timestamp)).strftime("%H:%M, %d %b") if timestamp else ""
+
+
+def show(view_: dict | None, picked: str | None = None, limits=None) -> dict:
+    """The panel's fields from the project: its settings and preset (kept with it), the scene picker (staying on the
+    scene the user picked), what each tier means here and how long the chosen one takes."""
     if not view_:
-        return {"scene": gr.Dropdown(choices=[], value=None)}
+        return {"scene": gr.Dropdown(choices=[], value=None), **last_fields(None)}
     transitions = {s["transition"] for s in view_["scenes"]}
     transition = "keep" if len(transitions) > 1 else ((transitions.pop() or "auto") if transitions else "auto")
+    ids = [s["id"] for s in view_["scenes"]]
+    picked = picked if picked in ids else (ids[0] if ids else None)
+    choices = preset_choices(limits, view_["aspect"])
+    names = [name for _, name in choices]
+    preset = view_.get("settings", {}).get("preset")
+    preset = preset if preset in names else (names[0] if names else "draft")
     return {
-        "scene": gr.Dropdown(choices=scene_choices(view_), value=view_["scenes"][0]["id"] if view_["scenes"] else None),
+        "scene": gr.Dropdown(choices=scene_choices(view_), value=picked),
+        "preset": gr.Radio(choices=choices, value=preset),
+        "estimate": estimate_md(view_, preset, limits),
         "captions": view_["captions"], "caption_style": view_["caption_style"],
         "music_volume": view_["music_volume"], "transition": transition,
-        "music_note": f"Music: `{view_['music']}`" if view_["music"] else "No music.",
-        "watermark_note": f"Watermark: `{view_['watermark']}`" if view_["watermark"] else "No watermark.",
-        "caption_font_note": (f"Caption font: `{view_['caption_font'].replace('`', '')}`" if view_.get("caption_font")
+        "music_note": f"Music: `{_label(view_['music_label'])}`" if view_["music"] else "No music.",
+        "watermark_note": f"Watermark: `{_label(view_['watermark_label'])}`" if view_["watermark"] else "No watermark.",
+        "caption_font_note": (f"Caption font: `{_label(view_['caption_font'])}`" if view_.get("caption_font")
                               else "Caption font: DejaVu Sans (bundled)."),
-        "presets": preset_table(view_["aspect"]),
+        "presets": preset_table(view_["aspect"], limits),
+        **last_fields(view_),
     }
+
+
+def _label(text: str | None) -> str:
+    return html.escape(str(text or "").replace("`", ""))
 
 
 # -- layout -----------------------------------------------------------------------------------------------------
 def layout(studio: Studio) -> SimpleNamespace:
     with gr.Row(equal_height=False):
         with gr.Column(scale=3):
-            preset = gr.Radio(preset_choices(), value="draft", label="Preset", elem_id="preset")
-            presets = gr.Markdown(preset_table(), elem_classes=["preset-table"])
+            preset = gr.Radio(preset_choices(studio.limits), value="draft", label="Preset", elem_id="preset")
+            estimate = gr.Markdown(elem_id="render-estimate")
+            presets = gr.Markdown(preset_table(limits=studio.limits), elem_classes=["preset-table"])
         with gr.Column(scale=2):
             with gr.Row():
                 captions = gr.Checkbox(True, label="Burn captions in")
@@ -262,7 +441,7 @@ def layout(studio: Studio) -> SimpleNamespace:
             preview = gr.Video(label="Preview", interactive=False, elem_id="preview-video", height=260)
             status = gr.Markdown()
     timer = gr.Timer(1.0, active=False)
-    return SimpleNamespace(preset=preset, presets=presets, captions=captions, caption_style=caption_style,
+    return SimpleNamespace(preset=preset, estimate=estimate, presets=presets, captions=captions, caption_style=caption_style,
                            caption_font=caption_font, no_caption_font=no_caption_font,
                            caption_font_note=caption_font_note,
                            transition=transition, music=music, no_music=no_music, music_volume=music_volume,
@@ -276,6 +455,9 @@ def progress_html(job: dict | None) -> str:
     """The render's progress bar: state, step, scene, percent and ETA (plain HTML, text escaped)."""
     if not job:
         return "<div class='render-progress idle'>No render yet.</div>"
+    if job.get("state") == "refused":  # never started: the reason, and no bar of an earlier render
+        return (f"<div class='render-progress refused' data-state='refused'><div class='label'><b>Not rendered</b>: "
+                f"{html.escape(str(job.get('error') or ''))}</div></div>")
     percent = max(0.0, min(100.0, float(job.get("percent") or 0.0)))
     state = html.escape(str(job.get("state", "")))
     parts = [html.escape(str(job[k])) for k in ("step", "scene") if job.get(k)]
@@ -298,6 +480,13 @@ def progress_html(job: dict | None) -> str:
 
 
 # -- wiring -----------------------------------------------------------------------------------------------------
+def job_components(ui: SimpleNamespace) -> dict:
+    """What a render job's handlers (render, poll, cancel) change."""
+    p = ui.compose
+    return {"progress": p.progress, "timer": p.timer, "render": p.render, "cancel": p.cancel, "video": p.video,
+            "download": p.download, "session": ui.session, "view": ui.view}
+
+
 def wire(studio: Studio, ui: SimpleNamespace) -> None:
     p = ui.compose
     light = dict(concurrency_limit=None, api_visibility="private")
@@ -316,8 +505,14 @@ def wire(studio: Studio, ui: SimpleNamespace) -> None:
     fn, outputs = named(bind(set_watermark, studio), {"view": ui.view})
     p.watermark.upload(fn, inputs_kwargs=dict(session=ui.session, file=p.watermark), outputs=outputs, **light)
     p.no_watermark.click(fn, inputs_kwargs=dict(session=ui.session), outputs=outputs, **light)
-    job_outputs = {"progress": p.progress, "timer": p.timer, "render": p.render, "cancel": p.cancel, "video": p.video,
-                   "download": p.download, "session": ui.session}
+    fn, outputs = named(bind(save_preset, studio), {"estimate": p.estimate})
+    p.preset.input(fn, inputs_kwargs=dict(session=ui.session, preset=p.preset), outputs=outputs, **light)
+    fn, outputs = named(bind(save_choice, studio), {})
+    ui.voice.narrator.input(fn, inputs_kwargs=dict(session=ui.session, narrator=ui.voice.narrator), outputs=outputs,
+                            **light)
+    ui.visuals.painter.input(fn, inputs_kwargs=dict(session=ui.session, painter=ui.visuals.painter), outputs=outputs,
+                             **light)
+    job_outputs = job_components(ui)
     fn, outputs = named(bind(render, studio), job_outputs)
     p.render.click(fn, inputs_kwargs=dict(session=ui.session, preset=p.preset, narrator=ui.voice.narrator,
                                           painter=ui.visuals.painter), outputs=outputs, **light)

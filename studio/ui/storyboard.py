@@ -188,15 +188,36 @@ def export_json(studio: Studio, session: dict, request: gr.Request = None) -> di
     return export_storyboard(studio, session, "json", request)
 
 
+OUTLINE_NOTE = "storyboard: the offline rules writer made an outline"
+
+
+def notice(view_: dict | None) -> str:
+    """What the user should know first about these scenes: an offline outline of a brief is the brief's own words,
+    not a script, and there are three ways to a real one."""
+    if not view_ or not any(n.startswith(OUTLINE_NOTE) for n in view_["notes"]):
+        return ""
+    return ("**These scenes are an outline made of your brief's own words, not a written script.** No storyboard "
+            "writer (LLM) is connected, so Studio made one scene per key idea and invented nothing. Three ways to a "
+            "real script:\n"
+            "1. **Paste your script** in the Brief panel (one paragraph a scene) and write the storyboard again;\n"
+            "2. **Edit the scenes here**: double-click a narration cell and type (only what you change is made again);\n"
+            "3. **Connect an LLM**: an OpenAI-compatible server (Ollama, vLLM, LM Studio ...: set `OPENAI_BASE_URL` and "
+            "`STUDIO_LLM_MODEL` before starting the studio) or a local model (`pip install '.[models]'`; "
+            "`python -m studio doctor` lists the writers this machine can run, as does *Storyboard writers on this "
+            "machine* in the Brief panel), then write it again or use *Rewrite this scene* below.")
+
+
 def show(view_: dict | None) -> dict:
     if not view_:
-        return {"table": table(None), "title": "", "scene": None}
-    return {"table": table(view_), "title": view_["title"],
+        return {"table": table(None), "title": "", "scene": None, "notice": gr.Markdown("", visible=False)}
+    said = notice(view_)
+    return {"table": table(view_), "title": view_["title"], "notice": gr.Markdown(said, visible=bool(said)),
             "scene": gr.Number(maximum=max(1, len(view_["scenes"])))}
 
 
 # -- layout -----------------------------------------------------------------------------------------------------
 def layout(studio: Studio) -> SimpleNamespace:
+    notice_md = gr.Markdown(elem_id="outline-notice", elem_classes=["studio-notice"], visible=False)
     title = gr.Textbox(label="Title", elem_id="project-title")
     frame = gr.Dataframe(table(None), headers=list(HEADERS.values()), datatype=DATATYPES, interactive=True,
                          wrap=True, static_columns=[0, 5],
@@ -225,7 +246,7 @@ def layout(studio: Studio) -> SimpleNamespace:
         export_json = gr.Button("Export JSON", size="sm")
     download = gr.File(label="Exported storyboard", visible=False, interactive=False, elem_id="export-file")
     notes = gr.Markdown(elem_classes=["studio-notes"])
-    return SimpleNamespace(title=title, table=frame, scene=scene, add=add, delete=delete, up=up, down=down, split=split,
+    return SimpleNamespace(notice=notice_md, title=title, table=frame, scene=scene, add=add, delete=delete, up=up, down=down, split=split,
                            field=field, writer=writer, instruction=instruction, rewrite=rewrite_btn,
                            import_file=import_file, export_csv=export_csv, export_json=export_json, download=download,
                            notes=notes)
@@ -242,11 +263,13 @@ def wire(studio: Studio, ui: SimpleNamespace) -> None:
     fn, outputs = named(bind(set_title, studio), {"view": ui.view})
     p.title.submit(fn, inputs_kwargs=dict(session=ui.session, title=p.title), outputs=outputs, **light)
     p.title.blur(fn, inputs_kwargs=dict(session=ui.session, title=p.title), outputs=outputs, **light)
+    # The scene tools' refusals (split a one-sentence scene, move the first one up) are warnings, so the Scene
+    # number stays in sight to be changed.
     for button, handler in ((p.add, add_scene), (p.delete, delete_scene), (p.split, split_scene)):
-        fn, outputs = named(bind(handler, studio), edits)
+        fn, outputs = named(bind(handler, studio), edits, soft=True)
         button.click(fn, inputs_kwargs=dict(session=ui.session, scene=p.scene), outputs=outputs, **light)
     for button, handler in ((p.up, move_up), (p.down, move_down)):
-        fn, outputs = named(bind(handler, studio), edits)
+        fn, outputs = named(bind(handler, studio), edits, soft=True)
         button.click(fn, inputs_kwargs=dict(session=ui.session, scene=p.scene), outputs=outputs, **light)
     fn, outputs = named(bind(rewrite, studio), {**edits, "notes": p.notes})
     p.rewrite.click(fn, inputs_kwargs=dict(session=ui.session, scene=p.scene, field=p.field, instruction=p.instruction,

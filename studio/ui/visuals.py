@@ -3,7 +3,9 @@ new seed or an edited prompt, or use your own image or clip; the painter and a s
 
 from __future__ import annotations
 
+import html
 import secrets
+import time
 from dataclasses import replace
 from types import SimpleNamespace
 from typing import Any
@@ -22,10 +24,14 @@ def _illustrate(studio: Studio, session: dict, request: Any, project, only, pain
                 progress: Any) -> dict:
     chosen = studio.preset(preset)
     studio.check(project, chosen)  # the server's limits, before anything is painted
+    started = time.perf_counter()
     project = illustrate(project, painter=painter or "auto", preset=chosen, only=only,
                          media_root=project.folder, on_progress=progress_to(progress))
     shown = view(studio.save(project, session, request))
-    return {"view": shown, "notes": notes_md(shown, "painter:", "visuals:")}
+    ids = [s["id"] for s in shown["scenes"]]
+    said = f"scene {ids.index(only[0]) + 1}" if only and len(only) == 1 else f"{len(only or ids)} scenes"
+    return {"view": shown, "notes": notes_md(shown, "painter:", "visuals:"),
+            "status": f"✓ Painted {said} in {time.perf_counter() - started:.1f} s."}
 
 
 def _seed(seed: Any) -> int:
@@ -99,7 +105,7 @@ def gallery(view_: dict | None) -> list[tuple[str, str]]:
     for scene in (view_ or {}).get("scenes", []):
         file = served(scene["visual"])
         if file:
-            what = "your file" if scene["media"] else f"seed {scene['seed']}"
+            what = f"your file {shorten(scene['media_label'] or '', 30)}" if scene["media"] else f"seed {scene['seed']}"
             items.append((file, f"{scene['n']} · {what} · {shorten(scene['visual_prompt'] or scene['narration'], 70)}"))
     return items
 
@@ -116,7 +122,8 @@ def scene_fields(view_: dict | None, scene_id: str | None) -> dict:
     for scene in (view_ or {}).get("scenes", []):
         if scene["id"] == scene_id:
             return {"scene": scene["id"], "prompt": scene["visual_prompt"], "seed": scene["seed"],
-                    "media_note": f"Uses your file `{scene['media']}`." if scene["media"] else ""}
+                    "media_note": (f"Uses your file `{html.escape((scene['media_label'] or '').replace('`', ''))}`."
+                                   if scene["media"] else "")}
     return {"scene": None, "prompt": "", "seed": 0, "media_note": ""}
 
 
@@ -138,6 +145,7 @@ def layout(studio: Studio) -> SimpleNamespace:
         paint_btn = gr.Button("Paint all", variant="primary", scale=1, min_width=140, elem_id="paint-all")
     with gr.Accordion("Painters on this machine", open=False):
         gr.Markdown(providers_md("painter"), elem_classes=["studio-notes"])
+    status = gr.Markdown(elem_id="visuals-status", elem_classes=["panel-progress"])
     notes = gr.Markdown(elem_classes=["studio-notes"])
     shown = gr.Gallery(label="Scenes", columns=4, height="auto", object_fit="contain", allow_preview=False,
                        elem_id="visuals-gallery", buttons=["download"])
@@ -153,7 +161,7 @@ def layout(studio: Studio) -> SimpleNamespace:
                                      elem_id="upload-media")
             drop = gr.Button("Stop using my file", size="sm")
         media_note = gr.Markdown()
-    return SimpleNamespace(painter=painter, style=style, paint=paint_btn, notes=notes, gallery=shown, scene=scene,
+    return SimpleNamespace(painter=painter, style=style, paint=paint_btn, status=status, notes=notes, gallery=shown, scene=scene,
                            seed=seed, prompt=prompt, repaint=repaint_btn, new_seed=seed_btn, upload=upload, drop=drop,
                            media_note=media_note)
 
@@ -161,8 +169,9 @@ def layout(studio: Studio) -> SimpleNamespace:
 # -- wiring -----------------------------------------------------------------------------------------------------
 def wire(studio: Studio, ui: SimpleNamespace) -> None:
     p = ui.visuals
-    gpu_slot = dict(concurrency_id=GPU, concurrency_limit=1, api_visibility="private")
-    made = {"view": ui.view, "notes": p.notes}
+    # Long actions show their per-scene progress on the panel's status line.
+    gpu_slot = dict(concurrency_id=GPU, concurrency_limit=1, api_visibility="private", show_progress_on=[p.status])
+    made = {"view": ui.view, "notes": p.notes, "status": p.status}
     fn, outputs = named(bind(paint_all, studio), made)
     p.paint.click(fn, inputs_kwargs=dict(session=ui.session, painter=p.painter, style=p.style, preset=ui.compose.preset),
                   outputs=outputs, **gpu_slot)

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import replace
 from types import SimpleNamespace
 from typing import Any
@@ -12,8 +13,8 @@ import gradio as gr
 from ..errors import StudioError
 from ..voice import narrate
 from .brief import check_voice
-from .common import (GPU, Studio, bind, fix, gpu, named, notes_md, progress_to, providers_md, served,
-                     view)
+from .common import (GPU, Studio, bind, blank_message, blank_scenes, fix, gpu, named, notes_md, progress_to,
+                     providers_md, served, view)
 
 # Common names; any voice name may be typed (Piper, espeak-ng, Bark speaker presets).
 VOICES = ("", "en_US-joe-medium", "en-us", "en-gb", "en-us+f3", "de", "fr", "es", "v2/en_speaker_6", "v2/en_speaker_0")
@@ -26,19 +27,33 @@ def _narrate(studio: Studio, session: dict, request: Any, project, only, narrato
         project = replace(project, voice=voice_)
     chosen = studio.preset(preset)
     studio.check(project, chosen)  # the server's limits, before any narration is made
+    started = time.perf_counter()
     project = narrate(project, narrator=narrator or "auto", preset=chosen, only=only,
                       on_progress=progress_to(progress))
     shown = view(studio.save(project, session, request))
-    return {"view": shown, "notes": notes_md(shown, "narrator:")}
+    count = len(only) if only is not None else len(shown["scenes"])
+    said = f"{count} scene{'s' if count != 1 else ''}" if only is None or count != 1 else \
+        f"scene {[s['id'] for s in shown['scenes']].index(only[0]) + 1}"
+    return {"view": shown, "notes": notes_md(shown, "narrator:"),
+            "status": f"✓ Narrated {said} in {time.perf_counter() - started:.1f} s."}
 
 
 # -- functions --------------------------------------------------------------------------------------------------
 @gpu
 def narrate_all(studio: Studio, session: dict, narrator: str, voice: str, preset: str, request: gr.Request = None,
                 progress=gr.Progress()) -> dict:
-    """Narrate every scene (scenes whose text, voice and narrator did not change are reused, not spoken again)."""
+    """Narrate every scene (scenes whose text, voice and narrator did not change are reused, not spoken again). An
+    empty scene does not stop the others: it is left out, flagged on its card and named in a warning."""
     project = studio.project(session, request)
-    return _narrate(studio, session, request, project, None, narrator, voice, preset, progress)
+    blank = blank_scenes(view(project))
+    if blank and len(blank) == len(project.scenes):
+        raise StudioError(blank_message(blank))
+    only = [s.id for n, s in enumerate(project.scenes, start=1) if n not in blank] if blank else None
+    out = _narrate(studio, session, request, project, only, narrator, voice, preset, progress)
+    if blank:
+        gr.Warning(blank_message(blank), title="Not narrated")
+        out["notes"] = f"⚠️ {blank_message(blank)}.\n" + out["notes"]
+    return out
 
 
 @gpu
@@ -60,9 +75,17 @@ def cards(view_: dict | None) -> list[dict]:
     """One card per scene: number, id, text, its audio (served copy) and length."""
     out = []
     for scene in (view_ or {}).get("scenes", []):
-        length = f"{scene['audio_s']:.1f} s" if scene["audio_s"] else ("silent" if not scene["narration"] else "not narrated yet")
+        empty = not (scene["narration"] or "").strip()
+        if scene["audio_s"]:
+            length = f"{scene['audio_s']:.1f} s"
+        elif empty and scene["duration_s"] is None:
+            length = "⚠️ empty: write its narration (and press Narrate) or delete the scene in the Storyboard panel"
+        elif empty:
+            length = f"silent for {scene['duration_s']:g} s"
+        else:
+            length = "not narrated yet"
         out.append({"n": scene["n"], "id": scene["id"], "narration": scene["narration"], "audio": served(scene["audio"]),
-                    "length": length})
+                    "length": length, "empty": empty and scene["duration_s"] is None})
     return out
 
 
@@ -82,16 +105,19 @@ def layout(studio: Studio) -> SimpleNamespace:
         narrate_btn = gr.Button("Narrate all", variant="primary", scale=1, min_width=160, elem_id="narrate-all")
     with gr.Accordion("Narrators on this machine", open=False):
         gr.Markdown(providers_md("narrator"), elem_classes=["studio-notes"])
+    status = gr.Markdown(elem_id="voice-status", elem_classes=["panel-progress"])
     notes = gr.Markdown(elem_classes=["studio-notes"])
     cards_area = gr.Column(elem_id="voice-cards")
-    return SimpleNamespace(narrator=narrator, voice=voice, narrate=narrate_btn, notes=notes, cards=cards_area)
+    return SimpleNamespace(narrator=narrator, voice=voice, narrate=narrate_btn, status=status, notes=notes,
+                           cards=cards_area)
 
 
 # -- wiring -----------------------------------------------------------------------------------------------------
 def wire(studio: Studio, ui: SimpleNamespace) -> None:
     p = ui.voice
-    gpu_slot = dict(concurrency_id=GPU, concurrency_limit=1, api_visibility="private")
-    fn, outputs = named(bind(narrate_all, studio), {"view": ui.view, "notes": p.notes})
+    # Long actions show their per-scene progress on the panel's status line (a dimmed button says too little).
+    gpu_slot = dict(concurrency_id=GPU, concurrency_limit=1, api_visibility="private", show_progress_on=[p.status])
+    fn, outputs = named(bind(narrate_all, studio), {"view": ui.view, "notes": p.notes, "status": p.status})
     p.narrate.click(fn, inputs_kwargs=dict(session=ui.session, narrator=p.narrator, voice=p.voice,
                                            preset=ui.compose.preset), outputs=outputs, **gpu_slot)
 
@@ -104,7 +130,8 @@ def wire(studio: Studio, ui: SimpleNamespace) -> None:
             for card in cards(view_):
                 with gr.Group(elem_classes=["scene-card"]):
                     with gr.Row(equal_height=True):
-                        gr.Markdown(f"**Scene {card['n']}** · {card['length']}", elem_classes=["scene-head"])
+                        gr.Markdown(f"**Scene {card['n']}** · {card['length']}",
+                                    elem_classes=["scene-head", *(["voice-empty"] if card["empty"] else [])])
                     with gr.Row(equal_height=True):
                         # A component made inside gr.render is not interactive unless it says so.
                         text = gr.Textbox(card["narration"], label="Narration", lines=2, max_lines=8, scale=3,
@@ -116,7 +143,7 @@ def wire(studio: Studio, ui: SimpleNamespace) -> None:
                         button = gr.Button("Narrate", size="sm", scale=0, min_width=110,
                                            key=f"voice-narrate-{card['id']}", elem_classes=["voice-narrate"])
                     fn_, outputs_ = named(fix(narrate_scene, studio=studio, scene_id=card["id"]),
-                                          {"view": ui.view, "notes": p.notes})
+                                          {"view": ui.view, "notes": p.notes, "status": p.status})
                     # The key keeps the event the same across re-renders, so a click that races a redraw still
                     # reaches it (a redraw would otherwise replace it under the button).
                     button.click(fn_, inputs_kwargs=dict(session=ui.session, narration=text, narrator=p.narrator,

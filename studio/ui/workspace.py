@@ -5,7 +5,10 @@ per-user folder) is shared with the job runner (``studio.db``, ``jobs/``, ``uplo
 holds the studio's own::
 
     projects/<project id>/      one Studio project folder (project.json, assets/, renders/, uploads/) + owner.json
-                                (renders/jobs.json: the render jobs seeded from it whose assets it has not taken back)
+                                (renders/jobs.json: the render jobs seeded from it whose assets it has not taken back;
+                                renders/last.mp4 + last.json: its last finished render, kept when the job is removed;
+                                studio.json: the panels' choices for it, such as the preset; uploads/names.json: the
+                                file names uploads had on the user's machine, for display only)
     (a file ui-secret of older versions is no longer used: the browser session holds no secret)
 
 A project id is a random 96-bit token (``p`` + 24 hex digits); ``owner.json`` names the user it belongs to. A
@@ -38,6 +41,10 @@ OWNER_RE = re.compile(r"^[A-Za-z0-9_@+-][A-Za-z0-9_.@+-]{0,63}$")  # as the job 
 UPLOAD_RE = re.compile(r"^uploads/[0-9a-f]{32}\.[a-z0-9]{2,5}$")  # <upload id><ext>
 OWNER_FILE = "owner.json"
 JOBS_FILE = "renders/jobs.json"  # render jobs seeded from the project, until their assets are taken back
+LAST_VIDEO, LAST_FILE = "renders/last.mp4", "renders/last.json"  # the last finished render, and its facts
+SETTINGS_FILE = "studio.json"  # the panels' choices kept with the project (preset, narrator, painter)
+NAMES_FILE = "uploads/names.json"  # upload name -> the file's name on the user's machine (display only)
+SETTINGS = {"preset": str, "narrator": str, "painter": str}
 MAX_JOBS_KEPT = 50
 # What each use of an upload accepts, by the kind the content check finds.
 UPLOAD_KINDS = {"media": ("image", "video"), "music": ("audio", "video"), "watermark": ("image",),
@@ -162,6 +169,8 @@ class Workspace:
             if (source / sub).is_dir():
                 shutil.copytree(source / sub, copy.folder / sub, copy_function=link_or_copy, dirs_exist_ok=True,
                                 symlinks=False, ignore=shutil.ignore_patterns(".*"))
+        if (source / SETTINGS_FILE).is_file():
+            shutil.copyfile(source / SETTINGS_FILE, copy.folder / SETTINGS_FILE)
         data = original.to_dict(source)
         data["title"] = copy.title
         return Project.from_dict(data, base=copy.folder).save()
@@ -189,6 +198,52 @@ class Workspace:
     def note_render_job(self, project: Project, job_id: str) -> None:
         """Remember that job `job_id` renders `project`: its segments are taken back into the project later."""
         self.set_render_jobs(project, [*[i for i in self.render_jobs(project) if i != job_id], job_id])
+
+    # -- the panels' choices and the last render, kept with the project ----------------------------------------------
+    @staticmethod
+    def settings(project: Project) -> dict:
+        """The panels' choices kept with `project` (``preset``, ``narrator``, ``painter``; those never set are left
+        out). A damaged file reads as no choices."""
+        data = _read_json(Path(project.folder) / SETTINGS_FILE)
+        return {k: v for k, v in data.items() if k in SETTINGS and isinstance(v, SETTINGS[k])} if isinstance(data, dict) else {}
+
+    def save_settings(self, project: Project, **values: Any) -> dict:
+        """Keep choices with `project` (unknown names refused; None leaves a choice as it was); returns them all."""
+        unknown = set(values) - set(SETTINGS)
+        if unknown:
+            raise StudioError(f"no setting {', '.join(sorted(unknown))}; the settings are {', '.join(SETTINGS)}")
+        kept = {**Workspace.settings(project), **{k: v for k, v in values.items() if v is not None}}
+        atomic_write_text(Path(project.folder) / SETTINGS_FILE, json.dumps(kept))
+        return kept
+
+    def keep_render(self, project: Project, video: Path | str, facts: dict) -> Path:
+        """Keep a finished render with the project (hard-linked: no copy of the video), so it stays the project's
+        last good video until a newer one is done, even after the job is removed; returns its path."""
+        final = Path(project.folder) / LAST_VIDEO
+        final.parent.mkdir(parents=True, exist_ok=True)
+        staging = final.with_name(f".last-{secrets.token_hex(4)}.mp4")
+        link_or_copy(str(video), str(staging))
+        os.replace(staging, final)
+        atomic_write_text(Path(project.folder) / LAST_FILE, json.dumps(facts))
+        return final
+
+    @staticmethod
+    def last_render(project: Project) -> tuple[Path, dict] | None:
+        """The project's last good render (`keep_render`) and its facts, or None."""
+        video = Path(project.folder) / LAST_VIDEO
+        facts = _read_json(Path(project.folder) / LAST_FILE)
+        if not video.is_file() or video.is_symlink() or not isinstance(facts, dict):
+            return None
+        return video, facts
+
+    @staticmethod
+    def upload_label(project: Project, name: str | None) -> str | None:
+        """How the panels name an upload: the file's name on the user's machine when known, else the server's."""
+        if not name:
+            return None
+        names = _read_json(Path(project.folder) / NAMES_FILE)
+        label = names.get(Path(str(name)).name) if isinstance(names, dict) else None
+        return label if isinstance(label, str) and label.strip() else Path(str(name)).name
 
     # -- uploads -------------------------------------------------------------------------------------------------
     def add_upload(self, project: Project, source: Path | str, kind: str, store: Any, owner: str) -> str:
@@ -225,6 +280,11 @@ class Workspace:
         target = project.folder / name
         target.parent.mkdir(exist_ok=True)
         link_or_copy(str(store.path(upload)), str(target))
+        names = _read_json(project.folder / NAMES_FILE)
+        names = names if isinstance(names, dict) else {}
+        # Display only: a name without folders or control characters, never used as a path.
+        names[Path(name).name] = "".join(c for c in re.split(r"[\\/]", str(upload.name or ""))[-1] if c.isprintable())[:120]
+        atomic_write_text(project.folder / NAMES_FILE, json.dumps(names))
         return name
 
     def upload_path(self, project: Project, name: str) -> Path:
@@ -235,6 +295,13 @@ class Workspace:
         if not path.is_file() or path.is_symlink():
             raise StudioError(f"the uploaded file {name!r} is gone from this project; upload it again")
         return path
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text("utf-8"))
+    except (OSError, ValueError):
+        return None
 
 
 def project_id_of(project: Project) -> str:

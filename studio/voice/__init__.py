@@ -118,12 +118,12 @@ def narrate(project: Project, *, narrator: str = "auto", preset: Preset | None =
 
     # 3. Speak each scene, or find it in the store
     scenes = {scene.id: scene for scene in project.scenes}
-    total = len(todo)
-    for done, (i, scene) in enumerate(todo, start=1):
+    total, count = len(todo), len(project.scenes)
+    for done, (i, scene) in enumerate(todo, start=1):  # messages name the scene's own number (1-based)
         check(cancel)
-        within = (lambda f, m, d=done: report((d - 1 + f) / total, f"narrating scene {d}/{total}: {m}"))
+        within = (lambda f, m, d=done, n=i + 1: report((d - 1 + f) / total, f"narrating scene {n}/{count}: {m}"))
         scenes[scene.id] = _narrate_scene(scene, i, project, speaker, choice.name, store, cancel, within)
-        report(done / total, f"narrating scene {done}/{total}")
+        report(done / total, f"narrating scene {i + 1}/{count}")
     if not total:
         report(1.0, "nothing to narrate")
     return replace(project, scenes=tuple(scenes[scene_id] for scene_id in ids), notes=notes)
