@@ -130,8 +130,8 @@ def main(argv: list[str] | None = None) -> int:
     print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['scenes']}x{r['scene_s']:g}s | {r['preset']} | {r['width']}x{r['height']}@{r['fps']} "
-              f"| {r['mode']} | {r['video_s']:.2f} s | {r['estimate_s']:.2f} s | {r['measured_s']:.2f} s | **{r['ratio']:.2f}** "
-              f"| {r['implied_factor']:.2f} |")
+              f"| {r['mode']} | {r['video_s']:.2f} s | {r['estimate_s']:.2f} s | {r['measured_s']:.2f} s "
+              f"| **{r['ratio']:.2f}** | {r['implied_factor']:.2f} |")
     by_layout = {r["case"]: r for r in rows if r["case"] in ("8x1.5s", "2x6s") and r["mode"] == "segments"}
     if len(by_layout) == 2:
         many, few = by_layout["8x1.5s"], by_layout["2x6s"]

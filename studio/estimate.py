@@ -45,9 +45,9 @@ PROBE_TIMEOUT_S = 30.0
 # Render (compose) time over the probe's prediction of the bare encode, frames * width * height / encode_rate, after
 # the per-scene overhead. Measured with bench/estimate.py --calibrate on the 2-core development machine with libx264,
 # composing segment by segment as the app does (figures in bench/README.md): 0.74-0.81 at Draft, 0.61-0.68 at
-# Standard, 0.67-0.91 for Maximum at 1:1 over two runs. It folds two things together: the compositing beside the encode (Python making every frame --
-# Ken Burns warps, transitions, captions -- and the soundtrack: 1.5-2.3x the bare encode, bench/compose.py) and
-# Studio's frames being easier to encode than the probe's grainy test pattern. Taken near the top of that range, since
+# Standard, 0.67-0.91 for Maximum at 1:1 over two runs. It folds two things together: the compositing beside the
+# encode (Python making every frame -- Ken Burns warps, transitions, captions -- and the soundtrack: 1.5-2.3x the
+# bare encode, bench/compose.py) and Studio's frames being easier to encode than the probe's grainy test pattern. Taken near the top of that range, since
 # a render that ends early disappoints nobody; one-pass renders take 10-40 % less.
 COMPOSE_FACTOR = 0.85
 # Seconds each scene costs besides its frames (its still loaded and pre-scaled, its segments' ffmpeg processes
