@@ -284,6 +284,47 @@ def test_non_english_outline_adds_no_english_words():
     assert any("'fr'" in n for n in project.notes)
 
 
+@pytest.mark.parametrize("brief, opening", [
+    # A noun phrase (or a how/why clause) follows "This video is about", its first letter lowered.
+    ("How honeybees turn nectar into honey, for curious children",
+     "This video is about how honeybees turn nectar into honey, for curious children."),
+    ("Why the sky is blue, for kids", "This video is about why the sky is blue, for kids."),
+    ("Make a video about volcanoes", "This video is about volcanoes."),
+    ("The history of tea", "This video is about the history of tea."),
+    ("The reasons why leaves change colour", "This video is about the reasons why leaves change colour."),
+    ("NASA and the moon landing", "This video is about NASA and the moon landing."),
+    ("Make a video about how we flew to Tokyo", "This video is about how we flew to Tokyo."),
+    # A sentence is said as the brief puts it: "This video is about we flew ..." is not English.
+    ("We flew to Tokyo today", "We flew to Tokyo today."),
+    ("we flew to Tokyo today!", "We flew to Tokyo today."),
+    ("I learned to bake bread", "I learned to bake bread."),
+    ("They built a boat in the garden", "They built a boat in the garden."),
+    ("Our team finished second in the league", "Our team finished second in the league."),
+    ("The sky is blue because of scattering", "The sky is blue because of scattering."),
+    ("This is my first vlog", "This is my first vlog."),
+    ("Tokyo was amazing", "Tokyo was amazing."),
+    # A question stays a question.
+    ("Why is the sky blue?", "Why is the sky blue?"),
+    ("Is coffee bad for you", "Is coffee bad for you?"),
+    # A long sentence cut to ten words does not end on "at a".
+    ("We flew to Tokyo today and ate ramen at a tiny shop near the station", "We flew to Tokyo today and ate ramen."),
+    # Not in Latin letters: said as it is, with no English words added.
+    ("東京に行きました", "東京に行きました."),
+])
+def test_outline_opening_reads_as_english(brief, opening):
+    project = write_storyboard(brief, mode="brief")
+    assert project.scenes[0].narration == opening
+    # Only the brief's words and the outline's connectives, whatever the brief's form.
+    spoken = {w for s in project.scenes for w in words(s.narration)}
+    assert spoken <= set(words(brief)) | CONNECTIVES, spoken - set(words(brief)) - CONNECTIVES
+
+
+def test_outline_opening_of_a_non_english_sentence_is_left_as_it_is():
+    brief = "Nous sommes allés à Tokyo aujourd'hui"
+    project = write_storyboard(brief, mode="brief", language="fr")
+    assert project.scenes[0].narration == brief + "."
+
+
 # -- modes, writers, notes --------------------------------------------------------------------------------------------
 
 def test_auto_mode_tells_briefs_from_scripts():

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
+from collections.abc import Collection
 
 from ..errors import ProviderUnavailable, StudioError
 from ..progress import CancelToken, check
@@ -235,6 +236,11 @@ def _write_script(source: str, title: str | None, target_s: float | None, cancel
 # --------------------------------------------------------------------------------------------------------------------
 
 
+# Words a cut-off topic must not end on (it would read "... and ate ramen at a").
+_DANGLING = frozenset("a an the and or but of to at in on by for from with into onto near about as than that "
+                      "my our your their his her its this these those some".split())
+
+
 def _brief_core(brief: str) -> str:
     """The brief's topic: its first sentence without the request around it ("Make a short video about X" -> "X")."""
     spans = sentence_spans(brief)
@@ -247,6 +253,8 @@ def _brief_core(brief: str) -> str:
         # A long request: keep its first clause, else its first ten words.
         clause = re.split(r"[,;:—–(]", core)[0].strip()
         words = clause.split()[:10] if 2 <= len(clause.split()) else words[:10]
+        while len(words) > 2 and words[-1].lower() in _DANGLING:  # "... ate ramen at a" -> "... ate ramen"
+            words = words[:-1]
         core = _strip_final(" ".join(words))
     return core
 
@@ -282,9 +290,8 @@ def _write_outline(source: str, title: str | None, language: str, target_s: floa
                      "connective words")
 
     # 3. Opening, key-word scenes (the key words shared out in order), closing.
-    opener = core if (core.split()[0] in proper or core.split()[0].isupper()) else core[:1].lower() + core[1:]
     topic_lemmas = {normalise(w) for w in content_words(core)}
-    scenes = [(f"This video is about {opener}." if english else f"{found_title}.", core)]
+    scenes = [(_opening(_with_article(brief, core), proper) if english else f"{found_title}.", core)]
     groups = even_groups(len(phrases), middle)
     for i, (a, b) in enumerate(groups):
         shown = phrases[a:b]
@@ -309,6 +316,70 @@ def _write_outline(source: str, title: str | None, language: str, target_s: floa
             prompt_items.insert(0, core)
         built.append(Scene(id=new_scene_id(), narration=narration, visual_prompt=", ".join(prompt_items[:6])))
     return Draft(title=title or found_title or "Untitled", scenes=tuple(built), notes=tuple(notes))
+
+
+# Reading an English brief's topic for the opening line (`_opening`): whether it is a noun phrase ("how bees make
+# honey", "the history of tea"), which follows "This video is about", or a sentence ("We flew to Tokyo today", "The sky
+# is blue"), or a question ("Why is the sky blue"), which are said as they are.
+_SUBJECT_PRONOUNS = frozenset("i we you they he she it i'm we're you're they're he's she's it's i've we've you've "
+                              "they've i'd we'd you'd they'd i'll we'll you'll they'll let's there's".split())
+_POSSESSIVES = frozenset("my our your their his her".split())
+_DEMONSTRATIVES = frozenset("this that these those there it".split())
+_AUXILIARIES = frozenset("is are was were am be been has have had do does did will would can could shall should may "
+                         "might must isn't aren't wasn't weren't hasn't haven't hadn't don't doesn't didn't won't "
+                         "wouldn't can't couldn't shouldn't".split())
+_QUESTION_WORDS = frozenset("how why what when where who whom whose which".split())
+# Words after which an auxiliary belongs to a subordinate clause ("the reasons why the sky is blue").
+_SUBORDINATORS = _QUESTION_WORDS | frozenset("that whether if because while although though since as once until "
+                                             "unless".split())
+
+
+def _brief_kind(core: str) -> str:
+    """``question``, ``sentence`` or ``phrase``: how an English brief's topic reads (a heuristic on its first words:
+    no tagger runs offline)."""
+    words = [w.strip("\"'“”‘’()[]").replace("’", "'").lower() for w in core.split()]
+    words = [w for w in words if w]
+    if not words:
+        return "phrase"
+    first, second = words[0], (words[1] if len(words) > 1 else "")
+    if first in _AUXILIARIES and len(words) > 1:
+        return "question"  # "Is coffee bad for you", "Can plants hear"
+    if first in _QUESTION_WORDS:
+        return "question" if second in _AUXILIARIES else "phrase"  # "why is ..." / "why the sky is blue"
+    if first in _SUBJECT_PRONOUNS or (first in _DEMONSTRATIVES and second in _AUXILIARIES):
+        return "sentence"  # "We flew to Tokyo today", "This is my first vlog"
+    for i, word in enumerate(words[1:], start=1):
+        if word in _SUBORDINATORS:
+            return "phrase"  # "the reasons why the sky is blue"
+        if word in _AUXILIARIES:
+            return "sentence"  # "The sky is blue", "Tokyo was amazing"
+        if first in _POSSESSIVES and i <= 3 and len(word) > 4 and word.endswith("ed"):
+            return "sentence"  # "Our team finished second"
+    return "phrase"
+
+
+def _with_article(brief: str, core: str) -> str:
+    """`core` with the article the request pattern took from its start ("The sky is blue" -> "sky is blue" -> "the
+    sky is blue"), when the brief's first sentence begins with that article followed by `core`."""
+    first = " ".join(brief.split())
+    match = re.match(r"(the|an?|some)\s+", first, re.I)
+    if match and first[match.end():].startswith(core):
+        return f"{match.group(1)} {core}"
+    return core
+
+
+def _opening(core: str, proper: Collection[str] = ()) -> str:
+    """The outline's first line in English: "This video is about how honeybees turn nectar into honey." for a noun
+    phrase; a sentence or a question is said as the brief puts it ("We flew to Tokyo today.", "Why is the sky blue?"):
+    "This video is about we flew ..." is not English."""
+    if not re.search(r"[A-Za-z]", core):  # not written in Latin letters: said as it is, no English words added
+        return core + "."
+    kind = _brief_kind(core)
+    first = core.split()[0] if core.split() else ""
+    if kind == "phrase":
+        keep = first in proper or first.isupper() and len(first) > 1
+        return f"This video is about {core if keep else core[:1].lower() + core[1:]}."
+    return core[:1].upper() + core[1:] + ("?" if kind == "question" else ".")
 
 
 _REQUEST_WORDS = frozenset("video explainer clip film movie short quick brief minute second sec min long audience "
