@@ -257,3 +257,197 @@ def test_a_voice_card_can_be_typed_into_and_narrates_only_its_scene(server, page
              60, "the typed narration, narrated")
     after = audio_state(data, project_id)
     assert [scene_id for scene_id in before if after[scene_id] != before[scene_id]] == [second]
+
+
+# -- issue 12: the studio as a person uses it, end to end ----------------------------------------------------------
+DOCS = ROOT / "docs"
+
+
+def panel_shot(page, name: str) -> None:
+    """A screenshot of the page as it is now, for test-artifacts/ui/ (the README's docs/ set is copied from them)."""
+    shot(page, f"walk-{name}")
+
+
+def toast_text(page) -> str:
+    return " ".join(page.locator(".toast-body").all_inner_texts())
+
+
+def visual_state(data: Path, project_id: str) -> dict[str, str | None]:
+    """scene id -> its visual's file name, as the project on disk says."""
+    return {s["id"]: s["visual"] for s in project_on_disk(data, project_id)["scenes"]}
+
+
+def job_rows(data: Path) -> list[dict]:
+    import sqlite3
+
+    with sqlite3.connect(data / "studio.db") as db:
+        db.row_factory = sqlite3.Row
+        return [dict(r) for r in db.execute("SELECT id, state, preset FROM jobs ORDER BY created_at")]
+
+
+def test_the_studio_walked_through_as_a_person_uses_it(server, page):
+    """Issue 12's walk: brief -> storyboard edits (a refused split keeps the Scene number in sight) -> type into a
+    voice card and narrate only it -> repaint one scene -> preview scene 3 (the picker stays on 3) -> render Standard
+    9:16 -> reload (panel, project, preset and video come back) -> Maximum at 1:1 on a two-scene project, with a time
+    estimate first -> a blank scene leaves the others narrated and is refused by Render in the user's words -> the
+    one-click path makes a video."""
+    url, data = server
+
+    # 1. Brief at 9:16 -> the Storyboard panel, which says plainly that an offline outline is the brief's own words.
+    page.goto(url + "/")
+    page.locator("#brief-source textarea").fill(BRIEF)
+    page.get_by_label("9:16").check()
+    panel_shot(page, "brief")
+    page.click("#write-storyboard")
+    page.locator('#storyboard-table [data-testid="cell-3-1"]').wait_for()
+    notice = page.locator("#outline-notice")
+    assert "outline made of your brief's own words" in notice.inner_text()
+    assert "Paste your script" in notice.inner_text() and "OPENAI_BASE_URL" in notice.inner_text()
+    project_id = page.locator(".studio-header code").first.inner_text()
+    scenes = project_on_disk(data, project_id)["scenes"]
+    ids = [s["id"] for s in scenes]
+
+    # 2. Storyboard: edit scene 2 in the table; a split the project refuses is a warning, and the Scene number
+    #    stays usable (an error badge used to cover it).
+    cell = page.locator('#storyboard-table [data-testid="cell-1-1"]')
+    cell.dblclick()
+    editor = cell.locator("textarea, input").first
+    editor.fill(EDITED)
+    editor.press("Enter")
+    wait_for(lambda: project_on_disk(data, project_id)["scenes"][1]["narration"] == EDITED, 15, "the table edit")
+    number = page.locator("#scene-number input")
+    number.fill("2")
+    page.click("#split-scene")  # one sentence: nothing to split
+    wait_for(lambda: "nothing to split" in toast_text(page), 10, "the split's warning")
+    assert page.locator("#scene-number .error").count() == 0, "an error badge covers the Scene number"
+    number.fill("1")  # still there to change
+    assert number.input_value() == "1" and len(project_on_disk(data, project_id)["scenes"]) == 4
+    panel_shot(page, "storyboard")
+
+    # 3. Voice: narrate all (per-scene progress on the panel), then type into scene 2's card and narrate only it.
+    page.click("#next-voice")
+    page.click("#narrate-all")
+    wait_for(lambda: "Narrated 4 scenes" in page.locator("#voice-status").inner_text(), 90, "Narrate all")
+    before = audio_state(data, project_id)
+    typed = "Bees carry the nectar home in a second stomach."
+    page.locator(".voice-text textarea").nth(1).fill(typed)
+    page.locator(".voice-narrate").nth(1).click()
+    wait_for(lambda: "Narrated scene 2" in page.locator("#voice-status").inner_text(), 60, "scene 2's narration")
+    after = audio_state(data, project_id)
+    assert [i for i in ids if after[i] != before[i]] == [ids[1]]
+    assert project_on_disk(data, project_id)["scenes"][1]["narration"] == typed
+    panel_shot(page, "voice")
+
+    # 4. Visuals: paint all, then a new seed for scene 2 repaints only it; the 9:16 gallery shows every card whole.
+    page.click("#next-visuals")
+    page.click("#paint-all")
+    wait_for(lambda: page.locator("#visuals-gallery img").count() == 4, 60, "a card per scene")
+    painted = visual_state(data, project_id)
+    page.locator("#visual-scene input").click()
+    page.get_by_role("option", name="2 · ").click()
+    page.click("#new-seed")
+    wait_for(lambda: "Painted scene 2" in page.locator("#visuals-status").inner_text(), 60, "scene 2's repaint")
+    repainted = visual_state(data, project_id)
+    assert [i for i in ids if repainted[i] != painted[i]] == [ids[1]]
+    box = page.locator("#visuals-gallery").bounding_box()
+    last = page.locator("#visuals-gallery .thumbnail-item").last.bounding_box()
+    assert last["y"] + last["height"] <= box["y"] + box["height"] + 1, "the gallery cuts off a card"
+    panel_shot(page, "visuals")
+
+    # 5. Compose: preview scene 3; the picker stays on scene 3 afterwards.
+    page.click("#next-compose")
+    page.locator("#preview-scene input").click()
+    page.get_by_role("option", name="3 · ").click()
+    page.click("#preview")
+    page.locator("#preview-video video").wait_for(timeout=90_000)
+    page.get_by_text("Scene 3: ").wait_for()  # the preview's status line
+    page.wait_for_timeout(1000)  # the redraw after the preview
+    assert page.locator("#preview-scene input").input_value().startswith("3 · "), "the picker snapped back"
+
+    # 6. Render at Standard: the bar, then the video; the download is named after the title.
+    page.get_by_label("Standard").check()
+    wait_for(lambda: "720x1280" in page.locator("#render-estimate").inner_text(), 10, "the Standard estimate")
+    page.click("#render")
+    page.locator("#render-progress [data-state='done']").wait_for(timeout=180_000)
+    page.locator("#render-video video").wait_for()
+    with page.expect_download() as download_info:
+        page.click("#download")
+    download = download_info.value
+    assert download.suggested_filename.startswith("How-honeybees-turn-nectar-into-honey")
+    assert download.suggested_filename.endswith(".mp4")
+    facts = video_facts(Path(download.path()))
+    assert (facts["width"], facts["height"]) == (720, 1280) and facts["has_audio"]
+    panel_shot(page, "compose")
+
+    # 7. Reload: the same panel, project, preset and video.
+    page.reload()
+    page.locator("#render-video video").wait_for(timeout=30_000)
+    assert page.get_by_role("tab", name="5 · Compose").get_attribute("aria-selected") == "true"
+    assert page.locator(".studio-header code").first.inner_text() == project_id
+    assert page.get_by_label("Standard").is_checked()
+    page.locator("#render-progress [data-state='done']").wait_for(timeout=20_000)
+
+    # 8. A two-scene project at 1:1 renders at Maximum (this machine's app allows 4K), with an estimate first.
+    page.get_by_role("tab", name="1 · Brief").click()
+    page.locator("#brief-source textarea").fill("# Two\n\nThe first scene is short.\n\nThe second is short too.")
+    page.get_by_label("1:1").check()
+    page.click("#write-storyboard")
+    page.locator('#storyboard-table [data-testid="cell-1-1"]').wait_for()
+    wait_for(lambda: page.locator(".studio-header code").first.inner_text() != project_id, 15, "the new project")
+    two = page.locator(".studio-header code").first.inner_text()
+    page.get_by_role("tab", name="5 · Compose").click()
+    page.get_by_label("Maximum").check()
+    wait_for(lambda: "2160x2160" in page.locator("#render-estimate").inner_text(), 10, "the Maximum estimate")
+    assert "on this machine" in page.locator("#render-estimate").inner_text()
+    page.click("#render")
+    page.locator("#render-progress [data-state='done']").wait_for(timeout=300_000)
+    maximum = [r for r in job_rows(data) if r["preset"] == "maximum"]
+    assert maximum and maximum[-1]["state"] == "done"
+    kept = data / "projects" / two / "renders" / "last.mp4"
+    facts = video_facts(kept)
+    assert (facts["width"], facts["height"]) == (2160, 2160) and facts["has_audio"]
+
+    # 9. A blank scene: Narrate all narrates the others and flags it; Render refuses in the user's words and
+    #    leaves no green bar or download of the earlier render.
+    page.get_by_role("tab", name="2 · Storyboard").click()
+    page.locator("#scene-number input").fill("2")
+    page.click("#add-scene")
+    wait_for(lambda: len(project_on_disk(data, two)["scenes"]) == 3, 15, "the blank third scene")
+    page.get_by_role("tab", name="3 · Voice").click()
+    page.click("#narrate-all")
+    wait_for(lambda: "Scene 3 is empty" in page.locator("#voice-status, .studio-notes").all_inner_texts().__str__(),
+             60, "the blank scene's warning")
+    states = audio_state(data, two)
+    blank = project_on_disk(data, two)["scenes"][2]["id"]
+    assert states[blank] is None and all(v for k, v in states.items() if k != blank)
+    assert "empty" in page.locator(".scene-head").filter(has_text="Scene 3 ·").first.inner_text()
+    page.get_by_role("tab", name="5 · Compose").click()
+    page.click("#render")
+    refused = page.locator("#render-progress [data-state='refused']")
+    refused.wait_for(timeout=15_000)
+    said = refused.inner_text()
+    assert "Scene 3 is empty: write its narration or delete it" in said
+    assert "storyboard[" not in said and "duration_s" not in said and blank not in said
+    assert page.locator("#render-progress [data-state='done']").count() == 0
+    assert not page.locator("#download").is_visible()
+    assert page.locator("#render-video video").count() == 1  # the last good video stays to watch
+
+    # 10. One click: a script -> "Make the video" -> the Compose panel's one bar -> a video, and the panels show
+    #     what the job made.
+    page.get_by_role("tab", name="1 · Brief").click()
+    page.locator("#brief-source textarea").fill("# One click\n\nRain falls on the hills.\n\nRivers carry it to the sea.")
+    page.get_by_label("16:9").check()
+    page.click("#make-video")
+    page.locator("#render-progress [data-state]").wait_for(timeout=30_000)
+    assert page.get_by_role("tab", name="5 · Compose").get_attribute("aria-selected") == "true"
+    page.locator("#render-progress [data-state='done']").wait_for(timeout=180_000)
+    page.locator("#render-video video").wait_for(timeout=30_000)
+    one = page.locator(".studio-header code").first.inner_text()
+    assert one not in (project_id, two)
+    wait_for(lambda: all(audio_state(data, one).values()), 20, "the job's narration taken back into the project")
+    page.get_by_role("tab", name="3 · Voice").click()
+    wait_for(lambda: "not narrated yet" not in " ".join(page.locator(".scene-head").all_inner_texts()), 15,
+             "the voice cards to show the job's narration")
+    page.get_by_role("tab", name="6 · Projects").click()
+    page.locator("#projects-table [data-testid='cell-2-0']").wait_for()
+    panel_shot(page, "projects")

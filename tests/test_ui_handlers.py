@@ -292,7 +292,9 @@ def test_restore_after_reload(studio, session):
     session, shown = written(studio, session)
     again = ui_app.restore(studio, session)
     assert again["session"] == session and again["view"]["id"] == shown["id"]
-    assert session["tab"] == "storyboard" and again["tabs"].selected == "storyboard"  # the panel it was on
+    assert again["tabs"].selected == "brief"  # no panel kept: the first
+    assert ui_app.restore(studio, session, "voice")["tabs"].selected == "voice"  # the panel it was on
+    assert ui_app.restore(studio, session, "../x")["tabs"].selected == "brief"
     # A session naming someone else's project (or a deleted one) loses it instead of failing.
     stolen = ui_app.restore(studio, {"guest": OTHER, "project": shown["id"], "job": None})
     assert stolen["view"] is None and stolen["session"]["project"] is None
@@ -547,3 +549,113 @@ def test_data_folder_defaults(monkeypatch, tmp_path):
     monkeypatch.setattr(workspace, "SPACES_DATA", tmp_path / "absent")
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
     assert workspace.default_data_dir() == tmp_path / "xdg" / "studio"
+
+
+# -- issue 12: the studio as a person uses it ----------------------------------------------------------------------
+def test_errors_in_the_panels_speak_the_users_words():
+    from studio.ui.common import user_words
+
+    said = user_words("`storyboard[3]` has no narration and no duration_s: give it one or the other")
+    assert said == "Scene 4 has no narration and no length: give it one or the other"
+    said = user_words("scene 2 has no narration: write narration for scene 's77b341aa' or give it a visual_prompt")
+    assert "s77b341aa" not in said and "visual prompt" in said and said.startswith("Scene 2")
+
+
+def test_download_names_come_from_the_title_and_are_never_paths():
+    from studio.ui.common import title_file
+
+    assert title_file("How bees make honey: a lesson!") == "How-bees-make-honey-a-lesson.mp4"
+    assert title_file("東京 の旅") == "東京-の旅.mp4"
+    for hostile in ("../../etc/passwd", "/abs/x", "a\\b", "\x00x", "", "...."):
+        name = title_file(hostile)
+        assert "/" not in name and "\\" not in name and ".." not in name and name.endswith(".mp4"), name
+
+
+def test_the_preview_picker_stays_on_the_picked_scene(studio, session):
+    session, shown = written(studio, session)
+    third = shown["scenes"][2]["id"]
+    assert compose.show(shown, third)["scene"].value == third  # a redraw after Preview keeps scene 3
+    assert compose.show(shown, "gone")["scene"].value == shown["scenes"][0]["id"]  # a deleted scene: the first
+
+
+def test_the_preset_is_kept_with_the_project(studio, session):
+    session, shown = written(studio, session)
+    assert compose.show(shown)["preset"].value == "draft"
+    said = compose.save_preset(studio, session, "standard", None)["estimate"]
+    assert "on this machine" in said and "720x720" in said
+    again = ui_app.restore(studio, session)["view"]  # a reload
+    assert again["settings"]["preset"] == "standard" and compose.show(again)["preset"].value == "standard"
+    with pytest.raises(StudioError, match="preset"):
+        compose.save_preset(studio, session, "../maximum.toml", None)
+    # A duplicate keeps it too.
+    copy = projects.duplicate_project(studio, session, shown["id"], None)["view"]
+    assert copy["settings"]["preset"] == "standard"
+
+
+def test_every_tier_renders_from_the_app_and_a_limited_server_shows_why_not(studio, tmp_path):
+    from studio.server import Limits
+
+    # `python app.py`: 4K frames are within its runner's limits, so Maximum is offered at every aspect.
+    assert studio.limits.max_pixels >= 3840 * 2160
+    assert [name for _, name in compose.preset_choices(studio.limits, "16:9")] == ["draft", "standard", "premium",
+                                                                                   "maximum"]
+    # A server limited to 1080p frames (`studio serve`'s default) never offers it, and says why.
+    limited = Limits()
+    assert "maximum" not in [name for _, name in compose.preset_choices(limited, "1:1")]
+    table = compose.preset_table("1:1", limited)
+    assert "~~Maximum~~" in table and "over this server's limit of 2,073,600 pixels" in table
+    fake_view = {"aspect": "1:1", "scenes": [{"id": "s1"}], "seconds": 4.0}
+    assert "unavailable" in compose.estimate_md(fake_view, "maximum", limited)
+    assert "about" in compose.estimate_md(fake_view, "maximum", studio.limits)
+
+
+def test_a_blank_scene_does_not_block_narrate_all_and_render_says_which(studio, session):
+    session, shown = written(studio, session, source="# Blank\n\nThe first scene.\n\nThe second scene.")
+    project = studio.project(session, None)
+    studio.save(project.insert_scene(project.scenes[0].id), session, None)  # a blank scene 2
+    result = voice.narrate_all(studio, session, "espeak", "", "draft", None, None)
+    scenes = result["view"]["scenes"]
+    assert [bool(s["audio"]) for s in scenes] == [True, False, True]
+    assert "Scene 2 is empty: write its narration or delete it" in result["notes"]
+    card = voice.cards(result["view"])[1]
+    assert card["empty"] and "empty" in card["length"] and "silent" not in card["length"]
+    refused = compose.render(studio, session, "draft", "espeak", "cards", None)
+    assert "data-state='refused'" in refused["progress"] and "Scene 2 is empty" in refused["progress"]
+    assert "storyboard[" not in refused["progress"] and "duration_s" not in refused["progress"]
+    assert refused["session"]["job"] is None and refused["download"].visible is False
+    assert studio.runner.list(f"guest-{GUEST}") == []  # nothing was queued
+
+
+def test_make_the_video_writes_and_renders_and_the_project_takes_the_work_back(studio, session):
+    started = brief.make_video(studio, session, "# Rain\n\nRain falls on the hills.\n\nRivers carry it home.", "",
+                               "", "16:9", "en", 0, "", "auto", "script", "draft", "espeak", "cards", None, None)
+    assert started["tabs"].selected == "compose" and started["tab"] == "compose"
+    session = started["session"]
+    assert session["job"] and session["project"] == started["view"]["id"]
+    assert not any(s["audio"] for s in started["view"]["scenes"])  # the job narrates, not the click
+    done = _wait_job(studio, session)
+    assert "data-state='done'" in done["progress"]
+    after = done["view"]  # the panels redraw with what the job made
+    assert all(s["audio"] and s["visual"] for s in after["scenes"])
+    assert all(Path(s["audio"]).parent == studio.workspace.projects / after["id"] / "assets" for s in after["scenes"])
+    assert after["last"]["job"] == session["job"] and after["last"]["preset"] == "draft"
+    facts = video_facts(Path(after["last"]["path"]))
+    assert (facts["width"], facts["height"]) == (854, 480) and facts["has_audio"]
+    # Narrating now reuses the job's narration: nothing is spoken again.
+    again = voice.narrate_all(studio, session, "espeak", "", "draft", None, None)["view"]
+    assert [s["audio"] for s in again["scenes"]] == [s["audio"] for s in after["scenes"]]
+
+
+def test_uploads_are_named_as_the_user_named_them(studio, session, make_tone, make_image):
+    session, shown = written(studio, session)
+    tone = make_tone("Morning theme.wav", duration_s=1.0)
+    shown = compose.set_music(studio, session, uploaded(tone), None)["view"]
+    assert shown["music"] != "Morning theme.wav" and shown["music"].endswith(".wav")  # the server's own name
+    assert compose.show(shown)["music_note"] == "Music: `Morning theme.wav`"
+    logo = make_image("our <logo>.png", (64, 64))
+    shown = compose.set_watermark(studio, session, uploaded(logo), None)["view"]
+    assert compose.show(shown)["watermark_note"] == "Watermark: `our &lt;logo&gt;.png`"  # escaped, never markup
+    photo = make_image("beach.png", (320, 240))
+    target = shown["scenes"][0]["id"]
+    shown = visuals.use_media(studio, session, target, uploaded(photo), "draft", None)["view"]
+    assert visuals.scene_fields(shown, target)["media_note"] == "Uses your file `beach.png`."

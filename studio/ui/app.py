@@ -21,7 +21,7 @@ import gradio as gr
 from .. import providers
 from ..errors import StudioError
 from . import brief, compose, endpoints, projects, storyboard, visuals, voice
-from .common import TABS, Studio, bind, checked_session, named, shorten, view
+from .common import TABS, Studio, bind, checked_session, fix, named, shorten, view
 from .workspace import Workspace, default_data_dir
 
 # A full queue answers "busy" at once instead of piling up work (room for a burst of waits; heavy events are held to
@@ -43,7 +43,8 @@ CSS = """
 .render-progress .bar { height: 14px; background: var(--neutral-200); border-radius: 7px; overflow: hidden; }
 .render-progress .fill { height: 100%; background: var(--color-accent); transition: width 0.6s ease; }
 .render-progress.done .fill { background: #16a34a; }
-.render-progress.failed .fill, .render-progress.canceled .fill, .render-progress.interrupted .fill { background: #dc2626; }
+.render-progress.failed .fill, .render-progress.canceled .fill,
+.render-progress.interrupted .fill { background: #dc2626; }
 .render-progress.refused { border-color: #dc2626; color: #b91c1c; }
 .render-progress .label { margin-top: 6px; font-size: 0.9em; }
 .render-progress.idle { color: var(--body-text-color-subdued); }
@@ -51,10 +52,14 @@ CSS = """
 .preset-table td:nth-child(-n+2), .preset-table th:nth-child(-n+2) { white-space: nowrap; }
 #storyboard-table *, #projects-table *, #jobs-table * { font-family: var(--font); }
 .scene-tools, .tool-row { align-items: end; }
-.studio-notice { border-left: 4px solid var(--color-accent); padding: 4px 12px; background: var(--background-fill-secondary); }
+.studio-notice { border-left: 4px solid var(--color-accent); padding: 4px 12px;
+                 background: var(--background-fill-secondary); }
 .next-panel { max-width: 240px; margin-left: auto; }
 .voice-empty p { color: #b91c1c; }
-.panel-progress { min-height: 2.4em; }
+.panel-progress { min-height: 72px; }
+#visuals-gallery .fixed-height { max-height: none; min-height: 0; }
+#visuals-gallery.portrait .thumbnail-item { aspect-ratio: 9 / 16; }
+#visuals-gallery.landscape .thumbnail-item { aspect-ratio: 16 / 9; }
 .scene-tools button { margin-bottom: 4px; }
 """
 
@@ -102,8 +107,10 @@ def header(view_: dict | None) -> str:
 
 
 # -- functions --------------------------------------------------------------------------------------------------
-def restore(studio: Studio, session: Any, request: gr.Request = None) -> dict:
-    """On page load: the browser's session (a new anonymous key the first time) and its project, if it still has one."""
+def restore(studio: Studio, session: Any, tab: Any = None, request: gr.Request = None) -> dict:
+    """On page load: the browser's session (a new anonymous key the first time), its project if it still has one,
+    and the panel it was on (`tab`: kept in a browser state of its own, so a tab click never races a handler that
+    changes the session)."""
     session = checked_session(session)
     shown = None
     if session.get("project"):
@@ -111,17 +118,18 @@ def restore(studio: Studio, session: Any, request: gr.Request = None) -> dict:
             shown = view(studio.project(session, request))
         except StudioError:
             session = {**session, "project": None, "job": None}  # deleted, or not this user's
-    return {"session": session, "view": shown, "tabs": gr.Tabs(selected=session["tab"])}
+    tab = tab if tab in TABS else "brief"
+    return {"session": session, "view": shown, "tabs": gr.Tabs(selected=tab if shown or tab == "projects" else "brief")}
 
 
-def remember_tab(session: Any, tab: str) -> dict:
-    """The session with the open panel (a reload opens it again)."""
-    return {"session": {**checked_session(session), "tab": tab if tab in TABS else "brief"}}
+def remember_tab(tab: str) -> dict:
+    """The open panel, for the browser to keep (a reload opens it again)."""
+    return {"tab": tab if tab in TABS else "brief"}
 
 
-def go_to(session: Any, tab: str) -> dict:
+def go_to(tab: str) -> dict:
     """A "Next" button: open panel `tab` (and remember it)."""
-    return {**remember_tab(session, tab), "tabs": gr.Tabs(selected=tab)}
+    return {**remember_tab(tab), "tabs": gr.Tabs(selected=tab)}
 
 
 TAB_PANELS = (("brief", "Brief", brief), ("storyboard", "Storyboard", storyboard), ("voice", "Voice", voice),
@@ -129,8 +137,6 @@ TAB_PANELS = (("brief", "Brief", brief), ("storyboard", "Storyboard", storyboard
 
 
 def bind_tab(fn, tab_id: str):
-    from .common import fix
-
     return fix(fn, tab=tab_id)
 
 
@@ -159,7 +165,8 @@ def redraw_outputs(ui: SimpleNamespace) -> list:
     """Every component `redraw` may change."""
     names = {"brief": ["notes"], "storyboard": ["table", "title", "scene", "notice"], "voice": ["notes", "voice"],
              "visuals": ["gallery", "style", "notes", "scene", "prompt", "seed", "media_note"],
-             "compose": ["scene", "preset", "estimate", "captions", "caption_style", "music_volume", "transition", "music_note",
+             "compose": ["scene", "preset", "estimate", "captions", "caption_style", "music_volume", "transition",
+                         "music_note",
                          "watermark_note", "caption_font_note", "presets", "video", "download"]}
     return [ui.header] + [getattr(getattr(ui, panel), key) for panel, keys in names.items() for key in keys]
 
@@ -177,6 +184,7 @@ def build_app(studio: Studio | None = None, *, data_dir: Path | str | None = Non
     with gr.Blocks(title="Studio", delete_cache=CACHE_MAX_AGE_S) as demo:
         endpoints.register(studio)  # first, so the API's readable names are theirs (UI events are private)
         session = gr.BrowserState(None, storage_key="studio-session", secret=SESSION_KEY)
+        open_tab = gr.BrowserState("brief", storage_key="studio-tab", secret=SESSION_KEY)
         project_view = gr.State(None)
         head = gr.Markdown(header(None), elem_classes=["studio-header"])
         panels, tab_of, nexts = {}, {}, {}
@@ -189,18 +197,17 @@ def build_app(studio: Studio | None = None, *, data_dir: Path | str | None = Non
                         nexts[following[0]] = gr.Button(f"Next: {following[1]} →", size="sm", variant="secondary",
                                                         elem_id=f"next-{following[0]}", elem_classes=["next-panel"])
                 tab_of[tab_id] = tab
-        ui = SimpleNamespace(session=session, view=project_view, tabs=tabs, header=head, projects_tab=tab_of["projects"],
+        ui = SimpleNamespace(session=session, tab=open_tab, view=project_view, tabs=tabs, header=head,
+                             projects_tab=tab_of["projects"],
                              brief=panels["brief"], storyboard=panels["storyboard"], voice=panels["voice"],
                              visuals=panels["visuals"], compose=panels["compose"], projects=panels["projects"])
         visuals_ui, compose_ui = ui.visuals, ui.compose
         for tab_id, tab in tab_of.items():
-            fn, outputs = named(bind_tab(remember_tab, tab_id), {"session": session})
-            tab.select(fn, inputs_kwargs=dict(session=session), outputs=outputs, concurrency_limit=None,
-                       api_visibility="private", show_progress="hidden")
+            fn, outputs = named(bind_tab(remember_tab, tab_id), {"tab": open_tab})
+            tab.select(fn, outputs=outputs, concurrency_limit=None, api_visibility="private", show_progress="hidden")
         for tab_id, button in nexts.items():
-            fn, outputs = named(bind_tab(go_to, tab_id), {"session": session, "tabs": tabs})
-            button.click(fn, inputs_kwargs=dict(session=session), outputs=outputs, concurrency_limit=None,
-                         api_visibility="private", show_progress="hidden")
+            fn, outputs = named(bind_tab(go_to, tab_id), {"tab": open_tab, "tabs": tabs})
+            button.click(fn, outputs=outputs, concurrency_limit=None, api_visibility="private", show_progress="hidden")
         for module in (brief, storyboard, voice, visuals, compose, projects):
             module.wire(studio, ui)
 
@@ -211,7 +218,7 @@ def build_app(studio: Studio | None = None, *, data_dir: Path | str | None = Non
         fn, load_outputs = named(bind(restore, studio), {"session": session, "view": project_view, "tabs": tabs})
         poll, poll_outputs = named(bind(compose.poll, studio), compose.job_components(ui))
         # A reload finds the project again, then reattaches to its render job (the timer runs while it does).
-        demo.load(fn, inputs_kwargs=dict(session=session), outputs=load_outputs, concurrency_limit=None,
+        demo.load(fn, inputs_kwargs=dict(session=session, tab=open_tab), outputs=load_outputs, concurrency_limit=None,
                   api_visibility="private").then(poll, inputs_kwargs=dict(session=session), outputs=poll_outputs,
                                                  concurrency_limit=None, api_visibility="private")
     return demo

@@ -14,6 +14,7 @@ import gradio as gr
 from ..errors import StudioError
 from ..project import ASPECTS
 from ..storyboard import MODES
+from . import compose
 from .common import (GPU, Studio, bind, checked_session, gpu, named, notes_md, progress_to, providers_md,
                      view)
 
@@ -63,10 +64,12 @@ def write(studio: Studio, session: dict, source: str, title: str, style: str, as
     studio.workspace.save_settings(project, preset=preset or "draft")
     shown = view(project)
     return {
-        "session": {**session, "project": shown["id"], "job": None, "tab": "storyboard"},
+        "session": {**session, "project": shown["id"], "job": None},
+        "tab": "storyboard",
         "view": shown,
         "notes": notes_md(shown, "storyboard:"),
         "tabs": gr.Tabs(selected="storyboard"),
+        "progress": compose.progress_html(None),  # the bar of the previous project's render is not this one's
     }
 
 
@@ -78,14 +81,10 @@ def make_video(studio: Studio, session: dict, source: str, title: str, style: st
     """One click: write the storyboard (a new project), then render it with the current choices (preset, narrator,
     painter) as one background job that narrates, paints and composes; the Compose panel shows its one progress
     bar, and the project takes back the narration and visuals when it is done."""
-    from . import compose
-
     written = write(studio, session, source, title, style, aspect, language, target_s, voice, writer, mode, preset,
                     request, progress)
-    session = {**written["session"], "tab": "compose"}
-    started = compose.render(studio, session, preset, narrator, painter, request)
-    return {**written, **started, "session": {**started["session"], "tab": "compose"},
-            "tabs": gr.Tabs(selected="compose")}
+    started = compose.render(studio, written["session"], preset, narrator, painter, request)
+    return {**written, **started, "tab": "compose", "tabs": gr.Tabs(selected="compose")}
 
 
 def show(view_: dict | None) -> dict:
@@ -136,14 +135,14 @@ def layout(studio: Studio) -> SimpleNamespace:
 # -- wiring -----------------------------------------------------------------------------------------------------
 def wire(studio: Studio, ui: SimpleNamespace) -> None:
     p = ui.brief
-    fn, outputs = named(bind(write, studio), {"session": ui.session, "view": ui.view, "notes": p.notes, "tabs": ui.tabs})
+    fn, outputs = named(bind(write, studio), {"session": ui.session, "view": ui.view, "notes": p.notes, "tabs": ui.tabs,
+                                             "tab": ui.tab, "progress": ui.compose.progress})
     p.write.click(fn, inputs_kwargs=dict(session=ui.session, source=p.source, title=p.title, style=p.style,
                                          aspect=p.aspect, language=p.language, target_s=p.target_s, voice=p.voice,
                                          writer=p.writer, mode=p.mode, preset=ui.compose.preset),
                   outputs=outputs, concurrency_id=GPU, concurrency_limit=1, api_visibility="private")
-    from .compose import job_components
-
-    fn, outputs = named(bind(make_video, studio), {**job_components(ui), "notes": p.notes, "tabs": ui.tabs})
+    fn, outputs = named(bind(make_video, studio), {**compose.job_components(ui), "notes": p.notes, "tabs": ui.tabs,
+                                                  "tab": ui.tab})
     p.make.click(fn, inputs_kwargs=dict(session=ui.session, source=p.source, title=p.title, style=p.style,
                                         aspect=p.aspect, language=p.language, target_s=p.target_s, voice=p.voice,
                                         writer=p.writer, mode=p.mode, preset=ui.compose.preset,

@@ -1,8 +1,8 @@
 """What every panel shares: the per-user session, the project view, errors, progress, served files, the GPU shim.
 
 Per-user state is the browser's *session*, a small dict kept in ``gr.BrowserState`` (so a page reload finds the same
-project, running job and panel): ``{"guest": <key>, "project": <project id or None>, "job": <job id or None>,
-"tab": <the open panel>}``. The
+project and running job): ``{"guest": <key>, "project": <project id or None>, "job": <job id or None>}`` (the open
+panel is a browser state of its own, so a tab click never races a handler that changes the session). The
 project itself lives on disk in the user's workspace and every handler loads it by id (`Studio.project`), so nothing
 about a user is ever held in a module global.
 """
@@ -46,15 +46,14 @@ TABS = ("brief", "storyboard", "voice", "visuals", "compose", "projects")
 
 
 def empty_session() -> dict:
-    return {"guest": new_guest_key(), "project": None, "job": None, "tab": "brief"}
+    return {"guest": new_guest_key(), "project": None, "job": None}
 
 
 def checked_session(session: Any) -> dict:
     """The session from the browser, repaired if it is missing or malformed (a new anonymous key)."""
     if not isinstance(session, dict) or not isinstance(session.get("guest"), str) or len(session["guest"]) != 32:
         return empty_session()
-    tab = session.get("tab") if session.get("tab") in TABS else "brief"
-    return {"guest": session["guest"], "project": session.get("project"), "job": session.get("job"), "tab": tab}
+    return {"guest": session["guest"], "project": session.get("project"), "job": session.get("job")}
 
 
 @dataclass
@@ -207,7 +206,7 @@ def named(fn: Callable, outputs: dict[str, Any], *, soft: bool = False) -> tuple
                 result = fn(*args, **kwargs)
             except StudioError as exc:
                 gr.Warning(user_words(str(exc)), title="Not changed")
-                return {}
+                return {component: gr.skip() for component in outputs.values()}
         else:
             result = friendly(fn, words=True)(*args, **kwargs)
         unknown = set(result) - set(names)
@@ -505,7 +504,8 @@ def _last(project: Project) -> dict | None:
 
 def blank_scenes(view_: dict | None) -> list[int]:
     """The 1-based numbers of scenes with neither narration nor a length (nothing to say, no time to fill)."""
-    return [s["n"] for s in (view_ or {}).get("scenes", []) if not (s["narration"] or "").strip() and s["duration_s"] is None]
+    return [s["n"] for s in (view_ or {}).get("scenes", [])
+            if not (s["narration"] or "").strip() and s["duration_s"] is None]
 
 
 def blank_message(numbers: list[int]) -> str:

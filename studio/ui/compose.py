@@ -54,7 +54,7 @@ def preset_table(aspect: str = "16:9", limits=None) -> str:
         width, height = preset.size(aspect)
         if name in refused:
             rows.append(f"| ~~{html.escape(preset.label)}~~ | {width}x{height} @ {preset.fps} fps | unavailable here "
-                        f"| {html.escape(refused[name])} |")
+                        f"| {html.escape(refused[name], quote=False)} |")
             continue
         encoder = pick_encoder(preset)  # NVENC only when a real test encode works (probed once per process)
         where = "GPU (NVENC)" if "nvenc" in encoder else "CPU"
@@ -76,7 +76,7 @@ def estimate_md(view_: dict | None, preset: str, limits=None) -> str:
         return ""
     refused = unavailable(limits, view_["aspect"])
     if preset in refused:
-        return f"⛔ {load_preset(preset).label} is unavailable here: {html.escape(refused[preset])}."
+        return f"⛔ {load_preset(preset).label} is unavailable here: {html.escape(refused[preset], quote=False)}."
     try:
         from ..estimate import estimate_render_s
 
@@ -93,8 +93,7 @@ def save_preset(studio: Studio, session: dict, preset: str, request: gr.Request 
     project = studio.project(session, request)
     studio.preset(preset)  # a tier name of this server, or an error
     studio.workspace.save_settings(project, preset=preset)
-    shown = view(project)
-    return {"view": shown, "estimate": estimate_md(shown, preset, studio.limits)}
+    return {"estimate": estimate_md(view(project), preset, studio.limits)}
 
 
 def save_choice(studio: Studio, session: dict, narrator: str | None = None, painter: str | None = None,

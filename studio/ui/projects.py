@@ -62,8 +62,15 @@ def open_project(studio: Studio, session: dict, project_id: str, request: gr.Req
     if not project_id:
         raise StudioError("pick a project in the list first")
     project = studio.workspace.load(project_id, studio.owner(session, request))
-    return {"session": {**session, "project": project_id, "job": None, "tab": "storyboard"}, "view": view(project),
-            "tabs": gr.Tabs(selected="storyboard")}
+    return {"session": {**session, "project": project_id, "job": None}, "view": view(project),
+            "tabs": gr.Tabs(selected="storyboard"), "tab": "storyboard", "progress": _idle()}
+
+
+def _idle() -> str:
+    """The Compose panel's bar when another project opens (the previous one's render is not this one's)."""
+    from .compose import progress_html
+
+    return progress_html(None)
 
 
 def duplicate_project(studio: Studio, session: dict, project_id: str, request: gr.Request = None) -> dict:
@@ -77,7 +84,7 @@ def duplicate_project(studio: Studio, session: dict, project_id: str, request: g
     gr.Info(said, title="Duplicated")
     session = {**session, "project": shown["id"], "job": None}
     return {"session": session, "view": shown, **list_projects(studio, session, request), "picked": shown["id"],
-            "picked_note": picked_md(studio, session, shown["id"], request), "said": said}
+            "picked_note": picked_md(studio, session, shown["id"], request), "said": said, "progress": _idle()}
 
 
 def ask_delete(studio: Studio, session: dict, project_id: str, request: gr.Request = None) -> dict:
@@ -106,10 +113,10 @@ def delete_project(studio: Studio, session: dict, project_id: str, request: gr.R
         if rest:
             session = {**session, "project": rest[0].id, "job": None}
             said += f" Opened “{shorten(rest[0].title, 60)}”, your most recently changed project."
-            result.update(session=session, view=view(studio.workspace.load(rest[0].id, owner)))
+            result.update(session=session, view=view(studio.workspace.load(rest[0].id, owner)), progress=_idle())
         else:
             said += " You have no other project: write a new storyboard in the Brief panel."
-            result.update(session={**session, "project": None, "job": None}, view=None)
+            result.update(session={**session, "project": None, "job": None}, view=None, progress=_idle())
     gr.Info(said, title="Deleted")
     return {**result, "said": said, "picked_note": picked_md(studio, session, None, request)}
 
@@ -211,18 +218,20 @@ def wire(studio: Studio, ui: SimpleNamespace) -> None:
     p.picked_job.change(fn, inputs_kwargs=dict(session=ui.session, job_id=p.picked_job), outputs=outputs, **light)
     fn, outputs = named(pick_project, {"picked": p.picked})
     p.projects.select(fn, inputs=[p.projects], outputs=outputs, **light)
-    fn, outputs = named(bind(open_project, studio), {"session": ui.session, "view": ui.view, "tabs": ui.tabs})
+    fn, outputs = named(bind(open_project, studio), {"session": ui.session, "view": ui.view, "tabs": ui.tabs,
+                                                     "tab": ui.tab, "progress": ui.compose.progress})
     p.open.click(fn, inputs_kwargs=dict(session=ui.session, project_id=p.picked), outputs=outputs, **light)
     fn, outputs = named(bind(show_picked, studio), {"picked_note": p.picked_note})
     p.picked.change(fn, inputs_kwargs=dict(session=ui.session, project_id=p.picked), outputs=outputs, **light)
     fn, outputs = named(bind(duplicate_project, studio), {"session": ui.session, "view": ui.view,
                                                           "projects": p.projects, "picked": p.picked,
-                                                          "picked_note": p.picked_note, "said": p.said})
+                                                          "picked_note": p.picked_note, "said": p.said,
+                                                          "progress": ui.compose.progress})
     p.duplicate.click(fn, inputs_kwargs=dict(session=ui.session, project_id=p.picked), outputs=outputs, **light)
     fn, outputs = named(bind(ask_delete, studio), {"confirm": p.confirm, "confirm_note": p.confirm_note})
     p.delete.click(fn, inputs_kwargs=dict(session=ui.session, project_id=p.picked), outputs=outputs, **light)
     p.keep.click(lambda: gr.Row(visible=False), None, p.confirm, **light)
     fn, outputs = named(bind(delete_project, studio), {"session": ui.session, "view": ui.view, "projects": p.projects,
                                                        "picked": p.picked, "confirm": p.confirm, "said": p.said,
-                                                       "picked_note": p.picked_note})
+                                                       "picked_note": p.picked_note, "progress": ui.compose.progress})
     p.really.click(fn, inputs_kwargs=dict(session=ui.session, project_id=p.picked), outputs=outputs, **light)

@@ -25,8 +25,10 @@ def _illustrate(studio: Studio, session: dict, request: Any, project, only, pain
     chosen = studio.preset(preset)
     studio.check(project, chosen)  # the server's limits, before anything is painted
     started = time.perf_counter()
+    report = progress_to(progress)
+    report(0.0, "starting the painter (the first time loads its model)")
     project = illustrate(project, painter=painter or "auto", preset=chosen, only=only,
-                         media_root=project.folder, on_progress=progress_to(progress))
+                         media_root=project.folder, on_progress=report)
     shown = view(studio.save(project, session, request))
     ids = [s["id"] for s in shown["scenes"]]
     said = f"scene {ids.index(only[0]) + 1}" if only and len(only) == 1 else f"{len(only or ids)} scenes"
@@ -132,7 +134,11 @@ def show(view_: dict | None, picked: str | None = None) -> dict:
         return {"gallery": [], "style": "", "notes": "", "scene": gr.Dropdown(choices=[], value=None)}
     ids = [s["id"] for s in view_["scenes"]]
     picked = picked if picked in ids else (ids[0] if ids else None)
-    return {"gallery": gallery(view_), "style": view_["style"], "notes": notes_md(view_, "painter:", "visuals:"),
+    portrait = view_["aspect"] == "9:16"  # tall cards: more of them a row, each as tall as it is drawn
+    return {"gallery": gr.Gallery(gallery(view_), columns=6 if portrait else 4,
+                                  elem_classes=["scene-gallery", {"9:16": "portrait", "16:9": "landscape"}.get(
+                                      view_["aspect"], "square")]),
+            "style": view_["style"], "notes": notes_md(view_, "painter:", "visuals:"),
             **scene_fields(view_, picked), "scene": gr.Dropdown(choices=scene_choices(view_), value=picked)}
 
 

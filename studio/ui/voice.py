@@ -28,8 +28,9 @@ def _narrate(studio: Studio, session: dict, request: Any, project, only, narrato
     chosen = studio.preset(preset)
     studio.check(project, chosen)  # the server's limits, before any narration is made
     started = time.perf_counter()
-    project = narrate(project, narrator=narrator or "auto", preset=chosen, only=only,
-                      on_progress=progress_to(progress))
+    report = progress_to(progress)
+    report(0.0, "starting the narrator (the first time loads its voice)")
+    project = narrate(project, narrator=narrator or "auto", preset=chosen, only=only, on_progress=report)
     shown = view(studio.save(project, session, request))
     count = len(only) if only is not None else len(shown["scenes"])
     said = f"{count} scene{'s' if count != 1 else ''}" if only is None or count != 1 else \
