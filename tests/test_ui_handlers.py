@@ -616,7 +616,7 @@ def test_a_blank_scene_does_not_block_narrate_all_and_render_says_which(studio, 
     result = voice.narrate_all(studio, session, "espeak", "", "draft", None, None)
     scenes = result["view"]["scenes"]
     assert [bool(s["audio"]) for s in scenes] == [True, False, True]
-    assert "Scene 2 is empty: write its narration or delete it" in result["notes"]
+    assert "Scene 2 is empty: write its narration or delete it" in result["status"]
     card = voice.cards(result["view"])[1]
     assert card["empty"] and "empty" in card["length"] and "silent" not in card["length"]
     refused = compose.render(studio, session, "draft", "espeak", "cards", None)

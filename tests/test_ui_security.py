@@ -208,12 +208,13 @@ def test_anonymous_api_clients_are_separate_users(tmp_path):
             second.predict(project_id=project["project_id"], scenes=[{"narration": "Mine now."}],
                            api_name="/edit_storyboard")
         assert first.predict(project_id=project["project_id"], api_name="/project")["scenes"][0]["narration"] != "Mine now."
-        # The page's configuration holds no secret of the server: the session key is the public, fixed name.
+        # The page's configuration holds no secret of the server: every browser state (the session, the open panel)
+        # has the public, fixed key.
         from studio.ui.app import SESSION_KEY
 
         config = httpx.get(url + "/config", timeout=10).json()
         states = [c for c in config["components"] if c["type"] == "browserstate"]
-        assert [c["props"]["secret"] for c in states] == [SESSION_KEY]
+        assert states and {c["props"]["secret"] for c in states} == {SESSION_KEY}
         assert not (data / "ui-secret").exists()
         first.close()
         second.close()

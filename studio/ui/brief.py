@@ -123,7 +123,7 @@ def layout(studio: Studio) -> SimpleNamespace:
         make_btn = gr.Button("Make the video ▶", variant="secondary", elem_id="make-video", scale=1)
     gr.Markdown("**Write storyboard** to check and change each step (scenes, voice, visuals) before rendering; "
                 "**Make the video** writes, narrates, paints and renders with the current choices in one go.",
-                elem_classes=["studio-notes"])
+                elem_classes=["hint"])
     notes = gr.Markdown(elem_classes=["studio-notes"])
     gr.Examples(example_rows(), inputs=[source, title, style, aspect], label="Examples: briefs and scripts",
                 example_labels=[row[0] if len(row[0]) < 60 else f"Script: {row[0].splitlines()[0].lstrip('# ')}"

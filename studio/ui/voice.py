@@ -53,7 +53,7 @@ def narrate_all(studio: Studio, session: dict, narrator: str, voice: str, preset
     out = _narrate(studio, session, request, project, only, narrator, voice, preset, progress)
     if blank:
         gr.Warning(blank_message(blank), title="Not narrated")
-        out["notes"] = f"⚠️ {blank_message(blank)}.\n" + out["notes"]
+        out["status"] = f"{out['status']} ⚠️ {blank_message(blank)}."  # a redraw leaves the status line alone
     return out
 
 
