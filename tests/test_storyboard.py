@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
 ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,40}$")
 # The connective words an English outline may add to the brief's own (kept here, apart from the code under test).
-CONNECTIVES = {"this", "video", "is", "about", "first", "next", "then", "finally", "to", "sum", "up", "and"}
+CONNECTIVES = {"this", "video", "is", "about", "first", "next", "then", "finally", "to", "sum", "up", "and", "in", "we"}
 
 
 def words(text: str) -> list[str]:
@@ -303,6 +303,9 @@ def test_non_english_outline_adds_no_english_words():
     ("The sky is blue because of scattering", "The sky is blue because of scattering."),
     ("This is my first vlog", "This is my first vlog."),
     ("Tokyo was amazing", "Tokyo was amazing."),
+    # What the user wants to do, once the request words are gone, is what the video does.
+    ("I want to show how tea is made", "In this video we show how tea is made."),
+    ("I'd like to compare cats and dogs", "In this video we compare cats and dogs."),
     # A question stays a question.
     ("Why is the sky blue?", "Why is the sky blue?"),
     ("Is coffee bad for you", "Is coffee bad for you?"),

@@ -374,6 +374,9 @@ def _opening(core: str, proper: Collection[str] = ()) -> str:
     "This video is about we flew ..." is not English."""
     if not re.search(r"[A-Za-z]", core):  # not written in Latin letters: said as it is, no English words added
         return core + "."
+    infinitive = re.match(r"(?i)to\s+([A-Za-z]+)\s+(.+)", core)
+    if infinitive:  # "I want to show how tea is made" (its request words gone): say what the video does
+        return f"In this video we {infinitive.group(1).lower()} {infinitive.group(2)}."
     kind = _brief_kind(core)
     first = core.split()[0] if core.split() else ""
     if kind == "phrase":
