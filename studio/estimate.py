@@ -243,3 +243,119 @@ def estimate_render_s(project_or_seconds: "Project | float", preset: "Preset | s
     return Estimate(seconds=seconds, video_s=video_s, width=width, height=height, fps=preset.fps, encoder=encoder,
                     scenes=count)
 
+
+
+# -- every step, before a run: who would run it, how long, how much memory -------------------------------------------
+# Seconds per scene (and the memory loaded) of each provider when neither the model catalogue nor this machine's
+# history has a figure: conservative round numbers from runs of the offline providers on a 2-core CPU and the model
+# providers' typical figures on a recent NVIDIA GPU (Bark small/full ~5-10 s a sentence; an SDXL-class image ~3 s;
+# a 16-frame AnimateDiff clip ~40 s), and 5-20x that on a CPU.
+FALLBACK_S = {  # provider -> (per scene on a GPU, per scene on a CPU)
+    "rules": (0.01, 0.01), "openai": (3.0, 3.0), "transformers": (4.0, 40.0),
+    "piper": (0.3, 0.6), "espeak": (0.1, 0.2), "bark": (8.0, 90.0),
+    "cards": (0.15, 0.15), "local": (0.3, 0.3), "diffusers-image": (3.0, 45.0), "diffusers-video": (40.0, 900.0),
+}
+STEP_KINDS = (("storyboard", "storyboard"), ("narrate", "narrator"), ("illustrate", "painter"))
+
+
+@dataclass(frozen=True)
+class StepEstimate:
+    """One step of a run as estimated before it starts.
+
+    Attributes:
+        step: ``narrate``, ``illustrate`` or ``compose`` (``storyboard`` when the run writes one).
+        provider: Who would run it (``auto`` resolved as a render would), or the encoder for ``compose``.
+        seconds: Estimated seconds for the scenes still to make.
+        memory_bytes: Memory its model needs loaded (0 for offline providers; None when unknown).
+        source: Where the figure comes from: ``measured here`` (earlier runs, `studio.history`), ``catalogue``,
+            ``typical`` (a built-in round number) or ``test encode`` (compose).
+        model: The model it would load, if any.
+    """
+
+    step: str
+    provider: str
+    seconds: float
+    memory_bytes: int | None = 0
+    source: str = "typical"
+    model: str | None = None
+
+    @property
+    def text(self) -> str:
+        memory = f", {self.memory_bytes / 2**30:.1f} GiB loaded" if self.memory_bytes else ""
+        model = f" ({self.model})" if self.model else ""
+        return f"{self.step}: {self.provider}{model}, {duration_words(self.seconds)}{memory} [{self.source}]"
+
+
+def _catalogue_entry(provider: str, model: str | None) -> object | None:
+    """The model catalogue's entry for a provider's model (`studio.catalog`), when there is one."""
+    if not model:
+        return None
+    try:
+        from .catalog import load_catalog  # the model catalogue, when this installation has it
+
+        return load_catalog().get(model)
+    except Exception:  # noqa: BLE001 - no catalogue, or no entry: estimate from the built-in figures
+        return None
+
+
+def _per_scene(step: str, provider: str, model: str | None, device: str) -> tuple[float, int | None, str]:
+    from . import history
+
+    entry = _catalogue_entry(provider, model)
+    memory = None
+    if entry is not None:
+        memory = getattr(entry, "gpu_bytes" if device == "gpu" else "cpu_bytes", None)
+    measured = history.per_scene_s(step, provider, model, device)
+    if measured is not None:
+        return measured, memory, "measured here"
+    if entry is not None:
+        value = getattr(entry, "gpu_s_per_scene" if device == "gpu" else "cpu_s_per_scene", None)
+        if isinstance(value, (int, float)):
+            return float(value), memory, "catalogue"
+    gpu_s, cpu_s = FALLBACK_S.get(provider, (5.0, 60.0))
+    return (gpu_s if device == "gpu" else cpu_s), (memory if memory is not None else (0 if provider in (
+        "rules", "openai", "piper", "espeak", "cards", "local") else None)), "typical"
+
+
+def estimate_steps(project: "Project", preset: "Preset | str", *, narrator: str = "auto", painter: str = "auto",
+                   writer: str | None = None, device: str | None = None) -> list[StepEstimate]:
+    """Each step of rendering `project` with `preset` on this machine, before anything runs: the provider `auto`
+    would choose (checks only: no model is loaded), the seconds for the scenes it still has to make, and the memory
+    its model needs. Figures: this machine's earlier runs (`studio.history`), else the model catalogue's, else
+    typical ones; the compose step is `estimate_render_s` (a real test encode).
+
+    Args:
+        project: The project (scenes already narrated or painted cost nothing).
+        preset: A `Preset` or a tier name.
+        narrator, painter: The providers asked for (``auto`` is resolved by the preset's preferences).
+        writer: Also estimate writing the storyboard with this writer (a render from text); None: it is written.
+        device: ``gpu`` or ``cpu``; default: ``gpu`` when an NVIDIA GPU is seen here.
+    """
+    from . import providers
+    from .devices import gpus
+    from .errors import ProviderUnavailable
+    from .presets import load_preset
+
+    if not hasattr(preset, "encoder_args"):
+        preset = load_preset(preset)
+    device = device or ("gpu" if gpus() else "cpu")
+    todo = {"storyboard": 1 if writer else 0,
+            "narrate": sum(1 for s in project.scenes if s.audio is None and s.narration.strip()),
+            "illustrate": sum(1 for s in project.scenes if s.visual is None)}
+    asked = {"storyboard": writer or "auto", "narrate": narrator, "illustrate": painter}
+    out = []
+    for step, kind in STEP_KINDS:
+        if step == "storyboard" and not writer:
+            continue
+        try:
+            choice = providers.choose(kind, asked[step] or "auto", prefer=preset.providers.get(kind),
+                                      configs=preset.models)
+            name = choice.name
+        except ProviderUnavailable as exc:
+            raise StudioError(f"{step}: {exc}") from None
+        model = (preset.models.get(name) or {}).get("model")
+        per_scene, memory, source = _per_scene(step, name, model, device)
+        out.append(StepEstimate(step, name, per_scene * todo[step], memory, source, model))
+    composed = estimate_render_s(project, preset)
+    out.append(StepEstimate("compose", composed.encoder, composed.seconds, 0, "test encode"))
+    return out

@@ -281,6 +281,7 @@ def make_video(
         project = run.step("narrate", "narrated", project, [
             Task("narrate", {"project": project, "scene_id": i, "narrator": narrator, "preset": preset}, gpu=gpu,
                  label=f"narrate scene {n}") for n, i in enumerate(ids, 1)])
+        _record_time(project, preset, steps[-1], "narrator")
         check(cancel)
 
         # 4. Visuals, scene by scene
@@ -288,6 +289,7 @@ def make_video(
         project = run.step("illustrate", "painted", project, [
             Task("paint", {"project": project, "scene_id": i, "painter": painter, "preset": preset, "media_root": root},
                  gpu=gpu and not project.scene(i).media, label=f"paint scene {n}") for n, i in enumerate(ids, 1)])
+        _record_time(project, preset, steps[-1], "painter")
         check(cancel)
 
         # 5. Compose: segments (each cached, any worker) joined with the soundtrack, or one pass
@@ -298,6 +300,21 @@ def make_video(
         return RunSummary(output=result.path, duration_s=result.duration_s, size_bytes=result.size_bytes,
                           width=result.width, height=result.height, fps=result.fps, encoder=result.encoder,
                           steps=tuple(steps), project=project, segmented=segments, soundtrack_reused=sound_reused)
+
+
+def _record_time(project: Project, preset: Preset, report: StepReport, kind: str) -> None:
+    """Keep this run's seconds per scene made by the step's provider (`studio.history`), for later estimates."""
+    if report.made <= 0:
+        return
+    from . import history
+    from .devices import gpus
+
+    note = next((n for n in reversed(project.notes) if n.startswith(f"{kind}: ")), "")
+    provider = note.split(":", 2)[1].strip() if note.count(":") >= 2 else ""
+    if provider:
+        model = (preset.models.get(provider) or {}).get("model")
+        history.record(report.name, provider, model, "gpu" if gpus() else "cpu", seconds=report.seconds,
+                       scenes=report.made)
 
 
 def _with_compose_notes(project: Project, notes: Any) -> Project:

@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +15,8 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+# Measured step times (studio.history) of the test runs go to a file of their own, not the user's cache.
+os.environ.setdefault("STUDIO_HISTORY_FILE", os.path.join(tempfile.mkdtemp(prefix="studio-history-"), "timings.json"))
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -149,3 +149,46 @@ def test_project_lengths_follow_the_timeline(make_image, make_tone):
 def test_bad_lengths_are_refused(bad):
     with pytest.raises(StudioError):
         est.estimate_render_s(bad, "draft")
+
+
+# -- every step before a run: providers, seconds, memory; measured history --------------------------------------
+def test_history_keeps_a_running_mean_per_provider_and_device(tmp_path):
+    from studio import history
+
+    path = tmp_path / "timings.json"
+    assert history.per_scene_s("narrate", "piper", None, "cpu", path=path) is None
+    history.record("narrate", "piper", None, "cpu", seconds=4.0, scenes=4, path=path)
+    assert history.per_scene_s("narrate", "piper", None, "cpu", path=path) == pytest.approx(1.0)
+    history.record("narrate", "piper", None, "cpu", seconds=2.0, scenes=1, path=path)
+    assert history.per_scene_s("narrate", "piper", None, "cpu", path=path) == pytest.approx(0.7 * 1.0 + 0.3 * 2.0)
+    assert history.per_scene_s("narrate", "piper", None, "gpu", path=path) is None  # another device: no figure
+    history.record("narrate", "piper", None, "cpu", seconds=9.0, scenes=0, path=path)  # nothing made: not counted
+    assert history.per_scene_s("narrate", "piper", None, "cpu", path=path) == pytest.approx(1.3)
+    path.write_text("{not json")
+    assert history.per_scene_s("narrate", "piper", None, "cpu", path=path) is None  # damaged: no history, no error
+
+
+def test_estimate_steps_names_providers_and_uses_what_a_run_measured(tmp_path, monkeypatch):
+    from studio import Project, history
+    from studio.estimate import estimate_steps
+    from studio.pipeline import make_video
+    from studio.storyboard import write_storyboard
+
+    monkeypatch.setenv("STUDIO_HISTORY_FILE", str(tmp_path / "timings.json"))
+    project = write_storyboard("One short scene.\n\nAnother short scene.", mode="script")
+    before = {e.step: e for e in estimate_steps(project, "draft", narrator="espeak", painter="cards", device="cpu")}
+    assert list(before) == ["narrate", "illustrate", "compose"]
+    assert before["narrate"].provider == "espeak" and before["narrate"].source == "typical"
+    assert before["illustrate"].provider == "cards" and before["illustrate"].memory_bytes == 0
+    assert before["compose"].source == "test encode" and before["compose"].seconds > 0
+
+    make_video(project, preset="draft", output=tmp_path / "out.mp4", narrator="espeak", painter="cards",
+               project_dir=tmp_path / "p")
+    measured = history.per_scene_s("narrate", "espeak", None, "cpu")
+    assert measured is not None and measured > 0
+    after = {e.step: e for e in estimate_steps(project, "draft", narrator="espeak", painter="cards", device="cpu")}
+    assert after["narrate"].source == "measured here"
+    assert after["narrate"].seconds == pytest.approx(measured * 2)  # two scenes still to narrate in `project`
+    done = Project.load(tmp_path / "p")
+    assert {e.step: e.seconds for e in estimate_steps(done, "draft", narrator="espeak", painter="cards",
+                                                      device="cpu")}["narrate"] == 0  # nothing left to narrate

@@ -475,6 +475,7 @@ def view(project: Project | None) -> dict | None:
         })
     return {
         "id": project_id_of(project),
+        "folder": str(project.folder),
         "title": project.title,
         "aspect": project.aspect,
         "style": project.style,

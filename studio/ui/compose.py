@@ -71,20 +71,33 @@ def preset_choices(limits=None, aspect: str = "16:9") -> list[tuple[str, str]]:
 
 
 def estimate_md(view_: dict | None, preset: str, limits=None) -> str:
-    """How long a render at `preset` should take on this machine, before it starts (or why the tier is not here)."""
+    """How long a render at `preset` should take on this machine, step by step, before it starts (or why the tier
+    is not here): the providers `auto` would choose, seconds for what is still to make, memory, and where each
+    figure comes from (this machine's earlier runs, the model catalogue, a test encode)."""
     if not view_ or not view_["scenes"]:
         return ""
     refused = unavailable(limits, view_["aspect"])
     if preset in refused:
         return f"⛔ {load_preset(preset).label} is unavailable here: {html.escape(refused[preset], quote=False)}."
     try:
-        from ..estimate import estimate_render_s
+        from ..estimate import estimate_render_s, estimate_steps
+        from ..project import Project
 
-        estimate = estimate_render_s(view_["seconds"], load_preset(preset), view_["aspect"],
-                                     scenes=len(view_["scenes"]))
+        chosen = load_preset(preset)
+        composed = estimate_render_s(view_["seconds"], chosen, view_["aspect"], scenes=len(view_["scenes"]))
+        settings = view_.get("settings") or {}
+        steps = estimate_steps(Project.load(Path(view_["folder"])), chosen, narrator=settings.get("narrator", "auto"),
+                               painter=settings.get("painter", "auto")) if view_.get("folder") else []
     except (StudioError, OSError, ImportError) as exc:  # no estimate is no reason to stop a render
         return f"(no time estimate: {html.escape(str(exc))[:200]})"
-    return f"⏱ {html.escape(estimate.text)}"
+    total = sum(s.seconds for s in steps[:-1]) + composed.seconds
+    from ..estimate import duration_words
+
+    lines = [f"⏱ **{duration_words(total)}** on this machine for this render:"]
+    lines += [f"- {html.escape(s.text)}" for s in steps[:-1] if s.seconds > 0]
+    lines.append(f"- compose: {composed.resolution_name} {composed.width}x{composed.height} at {composed.fps} fps, "
+                 f"{html.escape(composed.encoder)} ({composed.device}), {composed.duration_text} [test encode]")
+    return "\n".join(lines)
 
 
 # -- functions --------------------------------------------------------------------------------------------------
