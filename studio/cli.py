@@ -62,6 +62,9 @@ def build_parser() -> argparse.ArgumentParser:
     render.add_argument("--encoder", help="force a video encoder: libx264, h264_nvenc or hevc_nvenc")
     render.add_argument("--seed", type=int, help="project seed for the visuals")
     render.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    render.add_argument("--dry-run", action="store_true", help="say which provider would run each step, how long "
+                                                               "each should take here and the memory it needs; "
+                                                               "render nothing")
 
     story = sub.add_parser("storyboard", help="write a storyboard (.csv or .json) to inspect and edit before rendering")
     _add_source(story, storyboard=False)
@@ -205,10 +208,14 @@ def cmd_render(args: argparse.Namespace) -> int:
             raise StudioError(f"{args.project} holds no project yet: give a SCRIPT, --brief or --storyboard to start one")
         project = Project.load(args.project)
         media_root = args.project
+    elif isinstance(source, tuple) and args.dry_run:
+        project = source  # the writer does not run for a dry run
     elif isinstance(source, tuple):
         project = _storyboard_from(source, args, fields)
     else:
         project = source
+    if args.dry_run:
+        return _dry_run(project, args, fields)
 
     cancel = CancelToken()
     bar = None if args.quiet else tqdm(total=100, unit="%", bar_format="{l_bar}{bar}| {n:.0f}% [{elapsed}<{remaining}] {postfix}")
@@ -234,6 +241,32 @@ def cmd_render(args: argparse.Namespace) -> int:
             bar.close()
     print(summary.describe())
     print(f"total {time.perf_counter() - started:.1f} s")
+    return 0
+
+
+def _dry_run(project, args: argparse.Namespace, fields: dict) -> int:
+    """`render --dry-run`: the plan of a render on this machine, step by step, and nothing made."""
+    from dataclasses import replace
+
+    from .estimate import duration_words, estimate_steps
+    from .presets import load_preset
+    from .storyboard import write_storyboard
+
+    preset = load_preset(args.preset)
+    writer = None
+    if isinstance(project, tuple):  # text: the scenes are counted from the offline writer's cut (no model runs)
+        mode, text = project
+        writer = getattr(args, "writer", None) or "auto"
+        story = {k: fields.pop(k) for k in ("title", "aspect", "style", "language", "voice", "seed") if k in fields}
+        project = write_storyboard(text, mode=mode, writer="rules", **story)
+    if fields.get("aspect"):
+        project = replace(project, aspect=fields["aspect"])
+    steps = estimate_steps(project, preset, narrator=args.narrator, painter=args.painter, writer=writer)
+    width, height = preset.size(project.aspect)
+    print(f"{len(project.scenes)} scenes, {project.aspect}, {preset.label} ({width}x{height} at {preset.fps} fps): "
+          f"about {duration_words(sum(s.seconds for s in steps)).removeprefix('about ')} on this machine")
+    for step in steps:
+        print(f"  {step.text}")
     return 0
 
 

@@ -132,6 +132,19 @@ def test_cli_storyboard_then_render(tmp_path):
     assert video_facts(out)["has_audio"]
 
 
+def test_cli_render_dry_run_plans_each_step_and_makes_nothing(tmp_path):
+    out = tmp_path / "plan.mp4"
+    res = run_cli("render", "--brief", "How bees make honey", "--aspect", "9:16", "--preset", "standard",
+                  "--output", str(out), "--dry-run", "--narrator", "espeak", "--painter", "cards")
+    assert res.returncode == 0, res.stderr
+    lines = res.stdout.splitlines()
+    assert "9:16, Standard (720x1280 at 30 fps)" in lines[0] and "on this machine" in lines[0]
+    steps = [line.strip().split(":")[0] for line in lines[1:]]
+    assert steps == ["storyboard", "narrate", "illustrate", "compose"]
+    assert "espeak" in lines[2] and "cards" in lines[3] and "[test encode]" in lines[4]
+    assert not out.exists()
+
+
 def test_cli_project_re_renders_only_the_edited_scene(tmp_path):
     from studio.testing import write_tiny_preset
 
