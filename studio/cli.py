@@ -62,6 +62,9 @@ def build_parser() -> argparse.ArgumentParser:
     render.add_argument("--encoder", help="force a video encoder: libx264, h264_nvenc or hevc_nvenc")
     render.add_argument("--seed", type=int, help="project seed for the visuals")
     render.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    render.add_argument("--download", action="store_true", help="download a missing model that auto would use (a "
+                                                                "catalogue model: `python -m studio models list`) "
+                                                                "before the step that needs it")
     render.add_argument("--dry-run", action="store_true", help="say which provider would run each step, how long "
                                                                "each should take here and the memory it needs; "
                                                                "render nothing")
@@ -232,7 +235,8 @@ def cmd_render(args: argparse.Namespace) -> int:
     try:
         summary = make_video(project, preset=args.preset, output=args.output, project_dir=args.project, writer=args.writer,
                              narrator=args.narrator, painter=args.painter, media_root=media_root, encoder=args.encoder,
-                             segments=False if args.one_pass else None, on_update=on_update, cancel=cancel, **fields)
+                             segments=False if args.one_pass else None, download=True if args.download else None,
+                             on_update=on_update, cancel=cancel, **fields)
     except KeyboardInterrupt:
         cancel.cancel()
         raise

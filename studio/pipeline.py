@@ -203,6 +203,7 @@ def make_video(
     media_root: Path | str | None = None,
     encoder: str | None = None,
     segments: bool | None = None,
+    download: bool | None = None,
     on_progress: ProgressFn | None = None,
     on_update: UpdateFn | None = None,
     on_event: Callable[[str, dict], None] | None = None,
@@ -227,6 +228,9 @@ def make_video(
             segments that changed (spread over the executor's workers) and joins the rest with stream copy. False
             composes in one pass. None (default): segments when the project is kept (`project_dir`, or the project's
             own folder), one pass in a temporary folder, where nothing could be reused (see the README's measurements).
+        download: Download on first use: pull a missing catalogue model that ``auto`` would use if it were here
+            (`studio.downloads.fetch_for_run`). None (default): ``STUDIO_DOWNLOAD_MODELS``, else on for a Hugging
+            Face Space only; False never downloads (``auto`` goes on with what is here and the notes say why).
         on_progress: ``on_progress(fraction, message)``, the message labelled with its step (``[2/4 narrate] ...``).
         on_update: ``on_update(progress)`` with a `studio.progress.Progress` (step, scene, fractions as data).
         on_event: ``on_event(kind, data)`` as work completes: ``step_started``, ``scene`` (a scene's narration or
@@ -253,7 +257,14 @@ def make_video(
     root = Path(media_root) if media_root is not None else None
     steps: list[StepReport] = []
 
-    # 2. Storyboard
+    # 2. Models asked to be fetched on first use (off unless the user or the Space said so)
+    from .downloads import fetch_for_run, first_use_enabled
+
+    if first_use_enabled(download):
+        fetch_for_run(preset, narrator=narrator, painter=painter, writer=writer if isinstance(project, str) else None,
+                      enabled=True, cancel=cancel, on_progress=progress.for_step("storyboard"))
+
+    # 3. Storyboard
     t0 = time.perf_counter()
     if isinstance(project, str):
         story_fields = {k: project_fields.pop(k) for k in ("title", "aspect", "style", "language", "voice", "seed")
@@ -276,7 +287,7 @@ def make_video(
         ids = [s.id for s in project.scenes]
         run = _SceneRun(executor, progress, event, steps, cancel)
 
-        # 3. Narration, scene by scene
+        # 4. Narration, scene by scene
         gpu = _is_gpu("narrator", narrator, preset)
         project = run.step("narrate", "narrated", project, [
             Task("narrate", {"project": project, "scene_id": i, "narrator": narrator, "preset": preset}, gpu=gpu,
@@ -284,7 +295,7 @@ def make_video(
         _record_time(project, preset, steps[-1], "narrator")
         check(cancel)
 
-        # 4. Visuals, scene by scene
+        # 5. Visuals, scene by scene
         gpu = _is_gpu("painter", painter, preset)
         project = run.step("illustrate", "painted", project, [
             Task("paint", {"project": project, "scene_id": i, "painter": painter, "preset": preset, "media_root": root},
@@ -292,7 +303,7 @@ def make_video(
         _record_time(project, preset, steps[-1], "painter")
         check(cancel)
 
-        # 5. Compose: segments (each cached, any worker) joined with the soundtrack, or one pass
+        # 6. Compose: segments (each cached, any worker) joined with the soundtrack, or one pass
         result, sound_reused = _compose_step(project, preset, output, executor, encoder, segments, progress, event,
                                              steps, cancel)
         project = _with_compose_notes(project, getattr(getattr(result, "timeline", None), "notes", ()))

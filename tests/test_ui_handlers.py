@@ -310,8 +310,8 @@ def _fake_ui():
         return SimpleNamespace(**{n: f"{n}" for n in names})
 
     return SimpleNamespace(header="header", brief=panel("notes"), storyboard=panel("table", "title", "scene", "notice"),
-                           voice=panel("notes", "voice"),
-                           visuals=panel("gallery", "style", "notes", "scene", "prompt", "seed", "media_note"),
+                           voice=panel("notes", "voice", "hint"),
+                           visuals=panel("gallery", "style", "notes", "hint", "scene", "prompt", "seed", "media_note"),
                            compose=panel("scene", "preset", "estimate", "captions", "caption_style", "music_volume",
                                          "transition", "music_note", "watermark_note", "caption_font_note", "presets",
                                          "video", "download"))

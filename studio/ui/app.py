@@ -20,7 +20,7 @@ import gradio as gr
 
 from .. import providers
 from ..errors import StudioError
-from . import brief, compose, endpoints, projects, storyboard, visuals, voice
+from . import brief, compose, endpoints, models, projects, storyboard, visuals, voice
 from .common import TABS, Studio, bind, checked_session, fix, named, shorten, view
 from .workspace import Workspace, default_data_dir
 
@@ -86,15 +86,21 @@ def APP_LIMITS() -> Any:  # noqa: N802 (a constant made on use: studio.server lo
     return replace(Limits(), max_pixels=3840 * 2160)
 
 
-def make_studio(data_dir: Path | str | None = None, runner: Any = None, single_user: str | None = None) -> Studio:
+def make_studio(data_dir: Path | str | None = None, runner: Any = None, single_user: str | None = None,
+                local: bool = True) -> Studio:
     """The app's shared parts: the job runner (a new one for `data_dir` unless given), the workspace in the same
-    data folder, and the provider choices of this installation (`single_user`: see `Studio`)."""
+    data folder, and the provider choices of this installation (`single_user`: see `Studio`); `local`: the studio
+    runs on its user's own machine (model downloads allowed, see `studio.downloads.download_allowed`)."""
+    from ..downloads import Downloads, download_allowed, first_use_enabled
+
     if runner is None:
         from ..server import JobRunner
 
         runner = JobRunner(Path(data_dir) if data_dir is not None else default_data_dir(), limits=APP_LIMITS())
     return Studio(workspace=Workspace(runner.data_dir), runner=runner, narrators=providers.names("narrator"),
-                  painters=providers.names("painter"), writers=providers.names("storyboard"), single_user=single_user)
+                  painters=providers.names("painter"), writers=providers.names("storyboard"), single_user=single_user,
+                  allow_downloads=download_allowed(local), download_first_use=first_use_enabled(),
+                  downloads=Downloads())
 
 
 def header(view_: dict | None) -> str:
@@ -133,7 +139,8 @@ def go_to(tab: str) -> dict:
 
 
 TAB_PANELS = (("brief", "Brief", brief), ("storyboard", "Storyboard", storyboard), ("voice", "Voice", voice),
-              ("visuals", "Visuals", visuals), ("compose", "Compose", compose), ("projects", "Projects", projects))
+              ("visuals", "Visuals", visuals), ("compose", "Compose", compose), ("projects", "Projects", projects),
+              ("models", "Models", models))
 
 
 def bind_tab(fn, tab_id: str):
@@ -163,8 +170,8 @@ def redraw(ui: SimpleNamespace, view_: dict | None, picked: str | None, previewe
 
 def redraw_outputs(ui: SimpleNamespace) -> list:
     """Every component `redraw` may change."""
-    names = {"brief": ["notes"], "storyboard": ["table", "title", "scene", "notice"], "voice": ["notes", "voice"],
-             "visuals": ["gallery", "style", "notes", "scene", "prompt", "seed", "media_note"],
+    names = {"brief": ["notes"], "storyboard": ["table", "title", "scene", "notice"], "voice": ["notes", "voice", "hint"],
+             "visuals": ["gallery", "style", "notes", "hint", "scene", "prompt", "seed", "media_note"],
              "compose": ["scene", "preset", "estimate", "captions", "caption_style", "music_volume", "transition",
                          "music_note",
                          "watermark_note", "caption_font_note", "presets", "video", "download"]}
@@ -173,7 +180,7 @@ def redraw_outputs(ui: SimpleNamespace) -> list:
 
 # -- layout and wiring ------------------------------------------------------------------------------------------
 def build_app(studio: Studio | None = None, *, data_dir: Path | str | None = None, runner: Any = None) -> gr.Blocks:
-    """The studio as a ``gr.Blocks`` app (not launched): six panels, the per-user session, the API endpoints.
+    """The studio as a ``gr.Blocks`` app (not launched): seven panels, the per-user session, the API endpoints.
 
     Args:
         studio: The shared parts (workspace, job runner); default: `make_studio(data_dir, runner)`.
@@ -192,13 +199,13 @@ def build_app(studio: Studio | None = None, *, data_dir: Path | str | None = Non
             for number, (tab_id, label, module) in enumerate(TAB_PANELS, start=1):
                 with gr.Tab(f"{number} · {label}", id=tab_id, render_children=True) as tab:
                     panels[tab_id] = module.layout(studio)
-                    if number < len(TAB_PANELS) - 1:  # Brief ... Visuals lead on to the next panel
+                    if number < 5:  # Brief ... Visuals lead on to the next panel
                         following = TAB_PANELS[number]
                         nexts[following[0]] = gr.Button(f"Next: {following[1]} →", size="sm", variant="secondary",
                                                         elem_id=f"next-{following[0]}", elem_classes=["next-panel"])
                 tab_of[tab_id] = tab
         ui = SimpleNamespace(session=session, tab=open_tab, view=project_view, tabs=tabs, header=head,
-                             projects_tab=tab_of["projects"],
+                             projects_tab=tab_of["projects"], models_tab=tab_of["models"], models=panels["models"],
                              brief=panels["brief"], storyboard=panels["storyboard"], voice=panels["voice"],
                              visuals=panels["visuals"], compose=panels["compose"], projects=panels["projects"])
         visuals_ui, compose_ui = ui.visuals, ui.compose
@@ -208,7 +215,7 @@ def build_app(studio: Studio | None = None, *, data_dir: Path | str | None = Non
         for tab_id, button in nexts.items():
             fn, outputs = named(bind_tab(go_to, tab_id), {"tab": open_tab, "tabs": tabs})
             button.click(fn, outputs=outputs, concurrency_limit=None, api_visibility="private", show_progress="hidden")
-        for module in (brief, storyboard, voice, visuals, compose, projects):
+        for module in (brief, storyboard, voice, visuals, compose, projects, models):
             module.wire(studio, ui)
 
         outputs = redraw_outputs(ui)
@@ -276,7 +283,7 @@ def mount(app: Any, runner: Any, users: Any = None, path: str = "/") -> Any:
     """
     from ..server.api import LOCAL_USER
 
-    studio = make_studio(runner=runner, single_user=None if users is not None else LOCAL_USER)
+    studio = make_studio(runner=runner, single_user=None if users is not None else LOCAL_USER, local=users is None)
     demo = build_app(studio)
     demo.max_threads = GRADIO_THREADS  # before queue(): its slots; its own limiter (the HTTP API keeps anyio's 40)
     demo.queue(max_size=QUEUE_MAX_SIZE, default_concurrency_limit=1)

@@ -42,7 +42,7 @@ GPU = "gpu"
 
 
 # The panels' tab ids, in order.
-TABS = ("brief", "storyboard", "voice", "visuals", "compose", "projects")
+TABS = ("brief", "storyboard", "voice", "visuals", "compose", "projects", "models")
 
 
 def empty_session() -> dict:
@@ -66,6 +66,10 @@ class Studio:
         single_user: On a local server without authentication (``studio serve``): the one user every browser and
             API caller is (the HTTP API's ``local``), so the studio and the API see the same jobs.
         narrators, painters, writers: Provider choices shown in the panels (``auto`` first).
+        allow_downloads: Whether users may download models from the Models panel (`studio.downloads.download_allowed`).
+        download_first_use: The app's setting: a step may fetch a missing model it would use (off unless asked; on
+            by default on a Space); the download runs in the Models panel's background, never in a panel's handler.
+        downloads: The server's `studio.downloads.Downloads`.
     """
 
     workspace: Workspace
@@ -74,6 +78,9 @@ class Studio:
     painters: list[str] = field(default_factory=list)
     writers: list[str] = field(default_factory=list)
     single_user: str | None = None
+    allow_downloads: bool = False
+    download_first_use: bool = False
+    downloads: Any = None
 
     def owner(self, session: dict, request: gr.Request | None) -> str:
         """Who is asking: the signed-in user; else the one user of a local server (`single_user`); else the

@@ -290,6 +290,9 @@ def render(studio: Studio, session: dict, preset: str, narrator: str, painter: s
         blank = blank_scenes(view(project))
         if blank:
             raise StudioError(blank_message(blank))
+        waiting = _first_use_downloads(studio, view(project), narrator, painter)
+        if waiting:
+            raise StudioError(waiting)
         job = rendering.submit(studio.runner, project, owner, preset=preset or "draft",
                                narrator=narrator or "auto", painter=painter or "auto")
     except StudioError as exc:
@@ -302,6 +305,22 @@ def render(studio: Studio, session: dict, preset: str, narrator: str, painter: s
     studio.workspace.note_render_job(project, job.id)
     studio.workspace.save_settings(project, preset=preset or "draft")
     return {**_job_fields(studio, job, owner, project), "session": {**session, "job": job.id}}
+
+
+def _first_use_downloads(studio: Studio, view_: dict, narrator: str, painter: str) -> str:
+    """With download on first use on, a render waits for the models it would use: their downloads start in the
+    background (the Models panel shows them) and the render is asked for again when they are done."""
+    if not (studio.download_first_use and studio.allow_downloads and studio.downloads is not None):
+        return ""
+    from .models import wanted
+
+    missing = wanted(view_, "narrator", narrator) + wanted(view_, "painter", painter)
+    for entry in missing:
+        studio.downloads.start(entry.name)
+    if not missing:
+        return ""
+    return (f"downloading {', '.join(e.name for e in missing)} first (the 7 · Models panel shows the progress): "
+            "render again when it is done, or turn off downloads on first use there to render now with what is here")
 
 
 def poll(studio: Studio, session: dict, request: gr.Request = None) -> dict:

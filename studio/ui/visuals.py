@@ -30,10 +30,13 @@ def _illustrate(studio: Studio, session: dict, request: Any, project, only, pain
     project = illustrate(project, painter=painter or "auto", preset=chosen, only=only,
                          media_root=project.folder, on_progress=report)
     shown = view(studio.save(project, session, request))
+    from .models import fetch_first_use
+
+    fetching = fetch_first_use(studio, shown, "painter", painter)
     ids = [s["id"] for s in shown["scenes"]]
     said = f"scene {ids.index(only[0]) + 1}" if only and len(only) == 1 else f"{len(only or ids)} scenes"
     return {"view": shown, "notes": notes_md(shown, "painter:", "visuals:"),
-            "status": f"✓ Painted {said} in {time.perf_counter() - started:.1f} s."}
+            "status": f"✓ Painted {said} in {time.perf_counter() - started:.1f} s.{fetching}"}
 
 
 def _seed(seed: Any) -> int:
@@ -131,14 +134,15 @@ def scene_fields(view_: dict | None, scene_id: str | None) -> dict:
 
 def show(view_: dict | None, picked: str | None = None) -> dict:
     if not view_:
-        return {"gallery": [], "style": "", "notes": "", "scene": gr.Dropdown(choices=[], value=None)}
+        return {"gallery": [], "style": "", "notes": "", "hint": "", "scene": gr.Dropdown(choices=[], value=None)}
+    from .models import hint
     ids = [s["id"] for s in view_["scenes"]]
     picked = picked if picked in ids else (ids[0] if ids else None)
     portrait = view_["aspect"] == "9:16"  # tall cards: more of them a row, each as tall as it is drawn
     return {"gallery": gr.Gallery(gallery(view_), columns=6 if portrait else 4,
                                   elem_classes=["scene-gallery", {"9:16": "portrait", "16:9": "landscape"}.get(
                                       view_["aspect"], "square")]),
-            "style": view_["style"], "notes": notes_md(view_, "painter:", "visuals:"),
+            "style": view_["style"], "hint": hint(view_, "painter"), "notes": notes_md(view_, "painter:", "visuals:"),
             **scene_fields(view_, picked), "scene": gr.Dropdown(choices=scene_choices(view_), value=picked)}
 
 
@@ -153,6 +157,7 @@ def layout(studio: Studio) -> SimpleNamespace:
         gr.Markdown(providers_md("painter"), elem_classes=["studio-notes"])
     status = gr.Markdown(elem_id="visuals-status", elem_classes=["panel-progress"])
     notes = gr.Markdown(elem_classes=["studio-notes"])
+    hint_md = gr.Markdown(elem_id="visuals-hint")
     shown = gr.Gallery(label="Scenes", columns=4, height="auto", object_fit="contain", allow_preview=False,
                        elem_id="visuals-gallery", buttons=["download"])
     with gr.Group():
@@ -167,7 +172,7 @@ def layout(studio: Studio) -> SimpleNamespace:
                                      elem_id="upload-media")
             drop = gr.Button("Stop using my file", size="sm")
         media_note = gr.Markdown()
-    return SimpleNamespace(painter=painter, style=style, paint=paint_btn, status=status, notes=notes, gallery=shown, scene=scene,
+    return SimpleNamespace(painter=painter, style=style, paint=paint_btn, status=status, notes=notes, hint=hint_md, gallery=shown, scene=scene,
                            seed=seed, prompt=prompt, repaint=repaint_btn, new_seed=seed_btn, upload=upload, drop=drop,
                            media_note=media_note)
 

@@ -32,11 +32,14 @@ def _narrate(studio: Studio, session: dict, request: Any, project, only, narrato
     report(0.0, "starting the narrator (the first time loads its voice)")
     project = narrate(project, narrator=narrator or "auto", preset=chosen, only=only, on_progress=report)
     shown = view(studio.save(project, session, request))
+    from .models import fetch_first_use
+
+    fetching = fetch_first_use(studio, shown, "narrator", narrator)
     count = len(only) if only is not None else len(shown["scenes"])
     said = f"{count} scene{'s' if count != 1 else ''}" if only is None or count != 1 else \
         f"scene {[s['id'] for s in shown['scenes']].index(only[0]) + 1}"
     return {"view": shown, "notes": notes_md(shown, "narrator:"),
-            "status": f"✓ Narrated {said} in {time.perf_counter() - started:.1f} s."}
+            "status": f"✓ Narrated {said} in {time.perf_counter() - started:.1f} s.{fetching}"}
 
 
 # -- functions --------------------------------------------------------------------------------------------------
@@ -92,8 +95,10 @@ def cards(view_: dict | None) -> list[dict]:
 
 def show(view_: dict | None) -> dict:
     if not view_:
-        return {"notes": "", "voice": ""}
-    return {"notes": notes_md(view_, "narrator:"), "voice": view_["voice"] or ""}
+        return {"notes": "", "voice": "", "hint": ""}
+    from .models import hint
+
+    return {"notes": notes_md(view_, "narrator:"), "voice": view_["voice"] or "", "hint": hint(view_, "narrator")}
 
 
 # -- layout -----------------------------------------------------------------------------------------------------
@@ -108,9 +113,10 @@ def layout(studio: Studio) -> SimpleNamespace:
         gr.Markdown(providers_md("narrator"), elem_classes=["studio-notes"])
     status = gr.Markdown(elem_id="voice-status", elem_classes=["panel-progress"])
     notes = gr.Markdown(elem_classes=["studio-notes"])
+    hint_md = gr.Markdown(elem_id="voice-hint")
     cards_area = gr.Column(elem_id="voice-cards")
     return SimpleNamespace(narrator=narrator, voice=voice, narrate=narrate_btn, status=status, notes=notes,
-                           cards=cards_area)
+                           hint=hint_md, cards=cards_area)
 
 
 # -- wiring -----------------------------------------------------------------------------------------------------
