@@ -61,6 +61,8 @@ class Preset:
     providers: dict[str, tuple[str, ...]] = field(default_factory=dict)
     models: dict[str, Any] = field(default_factory=dict)
     source: Path | None = None
+    # True when the preset knowingly uses models whose licence is non-commercial (see studio/models.toml).
+    non_commercial_ok: bool = False
 
     def size(self, aspect: str) -> tuple[int, int]:
         """(width, height) for an aspect ratio."""
@@ -189,12 +191,15 @@ def _parse(data: dict, path: Path) -> Preset:
         raise StudioError(f"{where}: [providers] must map a step to a list of provider names, e.g. narrator = [\"piper\", \"espeak\"]")
     _check_providers(providers, where)
     models = _check_models(data.get("models", {}), where)
+    non_commercial_ok = data.get("non_commercial_ok", False)
+    if not isinstance(non_commercial_ok, bool):
+        raise StudioError(f"{where}: `non_commercial_ok` must be true or false, got {non_commercial_ok!r}")
     transition_s = number(motion, "transition_s", 0.0, 3.0, "motion.", 0.5)
     tail_s = number(timing, "tail_s", 0.0, 5.0, "timing.", 0.6)
     if transition_s > tail_s:
         raise StudioError(f"{where}: `motion.transition_s` ({transition_s}) must not exceed `timing.tail_s` ({tail_s}), "
                           "or the next scene would talk over the end of this one")
-    return Preset(
+    preset = Preset(
         name=name,
         label=str(data.get("label", name.title())),
         summary=str(data.get("summary", "")),
@@ -212,7 +217,21 @@ def _parse(data: dict, path: Path) -> Preset:
         providers={k: tuple(v) for k, v in providers.items()},
         models=models,
         source=path,
+        non_commercial_ok=non_commercial_ok,
     )
+    _warn_licences(preset)
+    return preset
+
+
+def _warn_licences(preset: Preset) -> None:
+    """Log (once per load) the non-commercial models a preset uses without saying so (the shipped presets' test fails
+    on them)."""
+    import logging
+
+    from .catalog import licence_problems
+
+    for problem in licence_problems(preset):
+        logging.getLogger("studio").warning("%s: check the licence before commercial use", problem)
 
 
 def _check_providers(providers: dict, where: str) -> None:
@@ -259,8 +278,17 @@ def _check_models(models: Any, where: str) -> dict[str, dict[str, Any]]:
             hint = hints.get(key)
             if hint is not None and not _matches(value, hint):
                 raise StudioError(f"{where}: [models.{provider}] `{key}` must be {_type_name(hint)}, got {value!r}")
-        checked[provider] = dict(options)
+        checked[provider] = {key: _resolve(value, provider, key, where) for key, value in options.items()}
     return checked
+
+
+def _resolve(value: Any, provider: str, key: str, where: str) -> Any:
+    """A catalogue model's short name (``model = "qwen3-0.6b"``) becomes its hub id; other values pass unchanged."""
+    from .catalog import OPTIONS, resolve_option
+
+    if key in OPTIONS and isinstance(value, str):
+        return resolve_option(value, provider=provider, option=key, where=f"{where}: [models.{provider}]")
+    return value
 
 
 def _matches(value: Any, hint: Any) -> bool:

@@ -72,6 +72,24 @@ def check_model_id(model: str, what: str = "model") -> str:
     return model
 
 
+def fetch_hint(model: str) -> str:
+    """How to fetch `model`: ``python -m studio models pull NAME`` with its size and licence when the catalogue lists
+    it (studio/models.toml), and the hub's own ``hf download MODEL``."""
+    try:
+        from .catalog import load_catalog
+
+        entry = load_catalog().find(model)
+    except StudioError:  # a broken catalogue must not hide what is missing
+        entry = None
+    if entry is None:
+        return f"`hf download {model}`"
+    extra = "".join(f", {flag}" for flag in entry.flags if flag != "no provider yet")
+    from .catalog import gigabytes
+
+    return (f"`python -m studio models pull {entry.name}` ({gigabytes(entry.download_bytes)} download, licence "
+            f"{entry.licence}{extra}) or `hf download {model}`")
+
+
 def _looks_like_path(model: str) -> bool:
     return model.startswith(("/", "./", "../", "~")) or os.sep in model.replace("/", "", 1) or Path(model).expanduser().is_dir()
 
@@ -113,13 +131,13 @@ def find_weights(model: str, *, layout: str, cache_dir: str | Path | None = None
         found = try_to_load_from_cache(model, index, cache_dir=str(cache_dir) if cache_dir else None)
         if not isinstance(found, str):
             raise ProviderUnavailable(f"weights of {model} are not on this machine: download them once with "
-                                      f"`hf download {model}` (or pass a local folder)")
+                                      f"{fetch_hint(model)} (or pass a local folder)")
         folder = Path(found).parent
         source = "hub cache"
     missing = [name for name in extra_files if not any((folder / alt).exists() for alt in name.split("|"))]
     if missing:
         raise ProviderUnavailable(f"{model} is incomplete on this machine: {', '.join(missing)} missing; download it "
-                                  f"again with `hf download {model}`")
+                                  f"again with {fetch_hint(model)}")
     if layout == "transformers":
         files, variant = _component_weights(folder, model, "")
     else:
@@ -133,7 +151,7 @@ def _component_weights(folder: Path, model: str, component: str) -> tuple[list[P
     """The weight files of one model folder (all shards of a sharded checkpoint), and its variant."""
     where = f"{model}/{component}" if component else model
     if not folder.is_dir():
-        raise ProviderUnavailable(f"{where} is missing on this machine: download {model} again with `hf download {model}`")
+        raise ProviderUnavailable(f"{where} is missing on this machine: download {model} again with {fetch_hint(model)}")
     names = sorted(p.name for p in folder.iterdir())
     for index_name in [n for n in names if n.endswith(".index.json")]:
         variant = _variant_of(index_name)
@@ -144,11 +162,11 @@ def _component_weights(folder: Path, model: str, component: str) -> tuple[list[P
         lost = sorted(s for s in shards if not (folder / s).is_file())
         if lost:
             raise ProviderUnavailable(f"{where} is only partly downloaded ({len(lost)} of {len(shards)} shards missing, "
-                                      f"e.g. {lost[0]}): finish it with `hf download {model}`")
+                                      f"e.g. {lost[0]}): finish it with {fetch_hint(model)}")
         return [folder / s for s in sorted(shards)], variant
     weights = [n for n in names if n.endswith(_WEIGHT_SUFFIXES) and (folder / n).is_file()]
     if not weights:
-        raise ProviderUnavailable(f"{where} has no weights on this machine: download them with `hf download {model}`")
+        raise ProviderUnavailable(f"{where} has no weights on this machine: download them with {fetch_hint(model)}")
     plain = [n for n in weights if _variant_of(n) is None]
     safe = [n for n in (plain or weights) if n.endswith(".safetensors")]
     chosen = safe or (plain or weights)
@@ -178,7 +196,7 @@ def _pipeline_weights(folder: Path, model: str) -> tuple[list[Path], str | None]
         sub = folder / component
         if not sub.is_dir() or not any(sub.iterdir()):
             raise ProviderUnavailable(f"{model}/{component} is missing on this machine: download it with "
-                                      f"`hf download {model}`")
+                                      f"{fetch_hint(model)}")
         if (sub / "config.json").is_file() and not (sub / "scheduler_config.json").is_file():
             found, variant = _component_weights(sub, model, component)
             files += found

@@ -80,7 +80,7 @@ def test_cli_storyboard_uses_the_presets_writers_and_models(tmp_path):
                           timeout=120, env=env)
     assert proc.returncode == 0, proc.stderr
     assert "storyboard: rules: first of [openai, transformers, rules]" in proc.stdout
-    assert "hf download Qwen/Qwen2.5-3B-Instruct" in proc.stdout  # premium's model, not the writer's default
+    assert "models pull qwen3-4b-instruct-2507" in proc.stdout  # premium's model, not the writer's default
     assert (tmp_path / "sky.csv").is_file()
 
 
