@@ -389,3 +389,28 @@ def test_on_zerogpu_reads_the_process_environment_by_default(monkeypatch):
     assert zg.on_zerogpu() is False
     monkeypatch.setenv("SPACES_ZERO_GPU", "true")
     assert zg.on_zerogpu() is True
+
+
+# ------------------------------------------------------------------------------------------------------ README
+
+
+def test_readme_preloads_the_draft_and_standard_models():
+    """The Space's front matter preloads every hub model the Draft and Standard presets name (a preset model that is
+    not a hub id, e.g. a catalogue name, is not checked here)."""
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text("utf-8")
+    front = text.split("---\n")[1]
+    lines = front.splitlines()
+    start = lines.index("preload_from_hub:")
+    items = []
+    for line in lines[start + 1:]:
+        if not line.startswith("  - "):
+            break
+        items.append(line[4:].split()[0])
+    assert "suggested_hardware: zero-a10g" in lines
+    for tier in ("draft", "standard"):
+        for provider, options in load_preset(tier).models.items():
+            model = options.get("model")
+            if isinstance(model, str) and model.count("/") == 1 and not model.startswith((".", "/", "~")):
+                assert model in items, f"{tier}'s [models.{provider}] {model} is not in preload_from_hub"
