@@ -659,3 +659,33 @@ def test_uploads_are_named_as_the_user_named_them(studio, session, make_tone, ma
     target = shown["scenes"][0]["id"]
     shown = visuals.use_media(studio, session, target, uploaded(photo), "draft", None)["view"]
     assert visuals.scene_fields(shown, target)["media_note"] == "Uses your file `beach.png`."
+
+
+def test_on_zerogpu_the_model_steps_run_in_gpu_calls_before_the_cpu_job(studio, session, monkeypatch):
+    """On a ZeroGPU Space a job thread has no GPU: Render narrates and paints in `spaces.GPU` calls sized from the
+    work (here with a model cost given to the offline providers), and the job composes, reusing all of it."""
+    from studio import zerogpu
+
+    from .test_zerogpu import FakeSpaces
+
+    session, shown = written(studio, session, source="# Calls\n\nOne.\n\nTwo.\n\nThree.")
+    fake = FakeSpaces()
+    monkeypatch.setattr(zerogpu, "on_zerogpu", lambda environ=None: True)
+    monkeypatch.setattr(zerogpu, "costs_for", lambda preset, narrator, painter, catalog=None, **kw: [
+        zerogpu.StepCost("narrator" if narrator != "espeak" else "painter", 50.0, 20.0)])  # 2 scenes a call fit
+    monkeypatch.setattr(zerogpu, "MAX_CALL_S", 150.0)
+    monkeypatch.setenv("STUDIO_ZEROGPU_MAX_S", "150")
+    import studio.ui.compose as compose_module
+
+    original = compose_module.model_steps_on_zerogpu
+    monkeypatch.setattr(compose_module, "model_steps_on_zerogpu",
+                        lambda *a, **k: original(*a, spaces_module=fake, **k))
+    started = compose.render(studio, session, "draft", "espeak", "cards", None)
+    ids = [s["id"] for s in shown["scenes"]]
+    assert fake.calls == [ids[:2], ids[2:], ids[:2], ids[2:]]  # narration in two calls, then the pictures in two
+    assert all(0 < d <= 150 for d in fake.durations)
+    done = _wait_job(studio, started["session"])
+    assert "data-state='done'" in done["progress"]
+    job = studio.runner.get(started["session"]["job"], f"guest-{GUEST}")
+    assert {steps["narrate"] for steps in job.scenes.values()} == {"reused"}  # the GPU calls made it all
+    assert {steps["illustrate"] for steps in job.scenes.values()} == {"reused"}

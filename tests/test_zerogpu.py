@@ -396,7 +396,7 @@ def test_on_zerogpu_reads_the_process_environment_by_default(monkeypatch):
 
 def test_readme_preloads_the_draft_and_standard_models():
     """The Space's front matter preloads every hub model the Draft and Standard presets name (a preset model that is
-    not a hub id, e.g. a catalogue name, is not checked here)."""
+    not a hub id, such as a local folder, is not checked; catalogue names are hub ids once the preset is loaded)."""
     from pathlib import Path
 
     text = (Path(__file__).resolve().parents[1] / "README.md").read_text("utf-8")

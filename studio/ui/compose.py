@@ -12,6 +12,7 @@ so an edit re-renders only the segments it changed.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import html
 import time
 from dataclasses import replace
@@ -293,6 +294,8 @@ def render(studio: Studio, session: dict, preset: str, narrator: str, painter: s
         waiting = _first_use_downloads(studio, view(project), narrator, painter)
         if waiting:
             raise StudioError(waiting)
+        if model_steps_on_zerogpu(project, studio.preset(preset or "draft"), narrator or "auto", painter or "auto"):
+            project = studio.project(session, request)  # narrated and painted in GPU calls: the job only composes
         job = rendering.submit(studio.runner, project, owner, preset=preset or "draft",
                                narrator=narrator or "auto", painter=painter or "auto")
     except StudioError as exc:
@@ -305,6 +308,49 @@ def render(studio: Studio, session: dict, preset: str, narrator: str, painter: s
     studio.workspace.note_render_job(project, job.id)
     studio.workspace.save_settings(project, preset=preset or "draft")
     return {**_job_fields(studio, job, owner, project), "session": {**session, "job": job.id}}
+
+
+def model_steps_on_zerogpu(project, preset, narrator: str, painter: str, *, spaces_module=None,
+                           environ=None) -> bool:
+    """On a ZeroGPU Space, run the model steps of a render (narration, painting) in GPU calls sized from the work
+    (`studio.zerogpu`), before the render job, which then composes on the CPU and reuses all they made (a job thread
+    has no GPU there). Each call works on a few scenes from the project's folder and writes their files and the
+    project back, so nothing has to come back through the call. Returns whether any call ran."""
+    import os
+
+    from .. import providers
+    from ..zerogpu import costs_for, on_zerogpu, run_in_gpu_calls
+
+    if not on_zerogpu(os.environ if environ is None else environ):
+        return False
+    ran = False
+    folder = str(project.folder)
+    for kind, asked in (("narrator", narrator), ("painter", painter)):
+        name = providers.choose(kind, asked, prefer=preset.providers.get(kind), configs=preset.models).name
+        costs = costs_for(preset, name if kind == "narrator" else "espeak", name if kind == "painter" else "cards")
+        todo = [s.id for s in project.scenes if (s.audio is None and s.narration.strip() if kind == "narrator"
+                                                 else s.visual is None and not s.media)]
+        if not todo or not any(c.needs_gpu for c in costs):
+            continue
+        run_in_gpu_calls(functools.partial(_model_step, folder, kind, name, preset.name), todo, costs,
+                         spaces_module=spaces_module)
+        ran = True
+    return ran
+
+
+def _model_step(folder: str, kind: str, provider: str, preset_name: str, chunk: list[str]) -> int:
+    """One GPU call's work: narrate or paint the scenes of `chunk` with `provider`, saving them in the project."""
+    from ..presets import load_preset
+    from ..project import Project
+
+    project = Project.load(Path(folder))
+    chosen = load_preset(preset_name)
+    if kind == "narrator":
+        project = narrate(project, narrator=provider, preset=chosen, only=chunk)
+    else:
+        project = illustrate(project, painter=provider, preset=chosen, only=chunk, media_root=project.folder)
+    project.save()
+    return len(chunk)
 
 
 def _first_use_downloads(studio: Studio, view_: dict, narrator: str, painter: str) -> str:
