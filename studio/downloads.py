@@ -1,7 +1,7 @@
 """Model downloads that run in the background, with progress and cancel: what the studio's Models panel drives.
 
     downloads = Downloads()
-    downloads.start("sdxl-lightning")            # a thread pulls it (`studio.catalog.pull`: allow-listed, resumable)
+    downloads.start("sdxl-lightning")            # a thread pulls it (`studio.model_store.pull`: allow-listed, resumable)
     downloads.state("sdxl-lightning")            # {"state": "running", "done": ..., "total": ..., "speed": ..., ...}
     downloads.cancel("sdxl-lightning")           # stops it; what was fetched stays, so the next start resumes
 
@@ -93,7 +93,7 @@ class Downloads:
     """The downloads of one process (a studio server): one thread per running download.
 
     Args:
-        pull: ``pull(entry, on_progress=, cancel=)``, default `studio.catalog.pull`.
+        pull: ``pull(entry, on_progress=, cancel=)``, default `studio.model_store.pull`.
         catalog: ``catalog.get(name)``, default `studio.catalog.load_catalog()`.
     """
 
@@ -128,9 +128,9 @@ class Downloads:
 
         pull = self._pull
         if pull is None:
-            from .catalog import pull
+            from .model_store import pull
         try:
-            pull(entry, on_progress=on_progress, cancel=item.cancel)
+            pull(entry, on_progress=on_progress, cancel=item.cancel, yes=True)  # a click is the confirmation
             item.state, item.message = "done", "downloaded"
             if item.total:
                 item.done = item.total
@@ -167,7 +167,8 @@ def wanted_for_run(preset: Any, *, narrator: str = "auto", painter: str = "auto"
     """The catalogue models a run with `preset` would use if their weights were here: for each step, the first
     provider in the preset's order that is named (or is ``auto``'s first model provider) whose model is in the
     catalogue, usable on this device (a GPU, or ``cpu_ok``) and not on this machine yet."""
-    from .catalog import load_catalog, status
+    from .catalog import load_catalog
+    from .model_store import status
     from .devices import gpus
 
     device = device or ("gpu" if gpus() else "cpu")
@@ -200,7 +201,8 @@ def fetch_for_run(preset: Any, *, narrator: str = "auto", painter: str = "auto",
     with what is here, and the notes say what was skipped and how to fetch it)."""
     if not first_use_enabled(enabled):
         return []
-    from .catalog import gigabytes, pull
+    from .catalog import gigabytes
+    from .model_store import pull
 
     pulled = []
     for entry in wanted_for_run(preset, narrator=narrator, painter=painter, writer=writer):
@@ -210,6 +212,6 @@ def fetch_for_run(preset: Any, *, narrator: str = "auto", painter: str = "auto",
             if on_progress is not None:
                 on_progress(done / total if total else 0.0, f"downloading {name} ({size}): {message}")
 
-        pull(entry, on_progress=report, cancel=cancel)
+        pull(entry, on_progress=report, cancel=cancel, yes=True)  # opted in to downloads on first use
         pulled.append(entry.name)
     return pulled

@@ -43,7 +43,8 @@ class FakePull:
         self.fail = fail
         self.calls = []
 
-    def __call__(self, entry, *, on_progress, cancel):
+    def __call__(self, entry, *, on_progress, cancel, yes=False):
+        assert yes  # a click (or the first-use setting) is the user's confirmation
         self.calls.append(entry.name)
         for chunk in range(10):
             if cancel.cancelled:

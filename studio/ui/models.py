@@ -29,7 +29,7 @@ def _catalog():
 
 
 def _status(entry) -> str:
-    from ..catalog import status
+    from ..model_store import status
 
     try:
         return status(entry).state
@@ -118,7 +118,7 @@ def download_preset(studio: Studio, preset: str) -> dict:
     """Start downloading every model of a preset that is not on this machine yet."""
     _allowed(studio)
     chosen = studio.preset(preset)
-    from ..catalog import status
+    from ..model_store import status
 
     wanted = [e for e in _catalog().for_preset(chosen) if e.supported and status(e).state != "present"]
     if not wanted:
@@ -141,7 +141,8 @@ def delete(studio: Studio, name: str) -> dict:
     _allowed(studio)
     if not name:
         raise StudioError("pick a model first")
-    from ..catalog import gigabytes, remove
+    from ..catalog import gigabytes
+    from ..model_store import remove
 
     entry = _catalog().get(name)
     state = studio.downloads.state(entry.name) if studio.downloads is not None else None
