@@ -254,7 +254,8 @@ def _hub_error(entry: ModelEntry, exc: BaseException, endpoint: str, token: str 
                            f"{_licence_page(entry, endpoint)})")
     if isinstance(exc, errors.HfHubHTTPError):
         return StudioError(f"the hub refused {entry.repo} (HTTP {status_code}); try again later")
-    return StudioError(f"cannot fetch {entry.name}: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
+    first = str(exc).splitlines()[0] if str(exc) else ""
+    return StudioError(f"cannot fetch {entry.name}: {type(exc).__name__}: {first}")
 
 
 def _free_bytes(folder: Path) -> int:

@@ -126,7 +126,7 @@ def test_a_preset_may_still_give_a_hub_id_or_a_folder_but_not_a_model_without_pr
         load_preset(tmp_path / "wrong.toml")
 
 
-# -- the hub stand-in and pulling ----------------------------------------------------------------------------------------
+# -- the hub stand-in and pulling --------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def sd_fp16(tmp_path_factory):
     """A tiny Stable Diffusion pipeline laid out as sd-turbo's fp16 files (weights named *.fp16.safetensors)."""
