@@ -79,9 +79,27 @@ def build_parser() -> argparse.ArgumentParser:
     doctor = sub.add_parser("doctor", help="list every provider of every step and whether it can run here")
     doctor.add_argument("--preset", help="check the model providers with this preset's [models] options "
                                          "(default: each provider's own defaults)")
+    _add_models(sub)
     _add_serve(sub)
     _add_jobs(sub)
     return parser
+
+
+def _add_models(sub) -> None:
+    models = sub.add_parser("models", help="the model catalogue: list, pull and remove models (in the hub cache)",
+                            description="The models Studio knows (studio/models.toml): sizes, licences, whether they "
+                                        "are on this machine, and fetching or removing them (the Hugging Face hub "
+                                        "cache, HF_HUB_CACHE). A stopped pull continues where it stopped.")
+    actions = models.add_subparsers(dest="models_command")
+    listing = actions.add_parser("list", help="every catalogued model: step, size, licence, here or not, presets")
+    listing.add_argument("--preset", help="only the models this preset names")
+    listing.add_argument("--json", action="store_true", help="print JSON")
+    pull = actions.add_parser("pull", help="fetch a model (or every model of a preset) into the hub cache")
+    pull.add_argument("name", nargs="?", help="a catalogue name (see `models list`) or its hub id")
+    pull.add_argument("--preset", help="fetch every model this preset names")
+    pull.add_argument("--yes", "-y", action="store_true", help="do not ask before downloads of more than 1 GB")
+    remove = actions.add_parser("remove", help="delete a model from the hub cache")
+    remove.add_argument("name", help="a catalogue name or its hub id")
 
 
 def _add_jobs(sub) -> None:
@@ -328,6 +346,13 @@ def cmd_doctor(args: argparse.Namespace) -> int:
         print(f"{kind}:")
         for name, ok, note in providers.availability(kind, configs):
             print(f"  {'ok ' if ok else 'no '} {name:15s} {note}")
+    if getattr(args, "preset", None):
+        from . import model_store
+        from .catalog import load_catalog
+
+        print("models of this preset (`python -m studio models pull NAME` fetches one):")
+        for entry in load_catalog().for_preset(preset):
+            print(f"  {entry.describe():50s} {model_store.status(entry).describe()}")
     return 0
 
 
@@ -351,6 +376,98 @@ def _doctor_fonts() -> None:
         print("captions: this ffmpeg's libass has no fontconfig: characters the caption font lacks are drawn as boxes")
     else:
         print("captions: libass falls back through fontconfig to the fonts above")
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from . import model_store
+    from .catalog import gigabytes, load_catalog
+    from .presets import available_presets, load_preset
+
+    catalog = load_catalog()
+    if args.models_command is None:
+        raise StudioError("say what to do: `models list`, `models pull NAME` or `models remove NAME`")
+    if args.models_command == "list":
+        used: dict[str, list[str]] = {}
+        for name in available_presets():
+            for entry in catalog.for_preset(load_preset(name)):
+                used.setdefault(entry.name, []).append(name)
+        entries = catalog.for_preset(load_preset(args.preset)) if args.preset else list(catalog)
+        rows = []
+        for entry in entries:
+            here = model_store.status(entry)
+            rows.append({"name": entry.name, "step": entry.step, "provider": entry.provider, "repo": entry.repo,
+                         "download_bytes": entry.download_bytes, "licence": entry.licence, "flags": list(entry.flags),
+                         "commercial": entry.commercial, "gated": entry.gated, "status": here.state,
+                         "bytes_here": here.bytes_here, "presets": used.get(entry.name, []), "why": entry.why})
+        if args.json:
+            print(json.dumps(rows, indent=2))
+            return 0
+        print(f"{'name':24s} {'step':10s} {'size':>8s}  {'licence':44s} {'here':24s} presets")
+        for row in rows:
+            licence = row["licence"] + "".join(f" ({flag})" for flag in row["flags"])
+            here = model_store.status(catalog.get(row["name"])).describe()
+            print(f"{row['name']:24s} {row['step']:10s} {gigabytes(row['download_bytes']):>8s}  {licence:44s} "
+                  f"{here:24s} {', '.join(row['presets']) or '-'}")
+        print(f"hub cache: {model_store.hub_cache()}; sizes are approximate; fetch one with "
+              "`python -m studio models pull NAME`")
+        return 0
+    if args.models_command == "remove":
+        entry = catalog.get(args.name)
+        freed = model_store.remove(entry)
+        print(f"{entry.name}: removed, {gigabytes(freed)} freed" if freed else f"{entry.name}: not on this machine")
+        return 0
+    if (args.name is None) == (args.preset is None):
+        raise StudioError("give a model NAME or --preset PRESET (one of them) to pull")
+    if args.preset:
+        entries = [e for e in catalog.for_preset(load_preset(args.preset)) if e.supported]
+    else:
+        entries = [catalog.get(args.name)]
+    for entry in entries:
+        plan = model_store.plan_pull(entry)
+        if plan.remaining_bytes == 0 and model_store.status(entry).state == "present":
+            print(f"{entry.name}: already here ({gigabytes(plan.total_bytes)})")
+            continue
+        notice = f"{entry.name} ({entry.repo}): {gigabytes(plan.remaining_bytes)} to fetch, licence {entry.licence}" \
+                 + "".join(f", {flag}" for flag in entry.flags)
+        if plan.remaining_bytes > model_store.CONFIRM_BYTES and not args.yes:
+            if not sys.stdin.isatty():
+                raise StudioError(f"{notice}: confirm the download with --yes")
+            answer = input(f"{notice}. Download? [y/N] ").strip().lower()
+            if answer not in ("y", "yes"):
+                print(f"{entry.name}: not downloaded")
+                continue
+        else:
+            print(notice)
+        folder = model_store.pull(entry, on_progress=_ByteBar(entry.name), yes=True)
+        print(f"{entry.name}: ready in {folder}")
+    return 0
+
+
+class _ByteBar:
+    """A one-line download bar on stderr: bytes, speed and time left."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.start = time.monotonic()
+        self.first: int | None = None
+        self.shown = 0.0
+
+    def __call__(self, done: int, total: int, message: str) -> None:
+        from .catalog import gigabytes
+
+        now = time.monotonic()
+        if self.first is None:
+            self.first = done
+        if now - self.shown < 0.2 and done < total:
+            return
+        self.shown = now
+        speed = (done - self.first) / max(now - self.start, 1e-6)
+        left = (total - done) / speed if speed > 0 else None
+        eta = f"{int(left // 60)}m{int(left % 60):02d}s" if left is not None else "--"
+        percent = 100.0 * done / total if total else 100.0
+        end = "\n" if done >= total else ""
+        print(f"\r  {self.name}: {gigabytes(done)} of {gigabytes(total)} {percent:5.1f}%  {speed / 1e6:6.1f} MB/s  "
+              f"ETA {eta}   ", end=end, file=sys.stderr, flush=True)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -519,7 +636,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"studio {__version__}")
         return 0
     commands = {"render": cmd_render, "storyboard": cmd_storyboard, "presets": cmd_presets, "doctor": cmd_doctor,
-                "serve": cmd_serve, "jobs": cmd_jobs}
+                "models": cmd_models, "serve": cmd_serve, "jobs": cmd_jobs}
     if args.command not in commands:
         parser.print_help()
         return 2

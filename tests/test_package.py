@@ -30,6 +30,7 @@ def test_the_wheel_carries_presets_and_the_console_script(wheel):
         names = set(archive.namelist())
         entry_points = next(archive.read(n).decode() for n in names if n.endswith("entry_points.txt"))
     assert {f"studio/presets/{tier}.toml" for tier in ("draft", "standard", "premium", "maximum")} <= names
+    assert "studio/models.toml" in names  # the model catalogue the presets name their models from
     assert "studio/ui/app.py" in names and "studio/compose/render.py" in names
     assert not any(n.startswith(("tests/", "bench/", "notebooks/")) for n in names)
     assert "studio = studio.cli:main" in entry_points
