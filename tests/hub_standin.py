@@ -28,6 +28,7 @@ import hashlib
 import json
 import socket
 import threading
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -53,6 +54,7 @@ class _Repo:
     gated: bool = False
     tokens: set[str] = field(default_factory=set)
     drop_once: set[str] = field(default_factory=set)
+    rate: float | None = None  # bytes a second its files are sent at (None: as fast as the socket goes)
 
 
 def _file(path: str, data: bytes) -> _File:
@@ -113,8 +115,10 @@ class HubStandin:
         self.stop()
 
     def add_repo(self, repo_id: str, folder: str | Path | None = None, *, extra: dict[str, bytes] | None = None,
-                 gated: bool = False, tokens: set[str] | None = None, drop_once: set[str] | None = None) -> str:
-        """Serve `folder`'s files (and `extra` ones) as `repo_id`; returns the commit hash of its ``main``."""
+                 gated: bool = False, tokens: set[str] | None = None, drop_once: set[str] | None = None,
+                 rate: float | None = None) -> str:
+        """Serve `folder`'s files (and `extra` ones) as `repo_id` (at `rate` bytes a second when given, so a
+        download lasts long enough to watch and cancel); returns the commit hash of its ``main``."""
         files: dict[str, _File] = {}
         if folder is not None:
             root = Path(folder)
@@ -125,7 +129,7 @@ class HubStandin:
         digest = hashlib.sha1(repo_id.encode())
         for name, f in sorted(files.items()):
             digest.update(name.encode() + f.sha256.encode())
-        repo = _Repo(repo_id, files, digest.hexdigest(), gated, set(tokens or ()), set(drop_once or ()))
+        repo = _Repo(repo_id, files, digest.hexdigest(), gated, set(tokens or ()), set(drop_once or ()), rate)
         self.repos[repo_id] = repo
         return repo.commit
 
@@ -242,6 +246,18 @@ class HubStandin:
                 req.connection.shutdown(socket.SHUT_RDWR)
             except OSError:
                 pass
+            return
+        if repo.rate:
+            step = 16 * 1024
+            for offset in range(0, len(data), step):
+                try:
+                    req.wfile.write(data[offset:offset + step])
+                    req.wfile.flush()
+                except OSError:  # the client went away (a cancelled download)
+                    return
+                with self._lock:
+                    self.bytes_served[key] += len(data[offset:offset + step])
+                time.sleep(step / repo.rate)
             return
         req.wfile.write(data)
         with self._lock:
