@@ -139,8 +139,10 @@ class TransformersWriter(ChatWriter):
         encoded = tokenizer(text, return_tensors="pt")
         return encoded["input_ids"], encoded.get("attention_mask")
 
-    def chat(self, messages: Messages, *, cancel: CancelToken | None = None) -> str:
-        """Generate the model's answer to `messages` (sampling seeded by `seed` and the call number)."""
+    def chat(self, messages: Messages, *, schema: dict[str, Any] | None = None,
+             cancel: CancelToken | None = None) -> str:
+        """Generate the model's answer to `messages` (sampling seeded by `seed` and the call number); `schema` is
+        described in the prompt only."""
         import torch
 
         self.load()
