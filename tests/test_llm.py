@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -14,9 +15,11 @@ import pytest
 from studio import (Cancelled, CancelToken, Project, ProviderUnavailable, Scene, StudioError, load_preset,
                     providers)
 from studio.storyboard import rewrite_scene, write_storyboard
-from studio.storyboard._llm import (BadAnswer, check_schema, extract_json, parse_prompts, parse_storyboard,
-                                    portable_schema, prompts_schema, storyboard_schema)
+from studio.storyboard._llm import (BadAnswer, brief_messages, check_schema, extract_json, parse_prompts,
+                                    parse_rewrite, parse_storyboard, portable_schema, prompts_schema, rewrite_schema,
+                                    storyboard_schema)
 from studio.storyboard.openai_llm import known_format, openai_writer
+from studio.storyboard.transformers_llm import ENFORCER_NOTE, _enforceable
 from studio.testing import ScriptedChat, put_in_hub_cache
 
 from .openai_server import OpenAIServer, Reply
@@ -124,6 +127,46 @@ def test_generation_stops_at_once_on_cancel(llm):
     assert token.reads <= 8, f"the token was read {token.reads} times: generation did not stop at the cancel"
 
 
+def test_generation_is_constrained_to_the_schema(llm):
+    """The tiny model's words are noise, but constrained to the schema they are JSON of the storyboard's shape."""
+    pytest.importorskip("lmformatenforcer")
+    tokenizer_text = '{"title": "A", "scenes": [{"narration": "b", "duration_s": 12.5}, null]}'
+    llm.load()
+    assert llm._tokenizer.decode(llm._tokenizer.encode(tokenizer_text, add_special_tokens=False)) == tokenizer_text
+    messages = brief_messages("Why is the sky blue?", title=None, language="en", style="", target_s=20)
+    llm.max_new_tokens = 600  # room for the whitespace a random model strews between values; it stops at the end
+    schema = storyboard_schema(max_scenes=2, max_chars=12)  # short texts: a random model never closes a string
+    for _ in range(3):  # three calls, three seeds
+        answer = llm.chat(messages, schema=schema)
+        data = json.loads(answer)
+        check_schema(data, schema)
+        assert set(data) == {"title", "scenes"} and 1 <= len(data["scenes"]) <= 2
+        assert all(set(scene) == {"narration", "visual_prompt", "duration_s"} for scene in data["scenes"])
+        durations = [scene["duration_s"] for scene in data["scenes"]]
+        assert all(d is None or (isinstance(d, int) and 1 <= d <= 60) for d in durations)
+        parse_storyboard(answer, schema)
+    prompts = prompts_schema(3, max_chars=10)
+    assert len(parse_prompts(llm.chat(messages, schema=prompts), 3, prompts)) == 3
+    assert parse_rewrite(llm.chat(messages, schema=rewrite_schema("narration", 10)), "narration",
+                         rewrite_schema("narration", 10))
+    # Unconstrained, the same model gives no JSON at all
+    with pytest.raises(BadAnswer):
+        extract_json(llm.chat(messages))
+
+
+def test_without_lm_format_enforcer_the_model_writes_unconstrained_and_the_notes_say_so(llm, monkeypatch):
+    pytest.importorskip("lmformatenforcer")
+    assert llm.output_notes() == ()
+    monkeypatch.setitem(sys.modules, "lmformatenforcer", None)  # `import lmformatenforcer` fails
+    llm.load()
+    assert llm._constraint(storyboard_schema()) is None
+    assert isinstance(llm.chat([{"role": "user", "content": "Hi"}], schema=storyboard_schema()), str)
+    with ScriptedChat(llm, [GOOD]):
+        draft = llm.write("Why the sky is blue", mode="brief")
+    assert ENFORCER_NOTE in draft.notes and ENFORCER_NOTE == (
+        "storyboard: install lm-format-enforcer for schema-constrained output")
+
+
 def test_loads_from_the_hub_cache_by_id(tiny_models, tmp_path):
     cache = tmp_path / "hub"
     put_in_hub_cache(tiny_models.folder("llm"), "tiny-org/tiny-chat", cache)
@@ -190,6 +233,9 @@ def test_the_schemas_check_answers_and_are_sent_in_the_portable_subset():
     assert all(word not in sent for word in ("minLength", "maxLength", "minItems", "maxItems", "minimum", "maximum",
                                              '"title": "storyboard"'))
     assert schema["title"] == "storyboard" and portable_schema(schema)["required"] == ["title", "scenes"]
+    # lm-format-enforcer does not bound numbers: a bounded duration becomes the whole seconds in range
+    duration = _enforceable(schema)["properties"]["scenes"]["items"]["properties"]["duration_s"]
+    assert duration == {"anyOf": [{"type": "integer", "enum": list(range(1, 61))}, {"type": "null"}]}
 
 
 def test_prompt_answers_need_one_per_scene():
