@@ -104,21 +104,24 @@ class ScriptedChat:
     """Make an LLM writer answer with scripted text, in order, instead of its model's own words.
 
     The writer's own prompting, JSON checking, retries and error messages run unchanged; only what the model says is
-    scripted. It records every conversation it was sent::
+    scripted. It records every conversation it was sent, and the JSON schema each answer was asked to fit::
 
         with ScriptedChat(writer, ["not json", '{"title": "T", "scenes": [...]}']) as chat:
             draft = writer.write("A brief", mode="brief")
-        assert len(chat.conversations) == 2
+        assert len(chat.conversations) == 2 and chat.schemas[0]["required"] == ["title", "scenes"]
     """
 
     def __init__(self, writer: Any, answers: Sequence[str]) -> None:
         self.writer = writer
         self.answers = list(answers)
         self.conversations: list[list[dict[str, str]]] = []
+        self.schemas: list[dict[str, Any] | None] = []
         self._original: Any = None
 
-    def __call__(self, messages: list[dict[str, str]], *, cancel: Any = None) -> str:
+    def __call__(self, messages: list[dict[str, str]], *, schema: dict[str, Any] | None = None,
+                 cancel: Any = None) -> str:
         self.conversations.append([dict(m) for m in messages])
+        self.schemas.append(schema)
         if not self.answers:
             raise AssertionError("ScriptedChat ran out of scripted answers")
         return self.answers.pop(0)

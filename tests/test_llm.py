@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -14,8 +15,11 @@ import pytest
 from studio import (Cancelled, CancelToken, Project, ProviderUnavailable, Scene, StudioError, load_preset,
                     providers)
 from studio.storyboard import rewrite_scene, write_storyboard
-from studio.storyboard._llm import BadAnswer, extract_json, parse_prompts, parse_storyboard
-from studio.storyboard.openai_llm import openai_writer
+from studio.storyboard._llm import (BadAnswer, brief_messages, check_schema, extract_json, parse_prompts,
+                                    parse_rewrite, parse_storyboard, portable_schema, prompts_schema, rewrite_schema,
+                                    storyboard_schema)
+from studio.storyboard.openai_llm import known_format, openai_writer
+from studio.storyboard.transformers_llm import ENFORCER_NOTE, _enforceable
 from studio.testing import ScriptedChat, put_in_hub_cache
 
 from .openai_server import OpenAIServer, Reply
@@ -46,8 +50,8 @@ def test_tiny_lm_writes_garbage_that_is_rejected_with_what_came_back(llm):
     answers = []
     generate = llm.chat
 
-    def spy(messages, *, cancel=None):
-        answers.append(generate(messages, cancel=cancel))
+    def spy(messages, *, schema=None, cancel=None):
+        answers.append(generate(messages, schema=schema, cancel=cancel))
         return answers[-1]
 
     llm.chat = spy
@@ -123,6 +127,46 @@ def test_generation_stops_at_once_on_cancel(llm):
     assert token.reads <= 8, f"the token was read {token.reads} times: generation did not stop at the cancel"
 
 
+def test_generation_is_constrained_to_the_schema(llm):
+    """The tiny model's words are noise, but constrained to the schema they are JSON of the storyboard's shape."""
+    pytest.importorskip("lmformatenforcer")
+    tokenizer_text = '{"title": "A", "scenes": [{"narration": "b", "duration_s": 12.5}, null]}'
+    llm.load()
+    assert llm._tokenizer.decode(llm._tokenizer.encode(tokenizer_text, add_special_tokens=False)) == tokenizer_text
+    messages = brief_messages("Why is the sky blue?", title=None, language="en", style="", target_s=20)
+    llm.max_new_tokens = 600  # room for the whitespace a random model strews between values; it stops at the end
+    schema = storyboard_schema(max_scenes=2, max_chars=12)  # short texts: a random model never closes a string
+    for _ in range(3):  # three calls, three seeds
+        answer = llm.chat(messages, schema=schema)
+        data = json.loads(answer)
+        check_schema(data, schema)
+        assert set(data) == {"title", "scenes"} and 1 <= len(data["scenes"]) <= 2
+        assert all(set(scene) == {"narration", "visual_prompt", "duration_s"} for scene in data["scenes"])
+        durations = [scene["duration_s"] for scene in data["scenes"]]
+        assert all(d is None or (isinstance(d, int) and 1 <= d <= 60) for d in durations)
+        parse_storyboard(answer, schema)
+    prompts = prompts_schema(3, max_chars=10)
+    assert len(parse_prompts(llm.chat(messages, schema=prompts), 3, prompts)) == 3
+    assert parse_rewrite(llm.chat(messages, schema=rewrite_schema("narration", 10)), "narration",
+                         rewrite_schema("narration", 10))
+    # Unconstrained, the same model gives no JSON at all
+    with pytest.raises(BadAnswer):
+        extract_json(llm.chat(messages))
+
+
+def test_without_lm_format_enforcer_the_model_writes_unconstrained_and_the_notes_say_so(llm, monkeypatch):
+    pytest.importorskip("lmformatenforcer")
+    assert llm.output_notes() == ()
+    monkeypatch.setitem(sys.modules, "lmformatenforcer", None)  # `import lmformatenforcer` fails
+    llm.load()
+    assert llm._constraint(storyboard_schema()) is None
+    assert isinstance(llm.chat([{"role": "user", "content": "Hi"}], schema=storyboard_schema()), str)
+    with ScriptedChat(llm, [GOOD]):
+        draft = llm.write("Why the sky is blue", mode="brief")
+    assert ENFORCER_NOTE in draft.notes and ENFORCER_NOTE == (
+        "storyboard: install lm-format-enforcer for schema-constrained output")
+
+
 def test_loads_from_the_hub_cache_by_id(tiny_models, tmp_path):
     cache = tmp_path / "hub"
     put_in_hub_cache(tiny_models.folder("llm"), "tiny-org/tiny-chat", cache)
@@ -164,6 +208,34 @@ def test_bad_answers_say_what_is_wrong(text, reason):
     with pytest.raises(BadAnswer) as info:
         parse_storyboard(text)
     assert reason in str(info.value)
+
+
+def test_the_schemas_check_answers_and_are_sent_in_the_portable_subset():
+    schema = storyboard_schema()
+    good = json.loads(GOOD)
+    for scene in good["scenes"]:
+        scene.setdefault("duration_s", None)
+    check_schema(good, schema)
+    for bad, reason in [({"title": "T"}, "`scenes` is missing"),
+                        ({"title": "T", "scenes": [{"narration": "a", "visual_prompt": 3, "duration_s": None}]},
+                         "scene 1's `visual_prompt` must be a string"),
+                        ({"title": "T", "scenes": [{"narration": "a", "visual_prompt": "b", "duration_s": True}]},
+                         "scene 1's `duration_s` must be a number from 1 to 60 or null"),
+                        ({"title": "T", "scenes": [{"narration": "x" * 701, "visual_prompt": "b", "duration_s": 2}]},
+                         "has 701 characters; at most 700"),
+                        ({"title": "T", "scenes": [good["scenes"][0]] * 61}, "`scenes` has 61 items; at most 60"),
+                        ({"visual_prompts": ["a", " "]}, "visual prompt 2 must be a non-empty string")]:
+        with pytest.raises(BadAnswer, match=reason.replace("(", r"\(")):
+            check_schema(bad, prompts_schema(2) if "visual_prompts" in bad else schema)
+    check_schema({**good, "extra": 1}, schema)  # keys the schema does not name are ignored on the way in
+    # Sent: structure only (strict mode's subset); lengths, counts and ranges stay here
+    sent = json.dumps(portable_schema(schema))
+    assert all(word not in sent for word in ("minLength", "maxLength", "minItems", "maxItems", "minimum", "maximum",
+                                             '"title": "storyboard"'))
+    assert schema["title"] == "storyboard" and portable_schema(schema)["required"] == ["title", "scenes"]
+    # lm-format-enforcer does not bound numbers: a bounded duration becomes the whole seconds in range
+    duration = _enforceable(schema)["properties"]["scenes"]["items"]["properties"]["duration_s"]
+    assert duration == {"anyOf": [{"type": "integer", "enum": list(range(1, 61))}, {"type": "null"}]}
 
 
 def test_prompt_answers_need_one_per_scene():
@@ -229,8 +301,30 @@ def test_openai_writes_a_storyboard(tmp_path):
     assert request["path"] == "/v1/chat/completions"
     assert request["headers"]["Authorization"] == "Bearer sk-test-secret-123"
     body = request["json"]
-    assert body["model"] == "tiny-chat" and body["response_format"] == {"type": "json_object"}
+    assert body["model"] == "tiny-chat"
     assert body["messages"][0]["role"] == "system" and "Why the sky is blue" in body["messages"][1]["content"]
+    # The storyboard's JSON schema goes with the request, in strict mode's subset (the limits are checked here)
+    assert body["response_format"] == {"type": "json_schema", "json_schema": {
+        "name": "storyboard", "schema": portable_schema(storyboard_schema()), "strict": True}}
+    schema = body["response_format"]["json_schema"]["schema"]
+    assert schema["required"] == ["title", "scenes"] and schema["additionalProperties"] is False
+    scene = schema["properties"]["scenes"]["items"]
+    assert scene["required"] == ["narration", "visual_prompt", "duration_s"] and scene["additionalProperties"] is False
+    assert scene["properties"]["duration_s"] == {"type": ["number", "null"]}
+    assert "maxLength" not in json.dumps(schema) and "maxItems" not in json.dumps(schema)
+
+
+def test_openai_sends_the_schema_of_each_kind_of_answer():
+    script_answer = json.dumps({"visual_prompts": ["bees on flowers", "inside a hive", "wax cells"]})
+    with OpenAIServer(answers=[script_answer, '{"text": "Honey keeps for years and years."}']) as server:
+        writer = _openai(server)
+        draft = writer.write(SCRIPT, mode="script")
+        project = Project(title="Bees", scenes=draft.scenes)
+        assert writer.rewrite(project, draft.scenes[2].id, field="narration") == "Honey keeps for years and years."
+        prompts, rewrite = (body["response_format"]["json_schema"] for body in server.chats)
+    assert prompts["name"] == "visual_prompts" and prompts["schema"] == portable_schema(prompts_schema(3))
+    assert prompts["schema"]["properties"]["visual_prompts"] == {"type": "array", "items": {"type": "string"}}
+    assert rewrite["name"] == "rewrite" and rewrite["schema"]["required"] == ["text"]
 
 
 def test_openai_retries_429_and_5xx_with_backoff():
@@ -279,13 +373,50 @@ def test_openai_connection_refused_and_timeout():
             _openai(server, timeout_s=0.3).write("Sky", mode="brief")
 
 
-def test_openai_drops_json_mode_for_servers_that_refuse_it():
-    refused = Reply(400, {"error": {"message": "'response_format.type' must be 'json_schema'"}})
-    with OpenAIServer(replies=[refused], answers=[GOOD]) as server:
+def test_openai_falls_back_to_json_mode_then_to_nothing_and_remembers_per_server():
+    # A server without structured outputs: json_schema refused, then JSON mode refused, then a plain request
+    no_schema = Reply(400, {"error": {"message": "'response_format.type' must be 'json_object' or 'text'"}})
+    no_json = Reply(400, {"error": {"message": "response_format is not supported"}})
+    with OpenAIServer(replies=[no_schema, no_json], answers=[GOOD, GOOD]) as server:
+        writer = _openai(server)
+        assert known_format(server.url) == "json_schema"
+        assert len(writer.write("Sky", mode="brief").scenes) == 3
+        first, second, third = server.chats
+        assert first["response_format"]["type"] == "json_schema"
+        assert second["response_format"] == {"type": "json_object"}
+        assert "response_format" not in third and third["messages"] == first["messages"]
+        # Remembered for this base URL, for every writer in the process: the next request goes plain at once
+        assert known_format(server.url) == "none"
+        assert len(_openai(server).write("Sky", mode="brief").scenes) == 3
+        assert len(server.chats) == 4 and "response_format" not in server.chats[3]
+
+
+def test_openai_json_mode_fallback_and_refusals_that_are_not_about_the_format():
+    refused = Reply(400, {"error": {"message": "Invalid schema for response_format 'storyboard'"}})
+    with OpenAIServer(replies=[refused], answers=[GOOD, GOOD]) as server:
         writer = _openai(server)
         assert len(writer.write("Sky", mode="brief").scenes) == 3
         first, second = server.chats
-    assert "response_format" in first and "response_format" not in second
+        assert first["response_format"]["type"] == "json_schema" and second["response_format"] == {
+            "type": "json_object"}
+        assert known_format(server.url) == "json_object"
+        writer.write("Sky", mode="brief")
+        assert server.chats[2]["response_format"] == {"type": "json_object"}  # no second try of the schema
+    # Another 400 is not taken for a format refusal: it fails at once, with the server's words, and nothing is learnt
+    too_long = Reply(400, {"error": {"message": "This model's maximum context length is 4096 tokens"}})
+    with OpenAIServer(replies=[too_long]) as server:
+        with pytest.raises(StudioError, match="HTTP 400: This model's maximum context length"):
+            _openai(server).write("Sky", mode="brief")
+        assert len(server.chats) == 1 and known_format(server.url) == "json_schema"
+    # A server that refuses even the plain request says so, and nothing is learnt from a request that failed
+    with OpenAIServer(replies=[Reply(400, {"error": {"message": "bad response_format"}})] * 3) as server:
+        with pytest.raises(StudioError, match=r"answered HTTP 400: bad response_format"):
+            _openai(server).write("Sky", mode="brief")
+        assert len(server.chats) == 3 and known_format(server.url) == "json_schema"
+    # json_mode=False never sends a response_format
+    with OpenAIServer(answers=[GOOD]) as server:
+        _openai(server, json_mode=False).write("Sky", mode="brief")
+        assert "response_format" not in server.chats[0]
 
 
 def test_openai_auto_needs_studio_to_be_pointed_at_a_server(monkeypatch):

@@ -12,6 +12,11 @@ the options given), never merely because an API key is lying around. Requests ti
 retried with exponential backoff (``Retry-After`` is honoured), and the usual failures get messages that say what to
 do: a refused key (401/403), a model the server does not know (it lists the ones it has), nothing listening, no answer
 in time. The API key never appears in a message.
+
+Each request carries the JSON schema of the answer (``response_format: {"type": "json_schema", ...}`` with
+``strict: true``; OpenAI, vLLM, LM Studio, llama.cpp's server and Ollama 0.5+ constrain the model to it). A server that
+answers 400 because it does not take that is asked once more with ``{"type": "json_object"}`` (JSON mode) and then
+with no ``response_format``; what worked is remembered for that base URL for the rest of the process.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import ipaddress
 import logging
 import os
 import socket
+import threading
 import time
 from typing import Any
 from urllib.parse import urlsplit
@@ -27,13 +33,29 @@ from urllib.parse import urlsplit
 from ..errors import ProviderUnavailable, StudioError
 from ..progress import CancelToken, check
 from ..providers import register
-from ._llm import ChatWriter, Messages
+from ._llm import ChatWriter, Messages, portable_schema
 
 log = logging.getLogger("studio")
 
 OPENAI_URL = "https://api.openai.com/v1"
 RETRY_STATUS = (429, 500, 502, 503, 504)
 MAX_RETRY_AFTER_S = 60.0
+# What a request asks of the answer, most to least: a JSON schema, any JSON object (JSON mode), nothing.
+FORMATS = ("json_schema", "json_object", "none")
+# Words in a 400/422 answer that say the server refused the `response_format` (not something else in the request).
+FORMAT_REFUSAL_WORDS = ("response_format", "json_schema", "json_object", "schema", "format", "grammar")
+_formats: dict[str, int] = {}  # base URL -> index into FORMATS that its server took (learned in this process)
+_formats_lock = threading.Lock()
+
+
+class _FormatRefused(Exception):
+    """The server answered 400/422 about the `response_format` it was sent."""
+
+
+def known_format(base_url: str) -> str:
+    """The most a server at `base_url` was found to take (`FORMATS`); ``json_schema`` until it refused that."""
+    with _formats_lock:
+        return FORMATS[_formats.get(base_url.rstrip("/"), 0)]
 
 
 def _settings(base_url: str | None, model: str | None, api_key: str | None) -> tuple[str, str | None, str | None, bool]:
@@ -102,7 +124,8 @@ def openai_writer(base_url: str | None = None, model: str | None = None, api_key
         temperature: Sampling temperature.
         max_tokens: Longest answer, in tokens.
         max_attempts: How many answers to ask for before giving up on an unusable one.
-        json_mode: Ask for ``response_format: json_object``; dropped automatically for servers that refuse it.
+        json_mode: Send the answer's JSON schema as ``response_format`` (falling back to ``json_object``, then to
+            nothing, for servers that refuse it); False sends no ``response_format``.
         seed: Sent to servers that support reproducible sampling; None sends none.
     """
     url, name, key, _ = _settings(base_url, model, api_key)
@@ -149,20 +172,45 @@ class OpenAIWriter(ChatWriter):
             headers["Authorization"] = f"Bearer {self._api_key}"
         return headers
 
-    def chat(self, messages: Messages, *, cancel: CancelToken | None = None) -> str:
-        """POST the conversation to ``/chat/completions`` and return the first choice's text."""
+    def chat(self, messages: Messages, *, schema: dict[str, Any] | None = None,
+             cancel: CancelToken | None = None) -> str:
+        """POST the conversation to ``/chat/completions`` and return the first choice's text.
+
+        The answer is asked to fit `schema` (see the module); without one, to be a JSON object (JSON mode).
+        """
         body: dict[str, Any] = {"model": self.model, "messages": messages, "temperature": self.temperature,
                                 "max_tokens": self.max_tokens}
         if self.seed is not None:
             body["seed"] = self.seed
-        if self.json_mode:
-            body["response_format"] = {"type": "json_object"}
-        data = self._post("/chat/completions", body, cancel)
+        level = max(FORMATS.index("json_schema" if schema is not None else "json_object"),
+                    FORMATS.index(known_format(self.base_url))) if self.json_mode else FORMATS.index("none")
+        first = level
+        while True:
+            request = dict(body)
+            if FORMATS[level] == "json_schema":
+                request["response_format"] = {"type": "json_schema", "json_schema": {
+                    "name": schema.get("title", "answer"), "schema": portable_schema(schema), "strict": True}}
+            elif FORMATS[level] == "json_object":
+                request["response_format"] = {"type": "json_object"}
+            try:
+                data = self._post("/chat/completions", request, cancel)
+                break
+            except _FormatRefused as exc:  # never raised for a request without a response_format
+                level += 1
+                log.info("openai writer: %s refused response_format %s (%s); asking with %s", self.base_url,
+                         FORMATS[level - 1], exc, FORMATS[level])
+        if level > first:
+            with _formats_lock:
+                _formats[self.base_url] = max(level, _formats.get(self.base_url, 0))
+        message: Any = {}
         try:
-            content = data["choices"][0]["message"]["content"]
+            message = data["choices"][0]["message"]
+            content = message["content"]
         except (KeyError, IndexError, TypeError):
             raise StudioError(f"{self.base_url} answered without a message (no choices[0].message.content): "
                               f"{str(data)[:300]}") from None
+        if not isinstance(content, str) and isinstance(message.get("refusal"), str):
+            return message["refusal"]  # strict mode's refusal: shown in the error if it is all there is
         return content if isinstance(content, str) else ""
 
     def _post(self, path: str, body: dict, cancel: CancelToken | None) -> dict:
@@ -205,10 +253,9 @@ class OpenAIWriter(ChatWriter):
                 log.info("openai writer: HTTP %s from %s, retry %d of %d", status, url, attempt, self.max_retries)
                 self._wait(attempt, response.headers.get("retry-after"), cancel)
                 continue
-            if status in (400, 422) and "response_format" in body and "response_format" in message.lower():
-                body = {k: v for k, v in body.items() if k != "response_format"}  # the server does not do JSON mode
-                self.json_mode = False
-                continue
+            if status in (400, 422) and "response_format" in body and \
+                    any(word in message.lower() for word in FORMAT_REFUSAL_WORDS):
+                raise _FormatRefused(f"HTTP {status}: {message}")  # `chat` asks again with less
             if status in (401, 403):
                 hint = "set OPENAI_API_KEY (or pass api_key=)" if not self._api_key else \
                     "check OPENAI_API_KEY (or api_key=): the server refused it"

@@ -3,13 +3,19 @@
 An instruction-tuned chat model is the intended use (e.g. ``Qwen/Qwen2.5-1.5B-Instruct``, a small Llama or Phi): its
 own chat template formats the conversation. The weights must be on this machine (the hub cache or a folder saved with
 ``save_pretrained``); nothing is downloaded while writing. Prompting, JSON checking and retries are in `_llm`.
+
+Generation is constrained to the answer's JSON schema with lm-format-enforcer (an optional dependency, in the
+``models`` extra): at each step only the tokens that keep the text on the schema may be drawn, so even a small model
+answers with JSON of the right shape. Without the library the model writes unconstrained, and the project notes say so.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import threading
-from typing import Any
+import unicodedata
+from typing import Any, Callable
 
 from .. import devices
 from ..errors import ProviderUnavailable, StudioError
@@ -23,6 +29,7 @@ log = logging.getLogger("studio")
 DEFAULT_MODEL = "Qwen/Qwen2.5-1.5B-Instruct"
 # Above this many parameters a model is not run on a CPU unless asked for (`device="cpu"`): it would take minutes.
 CPU_MAX_PARAMETERS = 4_000_000_000
+ENFORCER_NOTE = "storyboard: install lm-format-enforcer for schema-constrained output"
 
 
 def _check(model: str = DEFAULT_MODEL, device: str | None = None, cache_dir: str | None = None) -> str:
@@ -74,6 +81,40 @@ def transformers_writer(model: str = DEFAULT_MODEL, device: str | None = None, d
                               cache_dir=cache_dir)
 
 
+def _enforcer_installed() -> bool:
+    try:
+        import lmformatenforcer  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _enforceable(schema: Any) -> Any:
+    """`schema` as lm-format-enforcer can enforce it: it does not bound numbers, so a number with whole bounds (a
+    scene's `duration_s`, 1 to 60) becomes the whole numbers in that range."""
+    if isinstance(schema, list):
+        return [_enforceable(item) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out = {key: _enforceable(value) for key, value in schema.items()}
+    kinds = [out["type"]] if isinstance(out.get("type"), str) else out.get("type")
+    low, high = out.get("minimum"), out.get("maximum")
+    if isinstance(kinds, list) and {"number", "integer"} & set(kinds) and isinstance(low, (int, float)) \
+            and isinstance(high, (int, float)) and 0 <= high - low <= 1000:
+        whole = {"type": "integer", "enum": list(range(math.ceil(low), math.floor(high) + 1))}
+        others = [{"type": kind} for kind in kinds if kind not in ("number", "integer")]
+        return {key: value for key, value in out.items() if key not in ("type", "minimum", "maximum")} | {
+            "anyOf": [whole, *others]}
+    return out
+
+
+def _clean(text: str) -> bool:
+    """A token text that may be written inside JSON: no control characters (line breaks may go between values) and no
+    piece of a character (a byte-level token that decodes to U+FFFD)."""
+    return bool(text) and "\ufffd" not in text and not any(
+        unicodedata.category(c) == "Cc" and c not in "\n\r" for c in text)
+
+
 class _StopOnCancel:
     """A stopping criterion that ends generation as soon as the token is cancelled (checked every token)."""
 
@@ -106,6 +147,7 @@ class TransformersWriter(ChatWriter):
         self.cache_dir = cache_dir
         self._lm: Any = None
         self._tokenizer: Any = None
+        self._token_data: Any = None  # lm-format-enforcer's view of the tokenizer, built on the first constrained chat
         self._lock = threading.Lock()
         self.calls = 0
 
@@ -139,8 +181,59 @@ class TransformersWriter(ChatWriter):
         encoded = tokenizer(text, return_tensors="pt")
         return encoded["input_ids"], encoded.get("attention_mask")
 
-    def chat(self, messages: Messages, *, cancel: CancelToken | None = None) -> str:
-        """Generate the model's answer to `messages` (sampling seeded by `seed` and the call number)."""
+    def _tokenizer_data(self) -> Any:
+        """The tokenizer's tokens as lm-format-enforcer needs them (once per loaded tokenizer: a large vocabulary takes
+        a second or two)."""
+        with self._lock:
+            if self._token_data is None:
+                from lmformatenforcer import TokenEnforcerTokenizerData
+
+                tokenizer = self._tokenizer
+                special = set(tokenizer.all_special_ids)
+                ids = [token for token in range(len(tokenizer)) if token not in special]
+                zero = tokenizer.encode("0", add_special_tokens=False)[-1]
+                # Decoded after "0", so a token that starts a word keeps its leading space (as the library's own
+                # transformers integration does; that module does not import with transformers 5).
+                after_zero = tokenizer.batch_decode([[zero, token] for token in ids])
+                alone = tokenizer.batch_decode([[token] for token in ids])
+                regular = [(token, text[1:], len(text) - 1 > len(bare))
+                           for token, text, bare in zip(ids, after_zero, alone) if _clean(text[1:])]
+                eos = {tokenizer.eos_token_id}
+                configured = getattr(self._lm.generation_config, "eos_token_id", None)
+                eos.update(configured if isinstance(configured, list) else [configured])
+                eos.discard(None)
+                self._token_data = TokenEnforcerTokenizerData(
+                    regular, lambda tokens: tokenizer.decode(tokens).rstrip("\ufffd"), sorted(eos), False,
+                    len(tokenizer))
+            return self._token_data
+
+    def _constraint(self, schema: dict[str, Any]) -> Callable[[int, Any], list[int]] | None:
+        """A ``prefix_allowed_tokens_fn`` that keeps generation on `schema`, or None without lm-format-enforcer."""
+        try:
+            from lmformatenforcer import CharacterLevelParserConfig, JsonSchemaParser, TokenEnforcer
+        except ImportError:
+            log.warning("transformers writer: lm-format-enforcer is not installed, so %s writes without the JSON "
+                        "schema: pip install lm-format-enforcer", self.model)
+            return None
+        data = self._tokenizer_data()
+        # What a JSON string may hold: the tokenizer's characters but the line breaks (they may only go between values)
+        config = CharacterLevelParserConfig(alphabet=data.tokenizer_alphabet.replace("\n", "").replace("\r", ""))
+        parser = JsonSchemaParser(_enforceable(schema), config=config)
+        enforcer = TokenEnforcer(data, parser)
+        parser.config = config  # TokenEnforcer gave it the whole alphabet, line breaks included
+
+        def allowed(batch_id: int, input_ids: Any) -> list[int]:
+            return enforcer.get_allowed_tokens(input_ids.tolist()).allowed_tokens
+
+        return allowed
+
+    def output_notes(self) -> tuple[str, ...]:
+        return () if _enforcer_installed() else (ENFORCER_NOTE,)
+
+    def chat(self, messages: Messages, *, schema: dict[str, Any] | None = None,
+             cancel: CancelToken | None = None) -> str:
+        """Generate the model's answer to `messages` (sampling seeded by `seed` and the call number), constrained to
+        the JSON `schema` when one is given and lm-format-enforcer is installed."""
         import torch
 
         self.load()
@@ -156,6 +249,9 @@ class TransformersWriter(ChatWriter):
         options: dict[str, Any] = {"max_new_tokens": self.max_new_tokens, "do_sample": sample, "pad_token_id": pad}
         if sample:
             options.update(temperature=self.temperature, top_p=0.95)
+        constraint = self._constraint(schema) if schema is not None else None
+        if constraint is not None:
+            options["prefix_allowed_tokens_fn"] = constraint
         from transformers import StoppingCriteriaList
 
         with torch.inference_mode():
@@ -169,4 +265,5 @@ class TransformersWriter(ChatWriter):
         with self._lock:
             self._lm = None
             self._tokenizer = None
+            self._token_data = None
         devices.free_memory()
