@@ -127,6 +127,21 @@ def test_generation_stops_at_once_on_cancel(llm):
     assert token.reads <= 8, f"the token was read {token.reads} times: generation did not stop at the cancel"
 
 
+def test_a_hybrid_thinking_model_is_asked_for_the_answer_only(llm):
+    """Qwen3's chat template thinks aloud before answering unless `enable_thinking` is False: the writer turns it
+    off (a template without the switch ignores it)."""
+    from transformers import AutoTokenizer
+
+    llm.load()
+    tokenizer = AutoTokenizer.from_pretrained(llm.weights.folder)
+    tokenizer.chat_template = ("{% for m in messages %}{{ m['content'] }}\n{% endfor %}"
+                               "{% if enable_thinking is not defined or enable_thinking %}<think>{% endif %}A:")
+    llm._tokenizer = tokenizer
+    ids, _ = llm._prompt_ids([{"role": "user", "content": "Write a storyboard."}])
+    prompt = tokenizer.decode(ids[0])
+    assert prompt.rstrip().endswith("A:") and "<think>" not in prompt
+
+
 def test_generation_is_constrained_to_the_schema(llm):
     """The tiny model's words are noise, but constrained to the schema they are JSON of the storyboard's shape."""
     pytest.importorskip("lmformatenforcer")

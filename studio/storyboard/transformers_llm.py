@@ -173,8 +173,10 @@ class TransformersWriter(ChatWriter):
     def _prompt_ids(self, messages: Messages) -> Any:
         tokenizer = self._tokenizer
         if getattr(tokenizer, "chat_template", None):
+            # Hybrid thinking models (Qwen3) would think aloud before the JSON: the storyboard needs the answer only.
+            # Templates that do not know the switch ignore it.
             encoded = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt",
-                                                    return_dict=True)
+                                                    return_dict=True, enable_thinking=False)
             return encoded["input_ids"], encoded.get("attention_mask")
         # A base model without a chat template: a plain transcript that ends where the assistant speaks.
         text = "".join(f"{m['role'].title()}: {m['content']}\n\n" for m in messages) + "Assistant:"
