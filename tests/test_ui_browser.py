@@ -450,3 +450,65 @@ def test_the_studio_walked_through_as_a_person_uses_it(server, page):
     page.get_by_role("tab", name="6 · Projects").click()
     page.locator("#projects-table [data-testid='cell-2-0']").wait_for()
     panel_shot(page, "projects")
+
+
+# -- issue 13: models within reach, from the studio's own Models panel ----------------------------------------------
+@pytest.fixture(scope="module")
+def hub_studio(tmp_path_factory):
+    """`python app.py` with the Hugging Face hub stood in on loopback (HF_ENDPOINT), serving a tiny Stable Diffusion
+    as stabilityai/sd-turbo (Draft's painter) slowly enough to watch its download and cancel it."""
+    from studio import testing
+
+    from .hub_standin import HubStandin
+
+    root = tmp_path_factory.mktemp("hub-studio")
+    folder = testing.tiny_sd(root / "sd")
+    for weights in folder.rglob("*.safetensors"):  # laid out as sd-turbo's fp16 files, which its allow-list takes
+        weights.rename(weights.with_name(weights.name.replace(".safetensors", ".fp16.safetensors")))
+    data = root / "data"
+    data.mkdir()
+    with HubStandin() as hub:
+        hub.add_repo("stabilityai/sd-turbo", folder, rate=40_000)
+        env = {"HF_ENDPOINT": hub.url, "HF_HUB_CACHE": str(root / "hub-cache"), "HF_HUB_OFFLINE": "0",
+               "HF_HUB_DISABLE_XET": "1", "HF_TOKEN": ""}
+        with running(["app.py"], data, env=env) as url:
+            yield url, root / "hub-cache", hub
+
+
+def test_the_models_panel_downloads_with_progress_cancels_and_resumes(hub_studio, page):
+    url, cache, hub = hub_studio
+    write_storyboard(page, url, "# Hills\n\nRain falls on the hills.\n\nRivers carry it to the sea.")
+    tab(page, "4 · Visuals")  # the step panel says which missing model would paint, and where to get it
+    hint = page.locator("#visuals-hint")
+    wait_for(lambda: "sd-turbo" in hint.inner_text(), 15, "the missing painter's hint")
+    assert "would paint these scenes" in hint.inner_text() and "Models" in hint.inner_text()
+
+    tab(page, "7 · Models")
+    table = page.locator("#models-table")
+    table.get_by_text("sd-turbo", exact=True).wait_for()
+    assert "non-commercial" in table.inner_text() and "apache-2.0" in table.inner_text()  # licences beside each
+    page.locator("#models-pick input").click()
+    page.get_by_role("option", name="sd-turbo · ").click()
+    wait_for(lambda: "licence" in page.locator("#models-details").inner_text(), 10, "the model's details")
+    page.click("#models-download")
+    progress = page.locator("#models-progress")
+    wait_for(lambda: "running" in progress.inner_text() and "MB" in progress.inner_text(), 20, "live progress")
+    wait_for(lambda: sum(hub.bytes_served.values()) > 60_000, 20, "some bytes to arrive")
+    page.click("#models-cancel")
+    wait_for(lambda: "canceled" in progress.inner_text(), 20, "the cancel")
+    served_at_cancel = sum(hub.bytes_served.values())
+    assert served_at_cancel < 330_000, "the download ran to the end"
+    shot(page, "7-models-canceled")
+
+    page.click("#models-download")  # again: it resumes, and ends with the model here
+    wait_for(lambda: "done" in progress.inner_text(), 60, "the resumed download")
+    assert sum(hub.bytes_served.values()) < served_at_cancel + 330_000  # what was fetched was not fetched again
+    wait_for(lambda: "here: present" in page.locator("#models-details").inner_text(), 15, "the model to be here")
+    assert list(cache.glob("models--stabilityai--sd-turbo/snapshots/*/unet/diffusion_pytorch_model.fp16.safetensors"))
+    shot(page, "7-models")
+
+    # `auto` now paints with the downloaded model.
+    tab(page, "4 · Visuals")
+    page.click("#paint-all")
+    wait_for(lambda: "Painted 2 scenes" in page.locator("#visuals-status").inner_text(), 120, "the painting")
+    assert "painter: diffusers-image" in page.locator(".studio-notes").all_inner_texts().__str__()

@@ -100,9 +100,11 @@ def _allowed(studio: Studio) -> None:
                           "STUDIO_ALLOW_MODEL_DOWNLOADS=1, or fetch models with `python -m studio models pull NAME`")
 
 
-def refresh(studio: Studio) -> dict:
+def refresh(studio: Studio, name: str | None = None) -> dict:
+    """The table, the picked model's details and every download's progress (the timer calls it while one runs)."""
     running = studio.downloads is not None and studio.downloads.running()
-    return {"table": table(), "progress": progress_md(studio), "timer": gr.Timer(active=running)}
+    return {"table": table(), "details": details(name), "progress": progress_md(studio),
+            "timer": gr.Timer(active=running)}
 
 
 def download(studio: Studio, name: str) -> dict:
@@ -205,9 +207,10 @@ def show(view_: dict | None) -> dict:
 def wire(studio: Studio, ui: SimpleNamespace) -> None:
     p = ui.models
     light = dict(concurrency_limit=None, api_visibility="private")
-    fn, outputs = named(bind(refresh, studio), {"table": p.table, "progress": p.progress, "timer": p.timer})
-    p.timer.tick(fn, outputs=outputs, show_progress="hidden", **light)
-    ui.models_tab.select(fn, outputs=outputs, show_progress="hidden", **light)
+    fn, outputs = named(bind(refresh, studio), {"table": p.table, "details": p.details, "progress": p.progress,
+                                                "timer": p.timer})
+    p.timer.tick(fn, inputs=[p.model], outputs=outputs, show_progress="hidden", **light)
+    ui.models_tab.select(fn, inputs=[p.model], outputs=outputs, show_progress="hidden", **light)
     fn, outputs = named(show_details, {"details": p.details})
     p.model.input(fn, inputs=[p.model], outputs=outputs, **light)
     fn, outputs = named(bind(download, studio), {"progress": p.progress, "timer": p.timer})
