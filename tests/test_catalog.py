@@ -344,3 +344,30 @@ def test_the_standin_speaks_the_hubs_protocol_to_huggingface_hub_itself(hub, sd_
                                endpoint=hub.url)
     assert (Path(folder) / "unet" / "diffusion_pytorch_model.fp16.safetensors").is_file()
     assert model_store.status(entry).state == "present"
+
+
+def test_a_render_downloads_on_first_use_only_when_asked_and_then_paints_with_the_model(hub, sd_fp16, tmp_path,
+                                                                                         monkeypatch):
+    """`make_video(download=True)` (render --download, STUDIO_DOWNLOAD_MODELS=1) pulls the model `auto` would take
+    if it were here, then auto uses it; without the opt-in nothing is fetched and auto goes on with title cards."""
+    from studio import downloads
+    from studio.pipeline import make_video
+    from studio.presets import load_preset
+    from studio.storyboard import write_storyboard
+
+    hub.add_repo("stabilityai/sd-turbo", sd_fp16, extra=SD_EXTRAS)
+    draft = load_preset("draft")
+    entry = load_catalog().get("sd-turbo")
+    assert [e.name for e in downloads.wanted_for_run(draft, narrator=None, painter="auto", device="cpu")] == ["sd-turbo"]
+    assert downloads.wanted_for_run(draft, narrator=None, painter="cards", device="cpu") == []  # named offline
+    monkeypatch.delenv("STUDIO_DOWNLOAD_MODELS", raising=False)
+    monkeypatch.delenv("SPACE_ID", raising=False)
+    project = write_storyboard("A red kite over the hill.", mode="script")
+
+    plain = make_video(project, preset=draft, output=tmp_path / "plain.mp4", narrator="espeak")
+    assert not hub.bytes_served and model_store.status(entry).state == "missing"  # nothing unrequested
+    assert any(n.startswith("painter: cards") for n in plain.project.notes)
+
+    fetched = make_video(project, preset=draft, output=tmp_path / "fetched.mp4", narrator="espeak", download=True)
+    assert model_store.status(entry).state == "present"
+    assert any(n.startswith("painter: diffusers-image") for n in fetched.project.notes), fetched.project.notes

@@ -98,6 +98,9 @@ def estimate_md(view_: dict | None, preset: str, limits=None) -> str:
     lines += [f"- {html.escape(s.text)}" for s in steps[:-1] if s.seconds > 0]
     lines.append(f"- compose: {composed.resolution_name} {composed.width}x{composed.height} at {composed.fps} fps, "
                  f"{html.escape(composed.encoder)} ({composed.device}), {composed.duration_text} [test encode]")
+    from .models import hint
+
+    lines += [said for said in (hint(view_, "narrator"), hint(view_, "painter")) if said]
     return "\n".join(lines)
 
 
