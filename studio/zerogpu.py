@@ -123,6 +123,8 @@ MODEL_COSTS: dict[str, tuple[float, float]] = {
     "black-forest-labs/FLUX.1-schnell": (8.0, 60.0),            # 4 steps at 1024x1024; 12B + T5-XXL in bfloat16
     "Qwen/Qwen2.5-3B-Instruct": (0.0, 30.0),
     "Qwen/Qwen2.5-7B-Instruct": (0.0, 45.0),
+    "Qwen/Qwen3-4B-Instruct-2507": (0.0, 35.0),                 # the presets' writers (studio/models.toml)
+    "Qwen/Qwen3-8B": (0.0, 50.0),
 }
 # A provider this table does not know (a third-party one) is assumed to need the GPU, generously.
 UNKNOWN_COST = (20.0, 30.0)
