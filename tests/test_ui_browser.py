@@ -94,6 +94,16 @@ def wait_for(predicate, timeout_s: float = 30.0, what: str = "a condition"):
     raise AssertionError(f"timed out waiting for {what}")
 
 
+def edit_narration(page, data: Path, project_id: str, row: int, text: str) -> None:
+    """Type `text` into the narration cell of table row `row` (0-based) and wait until the project on disk has it."""
+    cell = page.locator(f'#storyboard-table [data-testid="cell-{row}-1"]')
+    cell.dblclick()
+    editor = cell.locator("textarea, input").first
+    editor.fill(text)
+    editor.press("Enter")
+    wait_for(lambda: project_on_disk(data, project_id)["scenes"][row]["narration"] == text, 15, "the table edit")
+
+
 def write_storyboard(page, url: str, script: str) -> str:
     """Open the studio, type a script, write the storyboard; returns the new project's id."""
     page.goto(url + "/")
@@ -128,12 +138,7 @@ def test_brief_to_video_in_the_browser(server, page):
 
     # 3. Storyboard: edit scene 2's narration in the table.
     tab(page, "2 · Storyboard")
-    cell = page.locator('#storyboard-table [data-testid="cell-1-1"]')
-    cell.dblclick()
-    editor = cell.locator("textarea, input").first
-    editor.fill(EDITED)
-    editor.press("Enter")
-    wait_for(lambda: project_on_disk(data, project_id)["scenes"][1]["narration"] == EDITED, 15, "the table edit")
+    edit_narration(page, data, project_id, 1, EDITED)
     edited_id = scenes[1]["id"]
     assert audio_state(data, project_id)[edited_id] is None  # the edit dropped only that scene's audio
     page.locator('#storyboard-table [data-testid="cell-1-0"]').click()
@@ -309,12 +314,7 @@ def test_the_studio_walked_through_as_a_person_uses_it(server, page):
 
     # 2. Storyboard: edit scene 2 in the table; a split the project refuses is a warning, and the Scene number
     #    stays usable (an error badge used to cover it).
-    cell = page.locator('#storyboard-table [data-testid="cell-1-1"]')
-    cell.dblclick()
-    editor = cell.locator("textarea, input").first
-    editor.fill(EDITED)
-    editor.press("Enter")
-    wait_for(lambda: project_on_disk(data, project_id)["scenes"][1]["narration"] == EDITED, 15, "the table edit")
+    edit_narration(page, data, project_id, 1, EDITED)
     number = page.locator("#scene-number input")
     number.fill("2")
     page.click("#split-scene")  # one sentence: nothing to split
