@@ -54,7 +54,7 @@ if TYPE_CHECKING:
 # Bump when a change here (where segments are cut, how a part of the timeline is made) changes a segment's frames;
 # `studio.compose.render.RENDERER_VERSION` covers the frame loop and the caption drawing.
 SEGMENT_VERSION = 2
-SOUNDTRACK_VERSION = 1  # bump when a change to `studio.compose.audio` changes the soundtrack
+SOUNDTRACK_VERSION = 2  # bump when a change to `studio.compose.audio` changes the soundtrack
 
 SegmentDoneFn = Callable[[int, "SegmentResult"], None]
 SegmentProgressFn = Callable[[int, float, str], None]
