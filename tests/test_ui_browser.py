@@ -94,6 +94,14 @@ def wait_for(predicate, timeout_s: float = 30.0, what: str = "a condition"):
     raise AssertionError(f"timed out waiting for {what}")
 
 
+def cards_narrated(page) -> None:
+    """Wait until the Voice panel's cards are drawn again with every scene's narration (typing into a card before
+    that redraw would type into a box it replaces)."""
+    wait_for(lambda: page.locator(".scene-head").count() and not any(
+        "not narrated yet" in t for t in page.locator(".scene-head").all_inner_texts()), 30, "the cards' redraw")
+    page.wait_for_timeout(300)
+
+
 def edit_narration(page, data: Path, project_id: str, row: int, text: str) -> None:
     """Type `text` into the narration cell of table row `row` (0-based) and wait until the project on disk has it."""
     cell = page.locator(f'#storyboard-table [data-testid="cell-{row}-1"]')
@@ -251,10 +259,12 @@ def test_a_voice_card_can_be_typed_into_and_narrates_only_its_scene(server, page
     tab(page, "3 · Voice")
     page.click("#narrate-all")
     wait_for(lambda: all(audio_state(data, project_id).values()), 60, "every scene's narration")
+    cards_narrated(page)
     before = audio_state(data, project_id)
     typed = "Typed right into the card, this line is new."
     card_text = page.locator(".voice-text textarea").nth(1)
     card_text.fill(typed, timeout=10_000)  # a disabled box cannot be typed into: this times out
+    assert card_text.input_value() == typed
     page.locator(".voice-narrate").nth(1).click()
     second = project_on_disk(data, project_id)["scenes"][1]["id"]
     wait_for(lambda: project_on_disk(data, project_id)["scenes"][1]["narration"] == typed
@@ -328,6 +338,7 @@ def test_the_studio_walked_through_as_a_person_uses_it(server, page):
     page.click("#next-voice")
     page.click("#narrate-all")
     wait_for(lambda: "Narrated 4 scenes" in page.locator("#voice-status").inner_text(), 90, "Narrate all")
+    cards_narrated(page)
     before = audio_state(data, project_id)
     typed = "Bees carry the nectar home in a second stomach."
     page.locator(".voice-text textarea").nth(1).fill(typed)
