@@ -112,12 +112,12 @@ def edit_narration(page, data: Path, project_id: str, row: int, text: str) -> No
     wait_for(lambda: project_on_disk(data, project_id)["scenes"][row]["narration"] == text, 15, "the table edit")
 
 
-def write_storyboard(page, url: str, script: str) -> str:
+def write_storyboard(page, url: str, script: str, timeout_ms: int = 45_000) -> str:
     """Open the studio, type a script, write the storyboard; returns the new project's id."""
     page.goto(url + "/")
     page.locator("#brief-source textarea").fill(script)
     page.click("#write-storyboard")
-    page.locator('#storyboard-table [data-testid="cell-0-1"]').wait_for()
+    page.locator('#storyboard-table [data-testid="cell-0-1"]').wait_for(timeout=timeout_ms)
     code = page.locator(".studio-header code")
     wait_for(lambda: code.count() and code.first.inner_text().startswith("p"), what="the project id in the header")
     return code.first.inner_text()
@@ -488,7 +488,8 @@ def hub_studio(tmp_path_factory):
 
 def test_the_models_panel_downloads_with_progress_cancels_and_resumes(hub_studio, page):
     url, cache, hub = hub_studio
-    write_storyboard(page, url, "# Hills\n\nRain falls on the hills.\n\nRivers carry it to the sea.")
+    # A fresh server's first storyboard (its first imports and checks) while the other test worker renders 4K: slow.
+    write_storyboard(page, url, "# Hills\n\nRain falls on the hills.\n\nRivers carry it to the sea.", 150_000)
     tab(page, "4 · Visuals")  # the step panel says which missing model would paint, and where to get it
     hint = page.locator("#visuals-hint")
     wait_for(lambda: "sd-turbo" in hint.inner_text(), 15, "the missing painter's hint")

@@ -231,6 +231,24 @@ def build_app(studio: Studio | None = None, *, data_dir: Path | str | None = Non
     return demo
 
 
+def warm_up() -> None:
+    """In the background while the server starts: measure each tier's encoder once (the render estimates of the
+    Compose panel use it, `studio.estimate.encode_rate`), so the first redraw of a project does not wait for it."""
+    import threading
+
+    def measure() -> None:
+        from ..estimate import encode_rate
+        from ..presets import TIERS, load_preset
+
+        for name in TIERS:
+            try:
+                encode_rate(load_preset(name))
+            except Exception:  # noqa: BLE001 - an estimate is measured again when asked; never stop a server for it
+                pass
+
+    threading.Thread(target=measure, name="studio-warm-up", daemon=True).start()
+
+
 def launch_options(studio: Studio) -> dict:
     """What `launch` and `mount_gradio_app` share: the upload limit (the job runner's, so the page refuses what the
     runner would), no extra served folders, the look."""
@@ -257,6 +275,7 @@ def launch(data_dir: Path | str | None = None, *, server_name: str | None = None
     except StudioError as exc:  # a data folder in use, a damaged journal: one line, as `studio serve` prints it
         print(f"error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
+    warm_up()
     try:
         demo = build_app(studio)
         demo.max_threads = GRADIO_THREADS  # before queue(): the queue's slots
@@ -288,6 +307,7 @@ def mount(app: Any, runner: Any, users: Any = None, path: str = "/") -> Any:
     demo.max_threads = GRADIO_THREADS  # before queue(): its slots; its own limiter (the HTTP API keeps anyio's 40)
     demo.queue(max_size=QUEUE_MAX_SIZE, default_concurrency_limit=1)
     auth = (lambda user, secret: users.check_basic(user, secret) is not None) if users is not None else None
+    warm_up()
     mounted = gr.mount_gradio_app(app, demo, path=path, auth=auth, **launch_options(studio))
     # A mounted Blocks never "launches", and Gradio then skips its own check that an event's files were uploaded by
     # a user (a forged FileData could name any server path): mark it launched so the check runs, as under launch().
