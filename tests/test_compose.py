@@ -220,6 +220,31 @@ def test_caption_groups_fit_two_lines_measured_with_the_font_and_never_overlap()
         caption_layout("neon", (854, 480))
 
 
+def test_caption_groups_leave_no_orphan_tail_and_keep_words_in_order_with_their_times():
+    vocabulary = ("the", "river", "carried", "our", "small", "boat", "quietly", "past", "sleeping", "houses", "and",
+                  "away")
+    for size in ((854, 480), (480, 854), (480, 480)):
+        layout = caption_layout("bold", size)
+        for count in range(3, 40):
+            words = [vocabulary[(i * 5) % len(vocabulary)] for i in range(count)]
+            words[-1] += "."
+            timed = [TimedWord(w, 0.3 * i, 0.3 * i + 0.25) for i, w in enumerate(words)]
+            events = group_words(layout, timed, window_end_s=100.0)
+            assert all(len(e.text.split()) > 2 for e in events), (size, count, [e.lines for e in events])
+            assert all(1 <= len(e.lines) <= MAX_LINES for e in events)
+            assert " ".join(e.text for e in events).split() == words  # every word once, in order
+            firsts = [timed[sum(len(x.text.split()) for x in events[:i])] for i in range(len(events))]
+            assert [e.start_s for e in events] == [w.start_s for w in firsts]  # shown when its first word is heard
+            assert all(a.end_s <= b.start_s for a, b in zip(events, events[1:]))
+            for e in events:  # two lines are balanced: neither is much wider than needed
+                if len(e.lines) == 2:
+                    widths = [text_width(layout, line) for line in e.lines]
+                    assert min(widths) > 0.3 * max(widths), e.lines
+        # A narration of one or two words stays one caption.
+        assert [e.text for e in group_words(layout, [TimedWord("Hi", 0, 0.2), TimedWord("there.", 0.3, 0.5)],
+                                            window_end_s=9.0)] == ["Hi there."]
+
+
 def test_ass_escaping_keeps_user_text_literal():
     assert escape_ass_text(SPECIAL) == "' : , ; [ ] \\" + WORD_JOINER + " % \\{ \\}"
     assert escape_ass_text("a\\Nb") == "a\\" + WORD_JOINER + "Nb"

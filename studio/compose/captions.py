@@ -40,6 +40,7 @@ MAX_LINES = 2
 PAUSE_S = 0.55  # a silence this long between two words starts a new caption
 HOLD_S = 0.35  # a caption stays up this long after its last word (unless the next one starts)
 MIN_SHOW_S = 0.6  # shortest time a caption is shown, when the next one leaves room
+SHORT_WORDS = 2  # a caption of this many words or fewer is an orphan when the scene says more (`_no_short_groups`)
 WORD_JOINER = "\u2060"
 log = logging.getLogger("studio.captions")
 _SENTENCE_END = re.compile(r"[.!?\u2026\u3002\uff01\uff1f][\"'\u201d\u2019)\]]*$")
@@ -312,10 +313,13 @@ def group_words(layout: CaptionLayout, words: Sequence[TimedWord], *, window_end
     """Group one scene's timed words into captions of at most `MAX_LINES` lines.
 
     A caption ends at a sentence end, at a pause longer than `PAUSE_S`, or where one more word would need a third
-    line. It is shown from its first word's start until shortly after its last word (`HOLD_S`), never past the next
+    line. Then no caption is left with `SHORT_WORDS` words or fewer while the scene says more (`_no_short_groups`):
+    a short tail joins the caption before it when the two still fit two lines, else the two are rebalanced evenly by
+    width. It is shown from its first word's start until shortly after its last word (`HOLD_S`), never past the next
     caption's start or `window_end_s`.
     """
     words = [TimedWord(clean_text(w.text), w.start_s, w.end_s) for w in words]
+    timed_words = set(words)
     words = [piece for w in words if w.text and w.start_s < window_end_s for piece in _fit_word(layout, w)]
     groups: list[list[TimedWord]] = []
     current: list[TimedWord] = []
@@ -323,12 +327,14 @@ def group_words(layout: CaptionLayout, words: Sequence[TimedWord], *, window_end
         if current:
             gap = word.start_s - current[-1].end_s
             if (gap > PAUSE_S or _SENTENCE_END.search(current[-1].text)
-                    or len(wrap_words(layout, [w.text for w in current + [word]])) > MAX_LINES):
+                    or not _fits(layout, current + [word])):
                 groups.append(current)
                 current = []
         current.append(word)
     if current:
         groups.append(current)
+    pieces = {id(w) for w in words if w not in timed_words}  # pieces of a word split over lines: never short
+    groups = _no_short_groups(layout, groups, pieces)
 
     events = []
     for i, group in enumerate(groups):
@@ -340,6 +346,64 @@ def group_words(layout: CaptionLayout, words: Sequence[TimedWord], *, window_end
         if end > start:
             events.append(CaptionEvent(start_s=start, end_s=end, lines=tuple(lines), scene_id=scene_id))
     return events
+
+
+def _fits(layout: CaptionLayout, group: Sequence[TimedWord]) -> bool:
+    """Whether `group`'s words wrap into at most `MAX_LINES` lines."""
+    return len(wrap_words(layout, [w.text for w in group])) <= MAX_LINES
+
+
+def _no_short_groups(layout: CaptionLayout, groups: list[list[TimedWord]],
+                     pieces: set[int] = frozenset()) -> list[list[TimedWord]]:
+    """`groups` with no group of `SHORT_WORDS` words or fewer (an orphan tail such as "away." shown alone for half
+    a second) where the scene has more words: a short group joins the one before it (else, for a first group, the
+    one after it) when the joined words still fit `MAX_LINES` lines; otherwise it and its neighbour are split anew
+    where their widths are most even (`_rebalance`). Words keep their order and timings; only where groups break
+    changes. A group holding a piece of a word split over lines (`_fit_word`, a line wide) is never short. A short
+    group remains only when no split gives both sides more words (words too wide to share lines).
+    """
+    if sum(len(g) for g in groups) <= SHORT_WORDS:
+        return groups
+    groups = [list(g) for g in groups]
+    i = 0
+    while i < len(groups):
+        if not _short(groups[i], pieces) or len(groups) < 2:
+            i += 1
+            continue
+        if i > 0 and _fits(layout, groups[i - 1] + groups[i]):
+            groups[i - 1:i + 1] = [groups[i - 1] + groups[i]]
+            i = max(0, i - 1)  # the joined group is checked again
+            continue
+        if i + 1 < len(groups) and _fits(layout, groups[i] + groups[i + 1]):
+            groups[i:i + 2] = [groups[i] + groups[i + 1]]
+            continue
+        j = i - 1 if i > 0 else i + 1  # rebalance with the group before (or, for the first, after)
+        a, b = min(i, j), max(i, j)
+        groups[a], groups[b] = _rebalance(layout, groups[a] + groups[b], len(groups[a]), pieces)
+        i += 1
+    return groups
+
+
+def _short(group: Sequence[TimedWord], pieces: set[int]) -> bool:
+    """A group of `SHORT_WORDS` words or fewer, none of them a piece of a split word."""
+    return len(group) <= SHORT_WORDS and not any(id(w) in pieces for w in group)
+
+
+def _rebalance(layout: CaptionLayout, words: list[TimedWord], at: int,
+               pieces: set[int]) -> tuple[list[TimedWord], list[TimedWord]]:
+    """`words` (two neighbouring groups, split at `at`) split anew into two groups that each fit `MAX_LINES` lines:
+    both sides longer than `SHORT_WORDS` words if possible, then the most even widths."""
+    best = None
+    for k in range(1, len(words)):
+        left, right = words[:k], words[k:]
+        if not (_fits(layout, left) and _fits(layout, right)):
+            continue
+        short = _short(left, pieces) or _short(right, pieces)
+        gap = abs(text_width(layout, " ".join(w.text for w in left)) - text_width(layout, " ".join(w.text for w in right)))
+        if best is None or (short, gap) < best[0]:
+            best = ((short, gap), k)
+    k = best[1] if best else at
+    return words[:k], words[k:]
 
 
 def _fit_word(layout: CaptionLayout, word: TimedWord) -> list[TimedWord]:
