@@ -245,6 +245,37 @@ def test_caption_groups_leave_no_orphan_tail_and_keep_words_in_order_with_their_
                                             window_end_s=9.0)] == ["Hi there."]
 
 
+@pytest.mark.parametrize("style", ["bold", "boxed"])
+def test_caption_ink_stays_in_the_safe_areas(style, tmp_path):
+    """Captions drawn by libass (the overlay code a render blends in): all ink, outline, shadow and box included,
+    within the title-safe 5 % of every edge; in 9:16 above the bottom 20 % and out of the right 12 % the apps cover."""
+    from studio.compose.captions import CaptionEvent, CaptionOverlays
+
+    words = "WOMBAT WAVES MAKE WIDE WAKES WHILE WALRUSES WATCH".split() * 3
+    for size in ((854, 480), (480, 854), (480, 480), (720, 1280)):
+        layout = caption_layout(style, size)
+        width, height = size
+        timed = [TimedWord(w, 0.3 * i, 0.3 * i + 0.25) for i, w in enumerate(words)]
+        events = [e for e in group_words(layout, timed, window_end_s=100.0) if len(e.lines) == 2]
+        assert events
+        work = tmp_path / f"{style}-{width}x{height}"
+        work.mkdir()
+        overlays = CaptionOverlays(layout, events, 25, work)
+        overlays.wait_drawn()
+        for i, event in enumerate(events):
+            x, y, (_, keep), _, _ = overlays._load(i)
+            ys, xs = np.nonzero(keep < 255)
+            x0, x1, y0, y1 = x + xs.min(), x + xs.max(), y + ys.min(), y + ys.max()
+            assert x0 >= 0.05 * width and x1 < 0.95 * width and y0 >= 0.05 * height, (size, x0, x1, y0)
+            if height > width:
+                assert y1 < 0.80 * height and x1 < 0.88 * width, (size, event.lines, x1, y1)
+                # Centred in the width left of the buttons: the ink sits left of the frame's centre.
+                assert (x0 + x1) / 2 < width / 2 - 0.02 * width
+            else:
+                assert y1 < 0.95 * height, (size, y1)
+        overlays.close()
+
+
 def test_ass_escaping_keeps_user_text_literal():
     assert escape_ass_text(SPECIAL) == "' : , ; [ ] \\" + WORD_JOINER + " % \\{ \\}"
     assert escape_ass_text("a\\Nb") == "a\\" + WORD_JOINER + "Nb"
