@@ -220,6 +220,62 @@ def test_caption_groups_fit_two_lines_measured_with_the_font_and_never_overlap()
         caption_layout("neon", (854, 480))
 
 
+def test_caption_groups_leave_no_orphan_tail_and_keep_words_in_order_with_their_times():
+    vocabulary = ("the", "river", "carried", "our", "small", "boat", "quietly", "past", "sleeping", "houses", "and",
+                  "away")
+    for size in ((854, 480), (480, 854), (480, 480)):
+        layout = caption_layout("bold", size)
+        for count in range(3, 40):
+            words = [vocabulary[(i * 5) % len(vocabulary)] for i in range(count)]
+            words[-1] += "."
+            timed = [TimedWord(w, 0.3 * i, 0.3 * i + 0.25) for i, w in enumerate(words)]
+            events = group_words(layout, timed, window_end_s=100.0)
+            assert all(len(e.text.split()) > 2 for e in events), (size, count, [e.lines for e in events])
+            assert all(1 <= len(e.lines) <= MAX_LINES for e in events)
+            assert " ".join(e.text for e in events).split() == words  # every word once, in order
+            firsts = [timed[sum(len(x.text.split()) for x in events[:i])] for i in range(len(events))]
+            assert [e.start_s for e in events] == [w.start_s for w in firsts]  # shown when its first word is heard
+            assert all(a.end_s <= b.start_s for a, b in zip(events, events[1:]))
+            for e in events:  # two lines are balanced: neither is much wider than needed
+                if len(e.lines) == 2:
+                    widths = [text_width(layout, line) for line in e.lines]
+                    assert min(widths) > 0.3 * max(widths), e.lines
+        # A narration of one or two words stays one caption.
+        assert [e.text for e in group_words(layout, [TimedWord("Hi", 0, 0.2), TimedWord("there.", 0.3, 0.5)],
+                                            window_end_s=9.0)] == ["Hi there."]
+
+
+@pytest.mark.parametrize("style", ["bold", "boxed"])
+def test_caption_ink_stays_in_the_safe_areas(style, tmp_path):
+    """Captions drawn by libass (the overlay code a render blends in): all ink, outline, shadow and box included,
+    within the title-safe 5 % of every edge; in 9:16 above the bottom 20 % and out of the right 12 % the apps cover."""
+    from studio.compose.captions import CaptionEvent, CaptionOverlays
+
+    words = "WOMBAT WAVES MAKE WIDE WAKES WHILE WALRUSES WATCH".split() * 3
+    for size in ((854, 480), (480, 854), (480, 480), (720, 1280)):
+        layout = caption_layout(style, size)
+        width, height = size
+        timed = [TimedWord(w, 0.3 * i, 0.3 * i + 0.25) for i, w in enumerate(words)]
+        events = [e for e in group_words(layout, timed, window_end_s=100.0) if len(e.lines) == 2]
+        assert events
+        work = tmp_path / f"{style}-{width}x{height}"
+        work.mkdir()
+        overlays = CaptionOverlays(layout, events, 25, work)
+        overlays.wait_drawn()
+        for i, event in enumerate(events):
+            x, y, (_, keep), _, _ = overlays._load(i)
+            ys, xs = np.nonzero(keep < 255)
+            x0, x1, y0, y1 = x + xs.min(), x + xs.max(), y + ys.min(), y + ys.max()
+            assert x0 >= 0.05 * width and x1 < 0.95 * width and y0 >= 0.05 * height, (size, x0, x1, y0)
+            if height > width:
+                assert y1 < 0.80 * height and x1 < 0.88 * width, (size, event.lines, x1, y1)
+                # Centred in the width left of the buttons: the ink sits left of the frame's centre.
+                assert (x0 + x1) / 2 < width / 2 - 0.02 * width
+            else:
+                assert y1 < 0.95 * height, (size, y1)
+        overlays.close()
+
+
 def test_ass_escaping_keeps_user_text_literal():
     assert escape_ass_text(SPECIAL) == "' : , ; [ ] \\" + WORD_JOINER + " % \\{ \\}"
     assert escape_ass_text("a\\Nb") == "a\\" + WORD_JOINER + "Nb"

@@ -504,3 +504,31 @@ def test_key_words_of_every_script_are_whole_words():
     assert key_phrases("Здравствуй, мир.") == ["здравствуй", "мир"]
     assert count_words("नमस्ते दुनिया, don't stop") == 4
     assert content_words("It is an ox.") == []  # short words of Latin text are still not key words
+
+
+def test_markdown_backslash_escapes_give_the_literal_character_once():
+    from studio.storyboard.text import read_markdown
+
+    source = "\n".join([
+        r"A \\ B and \*stars\* and \_under\_ and \[x\] and \$5 \% \{a\} \@me \"q\" \# \~ \! here.",
+        "",
+        r"path C:\temp\d stays and \\server\share too.",
+        "",
+        r"\# not a heading",
+        "",
+        r"two \\\\ slashes, \\*em* after one, `code \* \\ kept` and \`not code\`.",
+        "",
+        "hard break \\",
+        "next and escaped end \\\\",
+        "and odd \\\\\\",
+        "end",
+    ])
+    pieces = [b.text for b in read_markdown(source).blocks]
+    assert pieces == [
+        'A \\ B and *stars* and _under_ and [x] and $5 % {a} @me "q" # ~ ! here.',
+        "path C:\\temp\\d stays and \\server\\share too.",  # a backslash before a letter is not an escape
+        "# not a heading",
+        "two \\\\ slashes, \\em after one, code \\* \\\\ kept and `not code`.",  # code spans keep backslashes
+        "hard break\nnext and escaped end \\\nand odd \\\nend",  # an escaped backslash is no hard line break
+    ]
+    assert all(b.kind == "paragraph" for b in read_markdown(source).blocks)

@@ -24,6 +24,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import logging
+import math
 import re
 import shutil
 import threading
@@ -40,7 +41,19 @@ MAX_LINES = 2
 PAUSE_S = 0.55  # a silence this long between two words starts a new caption
 HOLD_S = 0.35  # a caption stays up this long after its last word (unless the next one starts)
 MIN_SHOW_S = 0.6  # shortest time a caption is shown, when the next one leaves room
+SHORT_WORDS = 2  # a caption of this many words or fewer is an orphan when the scene says more (`_no_short_groups`)
 WORD_JOINER = "\u2060"
+# Where captions may sit, as fractions of the frame (`caption_layout`). Every aspect keeps all caption ink (outline,
+# shadow and box included) inside the title-safe area (EBU R 95 / SMPTE ST 2046-1: 5 % in from each edge). In 9:16 the
+# short-video apps draw their own interface over the video; their published safe-zone templates (TikTok's, Instagram
+# Reels', YouTube Shorts' creator guides, approximately) leave the bottom fifth to the caption/description/audio bar
+# and a column of buttons (like, comment, share) on the right, about 12-15 % of the width.
+TITLE_SAFE = 0.05  # every edge, every aspect
+PORTRAIT_BOTTOM_UI = 0.20  # 9:16: the bottom band the apps' caption and description cover
+PORTRAIT_RIGHT_UI = 0.15  # 9:16: the right-hand column of the apps' buttons
+MARGIN_H = 0.06  # left and right (9:16: left) margin, inside the title-safe area
+MARGIN_V_LANDSCAPE = 0.075  # 16:9: from the bottom to the caption's last line
+MARGIN_V_SQUARE = 0.09  # 1:1
 log = logging.getLogger("studio.captions")
 _SENTENCE_END = re.compile(r"[.!?\u2026\u3002\uff01\uff1f][\"'\u201d\u2019)\]]*$")
 
@@ -95,7 +108,8 @@ class CaptionLayout:
     em_px: float
     outline_px: float
     shadow_px: float
-    margin_h_px: int
+    margin_l_px: int
+    margin_r_px: int
     margin_v_px: int
     max_line_px: float
     fallbacks: str = ""
@@ -162,15 +176,22 @@ def caption_layout(style_name: str, size: tuple[int, int], font: Path | None = N
     font_size = max(8, round(min(width, height) * style.size_frac))
     outline = max(1.0, round(font_size * style.outline_frac, 1))
     shadow = round(font_size * style.shadow_frac, 1)
-    margin_h = round(width * 0.06)
+    # Margins: libass centres each line between the left and right margins and sets the last line's bottom (its
+    # descent included) `margin_v` above the frame's bottom; the outline (or box padding) and the shadow reach past
+    # that, so they are added to the zones the ink must stay out of.
+    ink = math.ceil(outline + shadow) + 1
     portrait = height > width * 1.2
-    margin_v = round(height * (0.14 if portrait else 0.075 if width > height * 1.2 else 0.09))
+    margin_l = max(round(width * MARGIN_H), math.ceil(width * TITLE_SAFE) + ink)
+    margin_r = max(margin_l, math.ceil(width * PORTRAIT_RIGHT_UI) + ink) if portrait else margin_l
+    bottom = PORTRAIT_BOTTOM_UI if portrait else TITLE_SAFE
+    margin_v = max(round(height * (0.0 if portrait else MARGIN_V_LANDSCAPE if width > height * 1.2 else MARGIN_V_SQUARE)),
+                   math.ceil(height * bottom) + ink)
     # Leave room for the outline (or box padding) and a small margin for layout differences between PIL and libass.
-    max_line = (width - 2 * margin_h - 2 * outline) * 0.96
+    max_line = (width - margin_l - margin_r - 2 * outline) * 0.96
     return CaptionLayout(
         style=style, width=width, height=height, font_path=path, font_sha256=sha256, font_suffix=suffix, family=family,
         bold=bold, font_size=font_size, em_px=font_size / line_ratio, outline_px=outline, shadow_px=shadow,
-        margin_h_px=margin_h, margin_v_px=margin_v, max_line_px=max_line,
+        margin_l_px=margin_l, margin_r_px=margin_r, margin_v_px=margin_v, max_line_px=max_line,
         fallbacks=_fallbacks_id("bold" if bold else "regular"),
     )
 
@@ -312,10 +333,14 @@ def group_words(layout: CaptionLayout, words: Sequence[TimedWord], *, window_end
     """Group one scene's timed words into captions of at most `MAX_LINES` lines.
 
     A caption ends at a sentence end, at a pause longer than `PAUSE_S`, or where one more word would need a third
-    line. It is shown from its first word's start until shortly after its last word (`HOLD_S`), never past the next
+    line. Then no caption is left with `SHORT_WORDS` words or fewer while the scene says more (`_no_short_groups`,
+    which never joins words across a pause):
+    a short tail joins the caption before it when the two still fit two lines, else the two are rebalanced evenly by
+    width. It is shown from its first word's start until shortly after its last word (`HOLD_S`), never past the next
     caption's start or `window_end_s`.
     """
     words = [TimedWord(clean_text(w.text), w.start_s, w.end_s) for w in words]
+    timed_words = set(words)
     words = [piece for w in words if w.text and w.start_s < window_end_s for piece in _fit_word(layout, w)]
     groups: list[list[TimedWord]] = []
     current: list[TimedWord] = []
@@ -323,12 +348,14 @@ def group_words(layout: CaptionLayout, words: Sequence[TimedWord], *, window_end
         if current:
             gap = word.start_s - current[-1].end_s
             if (gap > PAUSE_S or _SENTENCE_END.search(current[-1].text)
-                    or len(wrap_words(layout, [w.text for w in current + [word]])) > MAX_LINES):
+                    or not _fits(layout, current + [word])):
                 groups.append(current)
                 current = []
         current.append(word)
     if current:
         groups.append(current)
+    pieces = {id(w) for w in words if w not in timed_words}  # pieces of a word split over lines: never short
+    groups = _no_short_groups(layout, groups, pieces)
 
     events = []
     for i, group in enumerate(groups):
@@ -340,6 +367,70 @@ def group_words(layout: CaptionLayout, words: Sequence[TimedWord], *, window_end
         if end > start:
             events.append(CaptionEvent(start_s=start, end_s=end, lines=tuple(lines), scene_id=scene_id))
     return events
+
+
+def _fits(layout: CaptionLayout, group: Sequence[TimedWord]) -> bool:
+    """Whether `group`'s words wrap into at most `MAX_LINES` lines."""
+    return len(wrap_words(layout, [w.text for w in group])) <= MAX_LINES
+
+
+def _no_short_groups(layout: CaptionLayout, groups: list[list[TimedWord]],
+                     pieces: set[int] = frozenset()) -> list[list[TimedWord]]:
+    """`groups` with no group of `SHORT_WORDS` words or fewer (an orphan tail such as "away." shown alone for half
+    a second) where the scene has more words: a short group joins the one before it (else, for a first group, the
+    one after it) when the joined words still fit `MAX_LINES` lines, never across a pause longer than `PAUSE_S`
+    (a caption would show words long before they are heard); otherwise it and its neighbour are split anew
+    where their widths are most even (`_rebalance`). Words keep their order and timings; only where groups break
+    changes. A group holding a piece of a word split over lines (`_fit_word`, a line wide) is never short. A short
+    group remains only when no split gives both sides more words (words too wide to share lines).
+    """
+    if sum(len(g) for g in groups) <= SHORT_WORDS:
+        return groups
+    groups = [list(g) for g in groups]
+    i = 0
+    while i < len(groups):
+        if not _short(groups[i], pieces) or len(groups) < 2:
+            i += 1
+            continue
+        before = i > 0 and groups[i][0].start_s - groups[i - 1][-1].end_s <= PAUSE_S
+        after = i + 1 < len(groups) and groups[i + 1][0].start_s - groups[i][-1].end_s <= PAUSE_S
+        if before and _fits(layout, groups[i - 1] + groups[i]):
+            groups[i - 1:i + 1] = [groups[i - 1] + groups[i]]
+            i = max(0, i - 1)  # the joined group is checked again
+            continue
+        if after and _fits(layout, groups[i] + groups[i + 1]):
+            groups[i:i + 2] = [groups[i] + groups[i + 1]]
+            continue
+        if not (before or after):  # alone between two pauses: it stays on its own
+            i += 1
+            continue
+        j = i - 1 if before else i + 1  # rebalance with the group before (or, failing that, after)
+        a, b = min(i, j), max(i, j)
+        groups[a], groups[b] = _rebalance(layout, groups[a] + groups[b], len(groups[a]), pieces)
+        i += 1
+    return groups
+
+
+def _short(group: Sequence[TimedWord], pieces: set[int]) -> bool:
+    """A group of `SHORT_WORDS` words or fewer, none of them a piece of a split word."""
+    return len(group) <= SHORT_WORDS and not any(id(w) in pieces for w in group)
+
+
+def _rebalance(layout: CaptionLayout, words: list[TimedWord], at: int,
+               pieces: set[int]) -> tuple[list[TimedWord], list[TimedWord]]:
+    """`words` (two neighbouring groups, split at `at`) split anew into two groups that each fit `MAX_LINES` lines:
+    both sides longer than `SHORT_WORDS` words if possible, then the most even widths."""
+    best = None
+    for k in range(1, len(words)):
+        left, right = words[:k], words[k:]
+        if not (_fits(layout, left) and _fits(layout, right)):
+            continue
+        short = _short(left, pieces) or _short(right, pieces)
+        gap = abs(text_width(layout, " ".join(w.text for w in left)) - text_width(layout, " ".join(w.text for w in right)))
+        if best is None or (short, gap) < best[0]:
+            best = ((short, gap), k)
+    k = best[1] if best else at
+    return words[:k], words[k:]
 
 
 def _fit_word(layout: CaptionLayout, word: TimedWord) -> list[TimedWord]:
@@ -417,7 +508,7 @@ def ass_document(layout: CaptionLayout, events: Sequence[CaptionEvent]) -> str:
         "MarginR, MarginV, Encoding",
         f"Style: Caption,{layout.family},{layout.font_size},&H00FFFFFF,&H00FFFFFF,{outline_colour},{back_colour},"
         f"{-1 if layout.bold else 0},0,0,0,100,100,0,0,{border_style},{layout.outline_px:g},{shadow:g},2,"
-        f"{layout.margin_h_px},{layout.margin_h_px},{layout.margin_v_px},1",
+        f"{layout.margin_l_px},{layout.margin_r_px},{layout.margin_v_px},1",
         "",
         "[Events]",
         "Format: Layer, Start, End, Style, Name, MarginL, MarginR, MarginV, Effect, Text",

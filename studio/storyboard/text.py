@@ -74,10 +74,13 @@ _YAML_LINE_RE = re.compile(r"^([\w-]+[ \t]*:.*|[ \t]+.*|-[ \t].*|#.*|)$")
 _TOML_LINE_RE = re.compile(r"^([\w.-]+[ \t]*=.*|\[.*\]|[ \t]+.*|#.*|)$")
 
 # Inline syntax.
-# Backslash escapes are honoured only before characters that are Markdown syntax here, so a plain-text script's
-# backslashes (``C:\temp``, ``\d``) stay as typed.
-_ESCAPABLE = "\\`*_#~[]()!<>|+-."
+# Backslash escapes are CommonMark's: a backslash before any ASCII punctuation character gives that character,
+# literally and once (``\\`` is one backslash, ``\*`` a star that is not emphasis); before anything else (a letter,
+# a digit, a space) the backslash stays, so a plain-text script's backslashes (``C:\temp``, ``\d``) stay as typed.
+# Inside a code span a backslash is literal, and an escaped backtick opens no code span.
+_ESCAPABLE = "!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~"
 _ESCAPE_RE = re.compile(r"\\([" + re.escape(_ESCAPABLE) + r"])")
+_ESCAPE_OR_CODE_RE = re.compile(r"\\([" + re.escape(_ESCAPABLE) + r"])|(`+)(?!`)(.+?)(?<!`)\2(?!`)", re.S)
 _PUA = 0xE000  # escaped characters and code spans hide in the private use area while the other rules run
 _CODE_RE = re.compile(r"(`+)(?!`)(.+?)(?<!`)\1(?!`)", re.S)
 _IMAGE_RE = re.compile(r"!\[[^\]\n]*\](?:\([^)\n]*\)|\[[^\]\n]*\])")
@@ -114,17 +117,18 @@ def clean_inline(text: str) -> str:
     # 1. Hide escaped characters and code spans so no later rule reads them as syntax (control characters are not
     #    narration, so NUL and SOH can mark where the code spans were).
     text = text.replace("\x00", "").replace("\x01", "").replace("\x02", "")
-    text = _ESCAPE_RE.sub(lambda m: chr(_PUA + ord(m.group(1))), text)
     codes: list[str] = []
 
-    def hide_code(match: re.Match) -> str:
-        content = match.group(2)
+    def hide(match: re.Match) -> str:
+        if match.group(1) is not None:  # an escape, read left to right with code spans so each wins where it starts
+            return chr(_PUA + ord(match.group(1)))
+        content = match.group(3)
         if len(content) > 1 and content[0] == " " and content[-1] == " " and content.strip():
             content = content[1:-1]
         codes.append(content)
         return f"\x00{len(codes) - 1}\x01"
 
-    text = _CODE_RE.sub(hide_code, text)
+    text = _ESCAPE_OR_CODE_RE.sub(hide, text)
     # 2. Images go (they are not narration); links keep their text; tags and comments go.
     text = _IMAGE_RE.sub("\x02", text)  # \x02 marks removed markup (see step 4)
     text = _LINK_RE.sub(r"\1", text)
@@ -223,8 +227,8 @@ def read_markdown(source: str) -> Document:
         while _QUOTE_RE.match(line):
             line = _QUOTE_RE.sub("", line, count=1)
         line = line.rstrip()
-        if line.endswith("\\") and not line.endswith("\\\\"):
-            line = line[:-1].rstrip()  # a Markdown hard line break
+        if (len(line) - len(line.rstrip("\\"))) % 2:
+            line = line[:-1].rstrip()  # a Markdown hard line break (an odd run: the last backslash is not escaped)
         if not line.strip():
             close()
             continue
