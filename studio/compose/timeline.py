@@ -40,8 +40,10 @@ AUTO_TRANSITIONS = (("crossfade", 0.7), ("fade", 0.1), ("wipe", 0.1), ("slide", 
 MOTIONS = ("zoom_in", "zoom_out", "pan_right", "pan_left", "pan_down", "still")
 NARRATION_FADE_S = 0.15  # fade-out of a narration trimmed by a fixed scene duration
 DUCK_GAIN = 0.3  # music level under narration, relative to its level in the gaps (about -10 dB)
-DUCK_ATTACK_S = 0.3
-DUCK_RELEASE_S = 0.6
+# The duck's raised-cosine ramps: down fast enough that a voice's first syllable is clear (120 ms before it starts),
+# up slowly enough not to pump (450 ms after it ends); gaps under `studio.compose.audio.DUCK_HOLD_S` stay ducked.
+DUCK_ATTACK_S = 0.12
+DUCK_RELEASE_S = 0.45
 
 
 @dataclass(frozen=True)
