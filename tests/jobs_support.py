@@ -178,3 +178,27 @@ def make_runner(tmp_path, tiny):
 def tiny_request(durations=(1.0, 1.0), **fields) -> dict:
     """A storyboard request of fixed-length scenes at the tiny preset."""
     return {"storyboard": storyboard(list(durations)), "preset": "tiny", "aspect": "1:1", **fields}
+
+
+@pytest.fixture
+def slow_painter():
+    """A painter that draws a card and then takes 0.4 s (respecting cancel), so a job is surely still running when a
+    test cancels or restarts it."""
+    from studio import providers
+    from studio.visuals.cards import CardsPainter
+
+    class SlowCards(CardsPainter):
+        name = "slowcards"
+        model = "slowcards-test"
+
+        def paint(self, scene, *, cancel=None, **kwargs):
+            out = super().paint(scene, cancel=cancel, **kwargs)
+            if cancel is not None and cancel.wait(0.4):
+                cancel.check()
+            return out
+
+    providers.names("painter")  # load the built-in painters first
+    providers.register("painter", "slowcards", description="test painter")(lambda: SlowCards())
+    yield "slowcards"
+    providers._REGISTRY["painter"].pop("slowcards", None)
+    providers.release("painter", "slowcards")

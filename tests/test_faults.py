@@ -20,7 +20,7 @@ import pytest
 from studio.errors import StudioError
 from studio.server import JobRequest, JobRunner
 
-from .jobs_support import make_runner, tiny  # noqa: F401  (pytest fixtures)
+from .jobs_support import make_runner, slow_painter, tiny  # noqa: F401  (pytest fixtures)
 from .jobs_support import storyboard, temp_files, tiny_request, wait_for
 
 
@@ -354,29 +354,6 @@ def test_deleting_server_lock_does_not_let_a_second_runner_in(make_runner, tmp_p
 
 
 # -- 10. smaller -------------------------------------------------------------------------------------------------
-@pytest.fixture
-def slow_painter():
-    """A painter that draws a card and then takes 0.4 s (respecting cancel), so a job is surely still running."""
-    from studio import providers
-    from studio.visuals.cards import CardsPainter
-
-    class SlowCards(CardsPainter):
-        name = "slowcards"
-        model = "slowcards-test"
-
-        def paint(self, scene, *, cancel=None, **kwargs):
-            out = super().paint(scene, cancel=cancel, **kwargs)
-            if cancel is not None and cancel.wait(0.4):
-                cancel.check()
-            return out
-
-    providers.names("painter")
-    providers.register("painter", "slowcards", description="test painter")(lambda: SlowCards())
-    yield "slowcards"
-    providers._REGISTRY["painter"].pop("slowcards", None)
-    providers._INSTANCES.pop(("painter", "slowcards", ()), None)
-
-
 def test_graceful_restarts_are_not_counted_as_crashes(make_runner, tmp_path, slow_painter):
     runner = make_runner()
     job = runner.submit({**tiny_request((1.0,) * 6), "providers": {"painter": slow_painter}}, owner="a")

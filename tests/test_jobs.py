@@ -13,7 +13,7 @@ from studio.errors import StudioError
 from studio.server import Conflict, Gone, JobRequest, JobRunner, Limits, NotFound, QueueFull, RequestError, Retention
 
 from .conftest import video_facts
-from .jobs_support import make_runner, tiny  # noqa: F401  (pytest fixtures)
+from .jobs_support import make_runner, slow_painter, tiny  # noqa: F401  (pytest fixtures)
 from .jobs_support import (child_pids, iter_events, new_children, storyboard, temp_files,
                            tiny_request, wait_for)
 
@@ -175,29 +175,6 @@ def test_users_are_served_round_robin(make_runner):
     # alice's first job was first in line; then bob and carol get a turn before alice's second
     assert order[:3] == [alice[0], bob, carol]
     assert order[3:] == alice[1:]
-
-
-@pytest.fixture
-def slow_painter():
-    """A painter that draws a card and then takes 0.4 s (respecting cancel), so a test can cancel mid-step."""
-    from studio import providers
-    from studio.visuals.cards import CardsPainter
-
-    class SlowCards(CardsPainter):
-        name = "slowcards"
-        model = "slowcards-test"
-
-        def paint(self, scene, *, cancel=None, **kwargs):
-            out = super().paint(scene, cancel=cancel, **kwargs)
-            if cancel is not None and cancel.wait(0.4):
-                cancel.check()
-            return out
-
-    providers.names("painter")  # load the built-in painters first
-    providers.register("painter", "slowcards", description="test painter")(lambda: SlowCards())
-    yield "slowcards"
-    providers._REGISTRY["painter"].pop("slowcards", None)
-    providers.release("painter", "slowcards")
 
 
 @pytest.mark.parametrize("step", ["narrate", "illustrate", "compose"])
