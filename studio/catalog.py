@@ -123,7 +123,8 @@ class Catalog:
         """The entry named `name_or_repo` (short name or hub repo id); StudioError listing the names otherwise."""
         found = self.find(name_or_repo) if isinstance(name_or_repo, str) else None
         if found is None:
-            raise StudioError(f"{name_or_repo!r} is not in the model catalogue; catalogued models: "
+            shown = repr(name_or_repo)[:60] if isinstance(name_or_repo, str) else type(name_or_repo).__name__
+            raise StudioError(f"{shown} is not in the model catalogue; catalogued models: "
                               f"{', '.join(self.entries)} (see `python -m studio models list`)")
         return found
 

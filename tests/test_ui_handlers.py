@@ -689,3 +689,54 @@ def test_on_zerogpu_the_model_steps_run_in_gpu_calls_before_the_cpu_job(studio, 
     job = studio.runner.get(started["session"]["job"], f"guest-{GUEST}")
     assert {steps["narrate"] for steps in job.scenes.values()} == {"reused"}  # the GPU calls made it all
     assert {steps["illustrate"] for steps in job.scenes.values()} == {"reused"}
+
+
+def test_the_models_panel_refuses_what_it_must(studio, session):
+    """Model names from a request are catalogue names only (never paths); a server that does not allow downloads
+    refuses every download, delete and setting change; a choice of narrator or painter is a known name."""
+    from studio.downloads import Downloads
+    from studio.ui import models
+
+    from .test_downloads import FakePull
+
+    pull = FakePull()
+    pull.release.set()
+    studio.downloads = Downloads(pull=pull)
+    studio.allow_downloads = True
+    for forged in ("../../etc/passwd", "/root/.cache/huggingface", "x" * 5000, ""):
+        with pytest.raises(StudioError) as caught:
+            models.download(studio, forged)
+        assert len(str(caught.value)) < 600  # the name is quoted short, never echoed whole
+    with pytest.raises(StudioError, match="preset"):
+        models.download_preset(studio, "../draft.toml")
+    assert pull.calls == []
+    studio.allow_downloads = False
+    for action, value in ((models.download, "sd-turbo"), (models.delete, "sd-turbo"), (models.set_first_use, True),
+                          (models.download_preset, "draft")):
+        with pytest.raises(StudioError, match="downloads are off on this server"):
+            action(studio, value)
+    assert pull.calls == [] and studio.download_first_use is False
+    session, _ = written(studio, session)
+    with pytest.raises(StudioError, match="narrator"):
+        compose.save_choice(studio, session, narrator="../../bin/sh", request=None)
+
+
+def test_with_download_on_first_use_the_app_fetches_a_missing_model_before_it_renders(studio, session, monkeypatch):
+    """The app's setting on: Render starts the download of the painter auto would use (sd-turbo for Draft here) in
+    the Models panel's background and says to render again when it is done; nothing is queued meanwhile."""
+    from studio.downloads import Downloads
+
+    from .test_downloads import FakePull, wait
+
+    monkeypatch.setenv("HF_HUB_CACHE", str(studio.workspace.root / "empty-hub-cache"))
+    pull = FakePull()
+    pull.release.set()
+    studio.downloads, studio.allow_downloads, studio.download_first_use = Downloads(pull=pull), True, True
+    session, _ = written(studio, session)
+    refused = compose.render(studio, session, "draft", "espeak", "auto", None)
+    assert "downloading sd-turbo first" in refused["progress"].lower() and refused["session"]["job"] is None
+    wait(lambda: pull.calls == ["sd-turbo"])
+    assert studio.runner.list(f"guest-{GUEST}") == []
+    # A painter named by the user (an offline one) needs no download: the render goes ahead.
+    started = compose.render(studio, session, "draft", "espeak", "cards", None)
+    assert started["session"]["job"]
