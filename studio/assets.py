@@ -10,6 +10,7 @@ import contextlib
 import hashlib
 import json
 import os
+import stat
 import tempfile
 from pathlib import Path
 from typing import Any, Iterator
@@ -58,10 +59,42 @@ def atomic_path(final: Path, suffix: str | None = None) -> Iterator[Path]:
     tmp = Path(tmp_name)
     try:
         yield tmp
+        _usual_mode(tmp)
         os.replace(tmp, final)
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def _process_umask(fallback: int | None = None) -> int:
+    """This process's umask, read without changing it (Linux); elsewhere `fallback`, or (at import, while no other
+    thread makes files) by setting and restoring it."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as handle:
+            for line in handle:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    if fallback is not None:
+        return fallback
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+_IMPORT_UMASK = _process_umask()
+
+
+def _usual_mode(path: Path) -> None:
+    """Give a temporary file the mode a plainly created file gets (mkstemp makes it 0600, so a finished video or
+    asset would be readable by its owner alone); a mode the caller set on purpose is kept."""
+    try:
+        mode = 0o666 & ~_process_umask(_IMPORT_UMASK)
+        if stat.S_IMODE(os.stat(path).st_mode) == 0o600 and mode != 0o600:
+            os.chmod(path, mode)
+    except OSError:  # the block replaced or removed it: the rename reports what matters
+        pass
 
 
 def atomic_write_bytes(final: Path, data: bytes) -> None:

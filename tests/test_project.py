@@ -303,3 +303,25 @@ def test_scene_editing_methods_return_new_projects():
     assert first.duration_s + second.duration_s == pytest.approx(9.0) and second.seed == 5
     with pytest.raises(StudioError, match="single sentence"):
         project.split_scene("b")
+
+
+def test_atomic_writes_give_files_the_usual_mode_not_mkstemps_0600(tmp_path):
+    """A finished video or asset is written through a temporary file (mkstemp makes it 0600); once renamed it has the
+    mode any file this process creates gets (0666 less the umask), so others the umask allows can read it."""
+    import os
+    import stat
+
+    from studio.assets import atomic_path, atomic_write_bytes
+
+    mask = os.umask(0o022)
+    try:
+        atomic_write_bytes(tmp_path / "a.bin", b"x")
+        plain = tmp_path / "plain.bin"
+        plain.write_bytes(b"x")
+    finally:
+        os.umask(mask)
+    assert stat.S_IMODE((tmp_path / "a.bin").stat().st_mode) == stat.S_IMODE(plain.stat().st_mode)
+    with atomic_path(tmp_path / "kept.bin") as tmp:  # a mode the caller chose on purpose stays
+        tmp.write_bytes(b"x")
+        os.chmod(tmp, 0o640)
+    assert stat.S_IMODE((tmp_path / "kept.bin").stat().st_mode) == 0o640

@@ -24,9 +24,10 @@ VOICE_HZ, MUSIC_HZ = 220.0, 880.0
 
 
 def tiny(tier: str):
-    """The tier with a 160x90 frame and x264 only: its audio (bitrate, sample rate, loudness) and fps unchanged."""
+    """The tier with tiny frames (every aspect) and x264 only: its audio (bitrate, sample rate, loudness) and fps
+    unchanged."""
     preset = load_preset(tier)
-    return replace(preset, resolution={"16:9": (160, 90)}, encoders=("libx264",))
+    return replace(preset, resolution={"16:9": (160, 90), "9:16": (90, 160), "1:1": (96, 96)}, encoders=("libx264",))
 
 
 def write(path: Path, samples: np.ndarray, rate: int = RATE) -> Path:
@@ -73,20 +74,24 @@ def loudness(path: Path) -> tuple[float, float]:
 
 
 def project_of(tmp_path: Path, make_image, voices: list[Path], music: Path | None,
-               last_s: float | None = None) -> Project:
+               last_s: float | None = None, aspect: str = "16:9") -> Project:
     scenes = tuple(Scene(id=f"s{i}", narration="", audio=voice, audio_duration_s=len(read_audio(voice, RATE)) / RATE,
                          visual=make_image(f"s{i}.png", (160, 90)), duration_s=last_s if i == len(voices) - 1 else None)
                    for i, voice in enumerate(voices))
-    return Project(title="t", scenes=scenes, music=music, music_volume=0.3, captions=False)
+    return Project(title="t", scenes=scenes, music=music, music_volume=0.3, captions=False, aspect=aspect)
 
 
+@pytest.mark.parametrize("aspect", ["16:9", "9:16", "1:1"])
 @pytest.mark.parametrize("with_music", [False, True], ids=["voice", "music"])
 @pytest.mark.parametrize("tier", TIERS)
-def test_every_tier_meets_its_loudness_target_and_true_peak_in_stereo(tier, with_music, make_image, tmp_path):
+def test_every_tier_meets_its_loudness_target_and_true_peak_in_stereo(tier, with_music, aspect, make_image, tmp_path):
     preset = tiny(tier)
     voices = [speechy(tmp_path / f"v{i}.wav", 1.2, seed=i) for i in range(2)]
     music = tone(tmp_path / "music.wav", 1.0, MUSIC_HZ, 0.3, stereo=True) if with_music else None
-    result = compose(project_of(tmp_path, make_image, voices, music), preset, tmp_path / "v.mp4")
+    result = compose(project_of(tmp_path, make_image, voices, music, aspect=aspect), preset, tmp_path / "v.mp4")
+    width, height = preset.resolution[aspect]
+    video = next(s for s in ffprobe(result.path)["streams"] if s["codec_type"] == "video")
+    assert (int(video["width"]), int(video["height"])) == (width, height)
     integrated, peak = loudness(result.path)
     assert abs(integrated - preset.loudness_lufs) <= 0.5, (integrated, preset.loudness_lufs)
     assert peak <= -1.0, peak
