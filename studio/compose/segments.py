@@ -222,7 +222,9 @@ def segment_key(part: Timeline) -> str:
         scenes.append([_source_id(s.source), s.kind, start, in_frames(s.duration_s), s.motion,
                        [list(r.as_tuple()) for r in s.ken_burns],
                        [s.transition.kind, overlap] if shown else None])
-    captions = [[*caption_frames(c, fps), list(c.lines)] for c in part.captions]
+    # A karaoke event adds the words it highlights (other styles' keys stay as they were).
+    captions = [[*caption_frames(c, fps), list(c.lines)] + ([list(c.highlight)] if c.highlight else [])
+                for c in part.captions]
     return asset_key(
         step="segment",
         version=SEGMENT_VERSION,
