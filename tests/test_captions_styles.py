@@ -266,7 +266,10 @@ def test_every_style_is_offered_wherever_styles_are_chosen(tmp_path):
     from studio.cli import _job_request, _project_fields, build_parser
     from studio.server.requests import RequestError, parse_request
 
+    from studio.ui.compose import STYLE_LABELS
+
     assert {"bold", "boxed", "plain", "karaoke", "words"} <= set(STYLES)
+    assert set(STYLE_LABELS) == set(STYLES)  # the app's style choice names every style
     for style in ("karaoke", "words"):  # the request schema (HTTP API, job runner, the app)
         assert parse_request({"script": "A short script.", "caption_style": style}).caption_style == style
     with pytest.raises(RequestError, match="caption_style"):
