@@ -16,7 +16,7 @@ from studio.compose import build_timeline, compose
 from studio.compose.captions import (PAUSE_S, STYLES, WORDS_HOLD_S, CaptionOverlays, TimedWord,
                                      ass_document, caption_events, caption_layout, clean_text, escape_ass_text,
                                      group_words, text_width)
-from studio.compose.segments import segment_key, sub_timeline
+from studio.compose.segments import join_segments, plan_segments, render_segment, segment_key, sub_timeline
 from studio.testing import TINY_PRESET
 from tests.conftest import video_facts
 from tests.test_compose import frame_at
@@ -56,13 +56,13 @@ def flat_scene(tmp_path, make_tone):
     spoken at known times."""
     from PIL import Image
 
-    def make(words: list[tuple[str, float, float]], speech_s: float) -> Scene:
-        picture = tmp_path / "flat.png"
+    def make(words: list[tuple[str, float, float]], speech_s: float, sid: str = "s", **fields) -> Scene:
+        picture = tmp_path / f"{sid}.png"
         Image.new("RGB", (640, 360), (30, 50, 110)).save(picture)
-        audio = make_tone("speech.wav", duration_s=speech_s)
+        audio = make_tone(f"{sid}.wav", duration_s=speech_s)
         timings = tuple(WordTiming(w, a, b) for w, a, b in words)
-        return Scene(id="s", narration=" ".join(w for w, _, _ in words), audio=audio, audio_duration_s=speech_s,
-                     words=timings, visual=picture)
+        return Scene(id=sid, narration=" ".join(w for w, _, _ in words), audio=audio, audio_duration_s=speech_s,
+                     words=timings, visual=picture, **fields)
 
     return make
 
@@ -127,6 +127,7 @@ def test_karaoke_survives_the_timeline_the_overlay_slots_and_segment_keys(tmp_pa
     timeline = build_timeline(Project(title="t", scenes=(scene,), caption_style="karaoke"), small, encoder="libx264")
     assert [e.highlight for e in timeline.captions] == [(0, 1), (1, 2), (2, 3), (3, 4)]
     assert timeline.captions[0].lines == ("ONE TWO THREE FOUR",)
+    assert timeline.to_rows()[0]["captions"] == 1  # one caption, shown as four events
     # A part of the video keeps its events' highlights, and its key depends on them: two parts that show the same
     # lines on the same frames with another word lit are different segments.
     part = sub_timeline(timeline, 0, timeline.frame_count)
@@ -368,3 +369,35 @@ def test_words_render_changes_caption_at_the_word_times(tmp_path, small, flat_sc
     assert len(xs) > 100
     assert ys.max() < 0.80 * height and ys.min() > 0.05 * height and xs.max() < 0.88 * width and xs.min() > 0.05 * width
     assert 0.6 * height < ys.mean() < 0.75 * height
+
+
+def test_karaoke_segment_by_segment_matches_the_one_pass_render(tmp_path, small, flat_scene):
+    """Segments cut through a caption's word events (a transition between two scenes), yet the joined video shows
+    the same highlight on the same frames as a one-pass render."""
+    first = flat_scene([(w, 0.3 * i, 0.3 * i + 0.25) for i, w in enumerate("ONE TWO THREE FOUR FIVE".split())], 1.6,
+                       sid="a")
+    second = flat_scene([(w, 0.3 * i, 0.3 * i + 0.25) for i, w in enumerate("SIX SEVEN EIGHT".split())], 1.0, sid="b",
+                        transition="crossfade")
+    project = Project(title="t", scenes=(first, second), caption_style="karaoke")
+    timeline = build_timeline(project, small, encoder="libx264")
+    plans = plan_segments(timeline)
+    assert [p.kind for p in plans] == ["scene", "transition", "scene"]
+    assert sum(e.highlight is not None for e in timeline.captions) == 8
+    parts = [render_segment(timeline, plan, tmp_path / "assets") for plan in plans]
+    joined = join_segments(timeline, [p.path for p in parts], tmp_path / "joined.mp4")
+    whole = compose(project, small, tmp_path / "whole.mp4")
+    x, y = rgb_frames(joined.path), rgb_frames(whole.path)
+    assert len(x) == len(y) == timeline.frame_count
+    lit = 0
+    for k, (a, b) in enumerate(zip(x, y)):
+        assert yellow(a).sum() == pytest.approx(yellow(b).sum(), abs=6), k
+        assert np.abs(a.astype(int) - b.astype(int)).mean() < 1.0, k
+        lit += yellow(a).sum() > 30
+    assert lit > 0.5 * len(x)  # most frames show a lit word
+
+
+def rgb_frames(path) -> list[np.ndarray]:
+    import av
+
+    with av.open(str(path)) as container:
+        return [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]

@@ -47,7 +47,7 @@ PAUSE_S = 0.55  # a silence this long between two words starts a new caption
 HOLD_S = 0.35  # a caption stays up this long after its last word (unless the next one starts)
 MIN_SHOW_S = 0.6  # shortest time a caption is shown, when the next one leaves room
 WORDS_HOLD_S = 0.2  # `few_words_events`: a caption stays up this long after its last word before a pause
-KARAOKE_COLOUR = "&H00FFFF"  # yellow (ASS colours are &HBBGGRR): a highlight whose style names no colour
+KARAOKE_COLOUR = "&H00FFFF"  # yellow (ASS colours are &HBBGGRR): karaoke's, and any highlight with no colour
 SHORT_WORDS = 2  # a caption of this many words or fewer is an orphan when the scene says more (`_no_short_groups`)
 WORD_JOINER = "\u2060"
 # Where captions may sit, as fractions of the frame (`caption_layout`). Every aspect keeps all caption ink (outline,
@@ -106,7 +106,7 @@ STYLES: dict[str, CaptionStyle] = {
     # The spoken word in yellow (fill only: the outline stays black). Colour, not size: a scaled word would widen
     # its centred line, and every word on it would shift each time the highlight moves.
     "karaoke": CaptionStyle("karaoke", "bold", size_frac=0.068, outline_frac=0.075, shadow_frac=0.045,
-                            highlight="&H00FFFF"),
+                            highlight=KARAOKE_COLOUR),
     # Shorts: one to three large words at a time, around the lower third (for 9:16 well above the apps' bottom bar).
     "words": CaptionStyle("words", "bold", size_frac=0.10, outline_frac=0.08, shadow_frac=0.05, max_words=3,
                           centre_frac=0.70),

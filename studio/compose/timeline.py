@@ -212,7 +212,10 @@ class Timeline:
                 "ken_burns_end": tuple(round(v, 4) for v in end_rect.as_tuple()),
                 "narration_at_s": round(voice.offset_s, 3) if voice else None,
                 "narration_s": round(voice.duration_s, 3) if voice else None,
-                "captions": sum(1 for c in self.captions if c.scene_id == seg.scene_id),
+                # Captions, not events: karaoke shows each caption as one event per word, all with its lines.
+                "captions": sum(1 for i, c in enumerate(self.captions) if c.scene_id == seg.scene_id and not (
+                    i and c.highlight and self.captions[i - 1].lines == c.lines
+                    and self.captions[i - 1].scene_id == c.scene_id)),
             })
         return rows
 
