@@ -35,6 +35,12 @@ def _add_source(parser: argparse.ArgumentParser, storyboard: bool) -> None:
     parser.add_argument("--language", help="narration language (default en)")
 
 
+# The names are checked when the command runs (`studio.compose.captions.STYLES`; the server checks its own), so that
+# building the parser does not import the compose step.
+CAPTION_STYLE_HELP = ("captions: bold (default), boxed, plain, karaoke (the spoken word highlighted) or words (one to "
+                      "three large words at a time, the shorts look)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m studio", description="Studio: turn a script or a brief into a narrated video.",
                                      epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -59,6 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     render.add_argument("--watermark", type=Path, help="a logo image drawn in a corner")
     render.add_argument("--caption-font", type=Path, help="a TrueType/OpenType font file for the captions")
     render.add_argument("--no-captions", action="store_true", help="do not burn captions in")
+    render.add_argument("--caption-style", help=CAPTION_STYLE_HELP)
     render.add_argument("--encoder", help="force a video encoder: libx264, h264_nvenc or hevc_nvenc")
     render.add_argument("--seed", type=int, help="project seed for the visuals")
     render.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
@@ -119,6 +126,7 @@ def _add_jobs(sub) -> None:
     submit.add_argument("--watermark", type=Path, help="a logo image (uploaded)")
     submit.add_argument("--caption-font", type=Path, help="a TrueType/OpenType font file for the captions (uploaded)")
     submit.add_argument("--no-captions", action="store_true", help="do not burn captions in")
+    submit.add_argument("--caption-style", help=CAPTION_STYLE_HELP)
     submit.add_argument("--key", help="an idempotency key: submitting again with the same key gives the same job")
     submit.add_argument("--wait", action="store_true", help="follow the job to its end (and save it with --output)")
     submit.add_argument("--output", "-o", type=Path, help="with --wait: where to save the MP4")
@@ -179,6 +187,13 @@ def _project_fields(args: argparse.Namespace) -> dict:
             fields[name] = value
     if getattr(args, "no_captions", False):
         fields["captions"] = False
+    style = getattr(args, "caption_style", None)
+    if style is not None:
+        from .compose.captions import STYLES
+
+        if style not in STYLES:
+            raise StudioError(f"--caption-style must be one of {', '.join(STYLES)}, got {style!r}")
+        fields["caption_style"] = style
     return fields
 
 
@@ -556,6 +571,8 @@ def _job_request(args: argparse.Namespace, client) -> dict:
         request["providers"] = providers
     if args.no_captions:
         request["captions"] = False
+    if args.caption_style is not None:
+        request["caption_style"] = args.caption_style
     for name in ("music", "watermark", "caption_font"):
         if getattr(args, name) is not None:
             request[name] = client.upload(getattr(args, name))

@@ -120,7 +120,8 @@ class Project:
         music: Background music file, looped to length and ducked under the narration.
         music_volume: Music level relative to full scale (0..1) when nobody speaks.
         captions: Burn captions in.
-        caption_style: Name of a caption style (see `studio.compose.captions.STYLES`).
+        caption_style: Name of a caption style (see `studio.compose.captions.STYLES`): ``bold``, ``boxed``,
+            ``plain``, ``karaoke`` (the spoken word highlighted) or ``words`` (one to three words at a time).
         caption_font: A TrueType or OpenType font file for the captions instead of the bundled DejaVu Sans (its own
             weight is used; the style still sets size, outline, shadow and box). Checked by `studio.fonts.read_font`.
         watermark: An image (logo) drawn in a corner of every frame.

@@ -183,6 +183,8 @@ def test_what_touches_every_frame_invalidates_every_segment_and_nothing_else_doe
         "preset": (project, other_preset),
         "aspect": (replace(project, aspect="16:9"), tiny),
         "caption style": (replace(project, caption_style="boxed"), tiny),
+        "karaoke captions": (replace(project, caption_style="karaoke"), tiny),
+        "words captions": (replace(project, caption_style="words"), tiny),
         "font": (replace(project, caption_font=FONT), tiny),
         "watermark": (replace(project, watermark=logo), tiny),
     }

@@ -17,6 +17,11 @@ the installed fonts (the set-up installs fonts for Latin, Greek, Cyrillic, Hebre
 Japanese and emoji); libass shapes each run with HarfBuzz and orders it with FriBiDi (Arabic joined right to left,
 Devanagari conjuncts). Text is measured the same way (`studio.fonts.FallbackFont`, each fallback sized as libass sizes
 it), and `caption_notes` says which scripts came from fallback fonts and which characters no installed font has.
+
+Styles (`STYLES`, `caption_events`): ``bold``, ``boxed`` and ``plain`` show captions of one or two lines
+(`group_words`); ``karaoke`` shows the same captions with the spoken word in yellow, as one event per word (an ASS
+override around that word, the only unescaped braces in the text: `karaoke_events`); ``words`` (the shorts look)
+shows one to three large words at a time around 70 % of the frame's height (`few_words_events`).
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ import re
 import shutil
 import threading
 import unicodedata
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -41,6 +46,8 @@ MAX_LINES = 2
 PAUSE_S = 0.55  # a silence this long between two words starts a new caption
 HOLD_S = 0.35  # a caption stays up this long after its last word (unless the next one starts)
 MIN_SHOW_S = 0.6  # shortest time a caption is shown, when the next one leaves room
+WORDS_HOLD_S = 0.2  # `few_words_events`: a caption stays up this long after its last word before a pause
+KARAOKE_COLOUR = "&H00FFFF"  # yellow (ASS colours are &HBBGGRR): karaoke's, and any highlight with no colour
 SHORT_WORDS = 2  # a caption of this many words or fewer is an orphan when the scene says more (`_no_short_groups`)
 WORD_JOINER = "\u2060"
 # Where captions may sit, as fractions of the frame (`caption_layout`). Every aspect keeps all caption ink (outline,
@@ -56,6 +63,10 @@ MARGIN_V_LANDSCAPE = 0.075  # 16:9: from the bottom to the caption's last line
 MARGIN_V_SQUARE = 0.09  # 1:1
 log = logging.getLogger("studio.captions")
 _SENTENCE_END = re.compile(r"[.!?\u2026\u3002\uff01\uff1f][\"'\u201d\u2019)\]]*$")
+# The end of a sentence or clause (`few_words_events` breaks there first): Latin, CJK, Arabic and Devanagari marks,
+# dashes; closing quotes and brackets may follow.
+_CLAUSE_END = re.compile(r"[.!?,;:\u2026\u2013\u2014\u3001\u3002\uff01\uff0c\uff1a\uff1b\uff1f\u060c\u061b\u061f"
+                         r"\u0964\u0965][\"'\u201d\u2019)\]]*$")
 
 
 @dataclass(frozen=True)
@@ -69,6 +80,12 @@ class CaptionStyle:
         outline_frac: Outline thickness (or, with `box`, the box's padding) as a fraction of the line height.
         shadow_frac: Shadow offset as a fraction of the line height.
         box: A translucent dark box behind each line instead of an outline.
+        highlight: Karaoke: the fill colour (ASS ``&HBBGGRR``) of the word being spoken; each caption is then one
+            event per word (`karaoke_events`). Empty: no highlight.
+        max_words: The shorts look: captions of one to this many words, each shown while its words are spoken
+            (`few_words_events`). 0: captions of one or two lines (`group_words`).
+        centre_frac: Where a one-line caption's centre sits, as a fraction of the frame's height from the top (a
+            caption of two lines grows upwards from there); 0: at the bottom margin. The safe areas still apply.
     """
 
     name: str
@@ -77,12 +94,22 @@ class CaptionStyle:
     outline_frac: float
     shadow_frac: float
     box: bool = False
+    highlight: str = ""
+    max_words: int = 0
+    centre_frac: float = 0.0
 
 
 STYLES: dict[str, CaptionStyle] = {
     "bold": CaptionStyle("bold", "bold", size_frac=0.068, outline_frac=0.075, shadow_frac=0.045),
     "boxed": CaptionStyle("boxed", "bold", size_frac=0.062, outline_frac=0.16, shadow_frac=0.0, box=True),
     "plain": CaptionStyle("plain", "regular", size_frac=0.064, outline_frac=0.065, shadow_frac=0.04),
+    # The spoken word in yellow (fill only: the outline stays black). Colour, not size: a scaled word would widen
+    # its centred line, and every word on it would shift each time the highlight moves.
+    "karaoke": CaptionStyle("karaoke", "bold", size_frac=0.068, outline_frac=0.075, shadow_frac=0.045,
+                            highlight=KARAOKE_COLOUR),
+    # Shorts: one to three large words at a time, around the lower third (for 9:16 well above the apps' bottom bar).
+    "words": CaptionStyle("words", "bold", size_frac=0.10, outline_frac=0.08, shadow_frac=0.05, max_words=3,
+                          centre_frac=0.70),
 }
 
 
@@ -128,6 +155,8 @@ class CaptionEvent:
     end_s: float
     lines: tuple[str, ...]
     scene_id: str = ""
+    # Karaoke: the words [first, end) being spoken, counted over the lines' space-separated words; None for none.
+    highlight: tuple[int, int] | None = None
 
     @property
     def text(self) -> str:
@@ -184,8 +213,12 @@ def caption_layout(style_name: str, size: tuple[int, int], font: Path | None = N
     margin_l = max(round(width * MARGIN_H), math.ceil(width * TITLE_SAFE) + ink)
     margin_r = max(margin_l, math.ceil(width * PORTRAIT_RIGHT_UI) + ink) if portrait else margin_l
     bottom = PORTRAIT_BOTTOM_UI if portrait else TITLE_SAFE
-    margin_v = max(round(height * (0.0 if portrait else MARGIN_V_LANDSCAPE if width > height * 1.2 else MARGIN_V_SQUARE)),
-                   math.ceil(height * bottom) + ink)
+    if style.centre_frac:  # a one-line caption's centre at `centre_frac` (libass: Fontsize is the line's height)
+        wanted_v = round(height * (1.0 - style.centre_frac) - font_size / 2)
+    else:
+        wanted_v = round(height * (0.0 if portrait else MARGIN_V_LANDSCAPE if width > height * 1.2
+                                   else MARGIN_V_SQUARE))
+    margin_v = max(wanted_v, math.ceil(height * bottom) + ink)
     # Leave room for the outline (or box padding) and a small margin for layout differences between PIL and libass.
     max_line = (width - margin_l - margin_r - 2 * outline) * 0.96
     return CaptionLayout(
@@ -339,9 +372,17 @@ def group_words(layout: CaptionLayout, words: Sequence[TimedWord], *, window_end
     width. It is shown from its first word's start until shortly after its last word (`HOLD_S`), never past the next
     caption's start or `window_end_s`.
     """
-    words = [TimedWord(clean_text(w.text), w.start_s, w.end_s) for w in words]
-    timed_words = set(words)
-    words = [piece for w in words if w.text and w.start_s < window_end_s for piece in _fit_word(layout, w)]
+    events = []
+    for group, start, end in _line_groups(layout, words, window_end_s):
+        lines = wrap_words(layout, [w.text for w in group])
+        events.append(CaptionEvent(start_s=start, end_s=end, lines=tuple(lines), scene_id=scene_id))
+    return events
+
+
+def _line_groups(layout: CaptionLayout, words: Sequence[TimedWord],
+                 window_end_s: float) -> list[tuple[list[TimedWord], float, float]]:
+    """`group_words`' groups with the times each is shown: (words, start, end), none shown for no time."""
+    words, pieces = _prepared_words(layout, words, window_end_s)
     groups: list[list[TimedWord]] = []
     current: list[TimedWord] = []
     for word in words:
@@ -354,19 +395,130 @@ def group_words(layout: CaptionLayout, words: Sequence[TimedWord], *, window_end
         current.append(word)
     if current:
         groups.append(current)
-    pieces = {id(w) for w in words if w not in timed_words}  # pieces of a word split over lines: never short
     groups = _no_short_groups(layout, groups, pieces)
 
-    events = []
+    shown = []
     for i, group in enumerate(groups):
         start = group[0].start_s
         next_start = groups[i + 1][0].start_s if i + 1 < len(groups) else window_end_s
         end = max(group[-1].end_s + HOLD_S, start + MIN_SHOW_S)
         end = min(end, next_start, window_end_s)
-        lines = wrap_words(layout, [w.text for w in group])
         if end > start:
+            shown.append((group, start, end))
+    return shown
+
+
+def _prepared_words(layout: CaptionLayout, words: Sequence[TimedWord],
+                    window_end_s: float) -> tuple[list[TimedWord], set[int]]:
+    """`words` cleaned, without empty ones and ones starting at or after `window_end_s`, a word wider than a line
+    split into pieces (`_fit_word`); and the ids of those pieces."""
+    words = [TimedWord(clean_text(w.text), w.start_s, w.end_s) for w in words]
+    timed_words = set(words)
+    words = [piece for w in words if w.text and w.start_s < window_end_s for piece in _fit_word(layout, w)]
+    return words, {id(w) for w in words if w not in timed_words}  # pieces of a word split over lines: never short
+
+
+def caption_events(layout: CaptionLayout, words: Sequence[TimedWord], *, window_end_s: float,
+                   scene_id: str = "") -> list[CaptionEvent]:
+    """One scene's captions as `layout`'s style makes them: one to a few words at a time (``max_words``,
+    `few_words_events`), lines with the spoken word highlighted (``highlight``, `karaoke_events`), or lines
+    (`group_words`). Arguments as `group_words`'."""
+    style = layout.style
+    if style.max_words:
+        return few_words_events(layout, words, window_end_s=window_end_s, scene_id=scene_id)
+    if style.highlight:
+        return karaoke_events(layout, words, window_end_s=window_end_s, scene_id=scene_id)
+    return group_words(layout, words, window_end_s=window_end_s, scene_id=scene_id)
+
+
+def karaoke_events(layout: CaptionLayout, words: Sequence[TimedWord], *, window_end_s: float,
+                   scene_id: str = "") -> list[CaptionEvent]:
+    """`group_words`' captions, each as one event per word that highlights that word (`CaptionEvent.highlight`).
+
+    Word k's event runs from its start to the next word's start (the first word's from the caption's start, the
+    last word's to the caption's end): the word just spoken stays lit through the gap after it, so the caption
+    never blinks between words and its events never overlap. Each event is drawn once like any caption
+    (`CaptionOverlays`), and a segment of the video holds exactly the events it shows.
+    """
+    events = []
+    for group, start, end in _line_groups(layout, words, window_end_s):
+        lines = tuple(wrap_words(layout, [w.text for w in group]))
+        at = 0  # the word's first index among the lines' space-separated words
+        for k, word in enumerate(group):
+            count = len(word.text.split(" "))
+            first = start if k == 0 else max(start, word.start_s)
+            until = min(end, group[k + 1].start_s) if k + 1 < len(group) else end
+            if until > first:
+                events.append(CaptionEvent(first, until, lines, scene_id, highlight=(at, at + count)))
+            at += count
+    return events
+
+
+def few_words_events(layout: CaptionLayout, words: Sequence[TimedWord], *, window_end_s: float,
+                     scene_id: str = "") -> list[CaptionEvent]:
+    """The shorts look: captions of one to ``layout.style.max_words`` words, each shown exactly while its words are
+    spoken: from its first word's start to the next caption's start when that follows within `PAUSE_S` (no blink
+    between captions), else until `WORDS_HOLD_S` after its last word; never past `window_end_s`.
+
+    Captions break first at punctuation (the end of a sentence or clause, `_CLAUSE_END`) and at pauses longer than
+    `PAUSE_S`. Each run of words between two breaks is then split into groups that fit `MAX_LINES` lines, choosing
+    in this order: the fewest one-word groups (none where the run has two words or more and a split without them
+    fits), the fewest lines beyond each group's first, the fewest groups, the breaks at the longest gaps between
+    words (`_split_run`). Words keep their order and timings; each is in exactly one caption.
+    """
+    most = max(1, layout.style.max_words)
+    words, _ = _prepared_words(layout, words, window_end_s)
+    runs: list[list[TimedWord]] = []
+    current: list[TimedWord] = []
+    for word in words:
+        if current and (word.start_s - current[-1].end_s > PAUSE_S or _CLAUSE_END.search(current[-1].text)):
+            runs.append(current)
+            current = []
+        current.append(word)
+    if current:
+        runs.append(current)
+    groups = [group for run in runs for group in _split_run(layout, run, most)]
+    events = []
+    for i, group in enumerate(groups):
+        start = group[0].start_s
+        end = group[-1].end_s + WORDS_HOLD_S
+        if i + 1 < len(groups):
+            next_start = groups[i + 1][0].start_s
+            end = next_start if next_start - group[-1].end_s <= PAUSE_S else min(end, next_start)
+        end = min(end, window_end_s)
+        if end > start:
+            lines = wrap_words(layout, [w.text for w in group])
             events.append(CaptionEvent(start_s=start, end_s=end, lines=tuple(lines), scene_id=scene_id))
     return events
+
+
+def _split_run(layout: CaptionLayout, run: Sequence[TimedWord], most: int) -> list[list[TimedWord]]:
+    """`run` split into groups of 1 to `most` words, each within `MAX_LINES` lines, the best split by
+    `few_words_events`' order (a shortest-path search over the break positions)."""
+    n = len(run)
+    # best[i]: the cost of the best split of run[:i] (one-word groups, extra lines, groups, minus the gaps broken
+    # at) and where its last group begins.
+    best: list[tuple[tuple[int, int, int, float], int] | None] = [None] * (n + 1)
+    best[0] = ((0, 0, 0, 0.0), 0)
+    for end in range(1, n + 1):
+        for size in range(1, min(most, end) + 1):
+            begin = end - size
+            if best[begin] is None:
+                continue
+            lines = len(wrap_words(layout, [w.text for w in run[begin:end]]))
+            if size > 1 and lines > MAX_LINES:
+                continue
+            gap = run[end].start_s - run[end - 1].end_s if end < n else 0.0
+            orphans, extra, count, gaps = best[begin][0]
+            cost = (orphans + (size == 1 and n > 1), extra + lines - 1, count + 1, gaps - gap)
+            if best[end] is None or cost < best[end][0]:
+                best[end] = (cost, begin)
+    groups, end = [], n
+    while end > 0:
+        begin = best[end][1]
+        groups.append(list(run[begin:end]))
+        end = begin
+    return groups[::-1]
 
 
 def _fits(layout: CaptionLayout, group: Sequence[TimedWord]) -> bool:
@@ -472,7 +624,7 @@ def no_overlaps(events: Iterable[CaptionEvent]) -> tuple[CaptionEvent, ...]:
         if i + 1 < len(ordered):
             end = min(end, ordered[i + 1].start_s)
         if end - event.start_s >= 0.01:
-            out.append(CaptionEvent(event.start_s, end, event.lines, event.scene_id))
+            out.append(replace(event, end_s=end))
     return tuple(out)
 
 
@@ -514,10 +666,29 @@ def ass_document(layout: CaptionLayout, events: Sequence[CaptionEvent]) -> str:
         "Format: Layer, Start, End, Style, Name, MarginL, MarginR, MarginV, Effect, Text",
     ])
     lines = [head]
+    colour = style.highlight or KARAOKE_COLOUR
     for event in events:
-        text = "\\N".join(escape_ass_text(line) for line in event.lines)
+        text = "\\N".join(_ass_lines(event, colour))
         lines.append(f"Dialogue: 0,{_ass_time(event.start_s)},{_ass_time(event.end_s)},Caption,,0,0,0,,{text}")
     return "\n".join(lines) + "\n"
+
+
+def _ass_lines(event: CaptionEvent, colour: str) -> list[str]:
+    """`event`'s lines as ASS text: each escaped (`escape_ass_text`), the highlighted words (if any) each between
+    an override that sets the fill colour to `colour` and one that resets the style (the only override blocks:
+    every brace of the user's text is escaped)."""
+    if event.highlight is None:
+        return [escape_ass_text(line) for line in event.lines]
+    first, end = event.highlight
+    out, at = [], 0
+    for line in event.lines:
+        words = []
+        for word in line.split(" "):
+            text = escape_ass_text(word)
+            words.append(f"{{\\1c{colour}&}}{text}{{\\r}}" if first <= at < end else text)
+            at += 1
+        out.append(" ".join(words))
+    return out
 
 
 def write_ass(path: Path, layout: CaptionLayout, events: Sequence[CaptionEvent]) -> Path:
@@ -581,7 +752,7 @@ class CaptionOverlays:
 
         layout, work = self.layout, self.work
         width, height = layout.width, layout.height
-        slotted = [CaptionEvent(float(i), float(i + 1), e.lines, e.scene_id) for i, e in enumerate(self.events)]
+        slotted = [replace(e, start_s=float(i), end_s=float(i + 1)) for i, e in enumerate(self.events)]
         write_ass(work / "captions.ass", layout, slotted)
         fonts = work / "fonts"
         fonts.mkdir(exist_ok=True)

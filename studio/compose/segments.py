@@ -17,8 +17,9 @@ segment and the two transitions at its ends, never a neighbour's own frames. A c
 
 What a segment's key holds (`segment_key`): its frame count and its scenes on its own clock (the picture's content
 hash, kind, start and length in frames, Ken Burns move, the transition when it is on screen), the captions it shows
-(lines and frames), the caption style and font (by the font's bytes), the watermark (by its bytes), the preset's video
-settings (size, fps, encoder and its arguments), and the renderer's versions (`SEGMENT_VERSION`,
+(lines and frames, and the words a karaoke caption lights), the caption style and font (by the font's bytes), the
+watermark (by its bytes), the preset's video settings (size, fps, encoder and its arguments), and the renderer's
+versions (`SEGMENT_VERSION`,
 `studio.compose.render.RENDERER_VERSION`, the ffmpeg build). The timeline puts every scene start and caption on whole
 frames (`studio.compose.timeline`), so a scene that moves by some frames because an earlier one got longer keeps its
 key. A change that touches every frame (preset, aspect, caption style or font, watermark) changes every key; the
@@ -222,7 +223,9 @@ def segment_key(part: Timeline) -> str:
         scenes.append([_source_id(s.source), s.kind, start, in_frames(s.duration_s), s.motion,
                        [list(r.as_tuple()) for r in s.ken_burns],
                        [s.transition.kind, overlap] if shown else None])
-    captions = [[*caption_frames(c, fps), list(c.lines)] for c in part.captions]
+    # A karaoke event adds the words it highlights (other styles' keys stay as they were).
+    captions = [[*caption_frames(c, fps), list(c.lines)] + ([list(c.highlight)] if c.highlight else [])
+                for c in part.captions]
     return asset_key(
         step="segment",
         version=SEGMENT_VERSION,

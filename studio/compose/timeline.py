@@ -28,8 +28,8 @@ from ..errors import StudioError
 from ..media import IMAGE_SUFFIXES, VIDEO_SUFFIXES
 from ..presets import Preset
 from ..project import Project, Scene
-from .captions import (CaptionEvent, CaptionLayout, TimedWord, caption_layout, caption_notes, group_words, no_overlaps,
-                       spread_words)
+from .captions import (CaptionEvent, CaptionLayout, TimedWord, caption_events, caption_layout, caption_notes,
+                       no_overlaps, spread_words)
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -212,7 +212,10 @@ class Timeline:
                 "ken_burns_end": tuple(round(v, 4) for v in end_rect.as_tuple()),
                 "narration_at_s": round(voice.offset_s, 3) if voice else None,
                 "narration_s": round(voice.duration_s, 3) if voice else None,
-                "captions": sum(1 for c in self.captions if c.scene_id == seg.scene_id),
+                # Captions, not events: karaoke shows each caption as one event per word, all with its lines.
+                "captions": sum(1 for i, c in enumerate(self.captions) if c.scene_id == seg.scene_id and not (
+                    i and c.highlight and self.captions[i - 1].lines == c.lines
+                    and self.captions[i - 1].scene_id == c.scene_id)),
             })
         return rows
 
@@ -447,7 +450,7 @@ def build_timeline(project: Project, preset: Preset, *, only: Collection[str] | 
         layout = caption_layout(project.caption_style, (width, height), project.caption_font)
         events: list[CaptionEvent] = []
         for (_, scene), scene_words, window in zip(numbered, words, windows):
-            events.extend(group_words(layout, scene_words, window_end_s=window, scene_id=scene.id))
+            events.extend(caption_events(layout, scene_words, window_end_s=window, scene_id=scene.id))
         captions = on_frames(no_overlaps(events), fps)
         notes.extend(caption_notes(layout, captions))  # glyphs from fallback fonts, or none at all
 

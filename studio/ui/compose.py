@@ -477,6 +477,11 @@ def _label(text: str | None) -> str:
     return html.escape(str(text or "").replace("`", ""))
 
 
+# What the caption styles look like, for the style choice (the value is the style's name).
+STYLE_LABELS = {"bold": "bold (outlined lines)", "boxed": "boxed (lines on a dark box)", "plain": "plain",
+                "karaoke": "karaoke (the spoken word lit)", "words": "words (1-3 big words at a time: shorts)"}
+
+
 # -- layout -----------------------------------------------------------------------------------------------------
 def layout(studio: Studio) -> SimpleNamespace:
     with gr.Row(equal_height=False):
@@ -487,7 +492,8 @@ def layout(studio: Studio) -> SimpleNamespace:
         with gr.Column(scale=2):
             with gr.Row():
                 captions = gr.Checkbox(True, label="Burn captions in")
-                caption_style = gr.Dropdown(list(STYLES), value="bold", label="Caption style")
+                caption_style = gr.Dropdown([(STYLE_LABELS.get(name, name), name) for name in STYLES], value="bold",
+                                            label="Caption style")
             with gr.Row(equal_height=True):
                 caption_font = gr.UploadButton("Caption font…", file_types=[".ttf", ".otf"], size="sm")
                 no_caption_font = gr.Button("No custom font", size="sm")
