@@ -299,7 +299,7 @@ _KOKORO_IDS = (1, 2, 3, 4, 5, 6, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 
                115, 116, 118, 119, 120, 123, 125, 126, 128, 129, 130, 131, 132, 133, 135, 136, 138, 139, 140, 142, 143,
                147, 148, 156, 157, 158, 162, 164, 169, 171, 172, 173, 177)
 KOKORO_VOCAB = dict(zip(_KOKORO_SYMBOLS, _KOKORO_IDS))
-KOKORO_SAMPLES_PER_TOKEN = 600  # the tiny graph says every phoneme id (pads included) for 25 ms at 24 kHz
+KOKORO_SAMPLES_PER_TOKEN = 1200  # the tiny graph says every phoneme id (pads included) for 50 ms at 24 kHz
 
 
 def tiny_kokoro(folder: str | Path, *, seed: int = 0, durations: bool = False,
@@ -307,7 +307,7 @@ def tiny_kokoro(folder: str | Path, *, seed: int = 0, durations: bool = False,
     """A random-weight ONNX graph with the interface of ``onnx-community/Kokoro-82M-v1.0-ONNX``, in its layout.
 
     ``onnx/model.onnx`` takes ``input_ids`` (int64 [1, T]), ``style`` (float32 [1, 256]) and ``speed`` (float32 [1])
-    and gives ``waveform`` (float32 [1, T x 600]: 600 samples per id, pads included); with `durations` also
+    and gives ``waveform`` (float32 [1, T x 1200]: 50 ms per id, pads included, about real speech's pace); with `durations` also
     ``durations`` (float32 [1, T], a random length per id, as the ``-timestamped`` export gives). ``tokenizer.json``
     holds Kokoro's real vocabulary, ``voices/<name>.bin`` random raw float32 (510, 1, 256) arrays, ``config.json``
     only the model type (as the hub's does).
@@ -386,14 +386,15 @@ class TinyModels:
     """
 
     BUILDERS = {"llm": tiny_llm, "bark": tiny_bark, "sd": tiny_sd, "motion_adapter": tiny_motion_adapter,
-                "animatediff": tiny_animatediff}
+                "animatediff": tiny_animatediff, "kokoro": tiny_kokoro}
 
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root)
         self._folders: dict[str, Path] = {}
 
     def folder(self, name: str) -> Path:
-        """The folder of tiny model `name` (``llm``, ``bark``, ``sd``, ``motion_adapter``, ``animatediff``)."""
+        """The folder of tiny model `name` (``llm``, ``bark``, ``sd``, ``motion_adapter``, ``animatediff``,
+        ``kokoro``)."""
         if name not in self._folders:
             path = self.root / name
             self._folders[name] = path if (path / "config.json").is_file() or (path / "model_index.json").is_file() \
@@ -406,6 +407,8 @@ class TinyModels:
             return {"model": str(self.folder("llm")), "device": "cpu", "max_new_tokens": 24, "max_attempts": 2}
         if provider == "bark":
             return {"model": str(self.folder("bark")), "device": "cpu", "voice": BARK_VOICES[0]}
+        if provider == "kokoro":
+            return {"model": str(self.folder("kokoro")), "device": "cpu"}
         if provider == "diffusers-image":
             return {"model": str(self.folder("sd")), "device": "cpu", "steps": 2}
         if provider == "diffusers-video":
