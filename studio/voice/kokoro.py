@@ -606,6 +606,8 @@ class _G2P:
             else:
                 ps = ps.replace("o^ʊ", "O").replace("ɜːɹ", "ɜɹ").replace("ɜː", "ɜɹ").replace("ɪə", "iə")
                 ps = ps.replace("ː", "")
+                ps = ps.replace("ɹɹ", "ɹ")  # espeak-ng's ɚ before ɹ ("interarticular"): one ɹ, as in misaki
+                ps = re.sub(r"ᵻ(?![dz](?:$|[^\w]))", "ə", ps)  # misaki keeps ᵻ only in the -ed and -es endings
             ps = ps.replace("o", "ɔ").replace("ɾ", "T").replace("ʔ", "t").replace("^", "")
             ps = re.sub(r"(?<=[a-zɹː])(?=hˈʌndɹɪd)", " ", ps)  # "nineteen hundred" said as two words
             ps = re.sub(r" z(?=[;:,.!?¡¿—…\"«»“” ]|$)", "z", ps)  # "1990s": the plural joins its number
