@@ -502,8 +502,9 @@ def _run(session: Any, ids: list[int], style: np.ndarray, speed: float) -> tuple
             raise StudioError(f"this Kokoro graph takes a whole-number speed only, got {speed}")
         speed_value = np.array([int(speed)], dtype=np.int32 if "int32" in speed_type else np.int64)
     else:
-        speed_value = np.array([speed], dtype=np.float32)
-    feeds = {ids_name: np.array([[0, *ids, 0]], dtype=np.int64), style_name: row.reshape(1, STYLE_DIM).astype(np.float32),
+        speed_value = np.array([speed], dtype=np.float16 if "float16" in speed_type else np.float32)
+    style_dtype = np.float16 if "float16" in inputs[style_name].type else np.float32  # an fp16 graph's own inputs
+    feeds = {ids_name: np.array([[0, *ids, 0]], dtype=np.int64), style_name: row.reshape(1, STYLE_DIM).astype(style_dtype),
              "speed": speed_value}
     try:
         outputs = session.run(None, feeds)
