@@ -186,7 +186,8 @@ def test_voice_choice_when_speaking(tiny, tmp_path):
 
 def test_bad_options_are_refused_by_name(tiny):
     for options, message in (({"speed": 3}, "`speed`"), ({"device": "tpu"}, "`device`"),
-                             ({"max_chunk_tokens": 600}, "`max_chunk_tokens`"), ({"variant": "fp8"}, "`variant`")):
+                             ({"max_chunk_tokens": 600}, "`max_chunk_tokens`"), ({"variant": "fp8"}, "`variant`"),
+                             ({"voice": "v2/en_speaker_6"}, "`voice`")):
         with pytest.raises(StudioError, match=message):
             kk.kokoro(model=str(tiny), **options)
 

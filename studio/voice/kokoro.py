@@ -270,7 +270,7 @@ def _check(model: str = DEFAULT_MODEL, variant: str = "fp32", voice: str | None 
 
 
 @register("narrator", "kokoro", check=_check,
-          description="Kokoro-82M (ONNX Runtime): natural neural voices in 7 languages, fast even on a CPU; Apache-2.0")
+          description="Kokoro-82M (ONNX Runtime): natural neural voices in 6 languages, fast even on a CPU; Apache-2.0")
 def kokoro(model: str = DEFAULT_MODEL, variant: str = "fp32", voice: str | None = None, speed: float = 1.0,
            device: str | None = None, max_chunk_tokens: int = MAX_TOKENS,
            cache_dir: str | None = None) -> "KokoroNarrator":
@@ -294,8 +294,9 @@ def kokoro(model: str = DEFAULT_MODEL, variant: str = "fp32", voice: str | None 
     if isinstance(max_chunk_tokens, bool) or not isinstance(max_chunk_tokens, int) or \
             not 16 <= max_chunk_tokens <= MAX_TOKENS:
         raise StudioError(f"`max_chunk_tokens` must be a whole number from 16 to {MAX_TOKENS}, got {max_chunk_tokens!r}")
-    if voice is not None and not isinstance(voice, str):
-        raise StudioError(f"`voice` must be a Kokoro voice name such as 'af_heart', got {voice!r}")
+    if voice is not None and (not isinstance(voice, str) or not accepts_voice(voice)):
+        raise StudioError(f"`voice` must be a Kokoro voice such as 'af_heart' (see studio.voice.kokoro.KOKORO_VOICES) "
+                          f"or a voice .bin file, got {voice!r}")
     files = find_kokoro(model, variant, voice=voice, cache_dir=cache_dir)
     return KokoroNarrator(files, variant=variant, voice=voice or None, speed=float(speed), device=device,
                           max_chunk_tokens=max_chunk_tokens)
@@ -333,7 +334,7 @@ class KokoroNarrator:
         version = espeak_version(_exe())
         # Everything that changes the audio: part of the asset cache key.
         self.model = (f"kokoro:{files.weights.model}:{variant}@{speed:g}x;voice={voice or 'by-language'};"
-                      f"espeak-ng-{version}")
+                      f"chunks<={max_chunk_tokens};espeak-ng-{version}")
         self._session: Any = None
         self._voices: dict[str, np.ndarray] = {}
         self._lock = threading.RLock()
