@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 
 CATALOG_FILE = Path(__file__).resolve().parent / "models.toml"  # package data, beside presets/
 STEPS = ("storyboard", "narrator", "painter")
-PROVIDERS = {"transformers": "storyboard", "bark": "narrator", "diffusers-image": "painter",
+PROVIDERS = {"transformers": "storyboard", "bark": "narrator", "kokoro": "narrator", "diffusers-image": "painter",
              "diffusers-video": "painter"}
 OPTIONS = ("model", "adapter")  # the provider options a catalogue entry can fill
 # Licence ids (SPDX where SPDX has one); `commercial` says per entry whether the weights may be used commercially.

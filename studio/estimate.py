@@ -252,7 +252,7 @@ def estimate_render_s(project_or_seconds: "Project | float", preset: "Preset | s
 # a 16-frame AnimateDiff clip ~40 s), and 5-20x that on a CPU.
 FALLBACK_S = {  # provider -> (per scene on a GPU, per scene on a CPU)
     "rules": (0.01, 0.01), "openai": (3.0, 3.0), "transformers": (4.0, 40.0),
-    "piper": (0.3, 0.6), "espeak": (0.1, 0.2), "bark": (8.0, 90.0),
+    "piper": (0.3, 0.6), "espeak": (0.1, 0.2), "bark": (8.0, 90.0), "kokoro": (0.5, 6.0),
     "cards": (0.15, 0.15), "local": (0.3, 0.3), "diffusers-image": (3.0, 45.0), "diffusers-video": (40.0, 900.0),
 }
 STEP_KINDS = (("storyboard", "storyboard"), ("narrate", "narrator"), ("illustrate", "painter"))

@@ -33,7 +33,7 @@ KINDS = ("storyboard", "narrator", "painter")
 # Provider modules keep their heavy imports (torch, diffusers, transformers) inside functions.
 PROVIDER_MODULES: dict[str, tuple[str, ...]] = {
     "storyboard": ("studio.storyboard.openai_llm", "studio.storyboard.transformers_llm", "studio.storyboard.rules"),
-    "narrator": ("studio.voice.piper", "studio.voice.espeak", "studio.voice.bark"),
+    "narrator": ("studio.voice.piper", "studio.voice.espeak", "studio.voice.kokoro", "studio.voice.bark"),
     "painter": ("studio.visuals.cards", "studio.visuals.diffusers_image", "studio.visuals.diffusers_video",
                 "studio.visuals.local"),
 }

@@ -16,6 +16,8 @@ check shapes, lengths, timings, seeds, progress and cancellation, never content.
 - `tiny_sd`: a Stable Diffusion pipeline (UNet, VAE, CLIP text encoder, a CLIP tokenizer written here).
 - `tiny_motion_adapter` / `tiny_animatediff`: an AnimateDiff motion adapter matching `tiny_sd`'s UNet, or a whole
   AnimateDiff pipeline.
+- `tiny_kokoro`: an ONNX graph with Kokoro-82M's inputs and outputs, its vocabulary and voice files, in the hub
+  export's layout (for the ``kokoro`` narrator).
 - `put_in_hub_cache`: lay a saved folder out as a Hugging Face hub cache entry, to test loading by hub id offline.
 - `ScriptedChat`: make an LLM writer answer with scripted text (to test what the writer does with good and bad answers).
 - `TinyModels`: a folder of the above, built on first use, and the provider options that run each provider on them.
@@ -287,6 +289,76 @@ def tiny_animatediff(folder: str | Path, *, seed: int = 0) -> Path:
     return folder
 
 
+# -- Kokoro (ONNX) ------------------------------------------------------------------------------------------------------
+# Kokoro-82M v1.0's phoneme vocabulary (its config.json / tokenizer.json): symbol i has id _KOKORO_IDS[i].
+_KOKORO_SYMBOLS = (';:,.!?—…"()“” \u0303ʣʥʦʨᵝꭧAIOQSTWYᵊabcdefhijklmnopqrstuvwxyzɑɐɒæβɔɕçɖðʤəɚɛɜɟɡɥɨɪʝɯɰŋɳɲɴøɸθœɹɾɻʁ'
+                   'ɽʂʃʈʧʊʋʌɣɤχʎʒʔˈˌːʰʲ↓→↗↘ᵻ')
+_KOKORO_IDS = (1, 2, 3, 4, 5, 6, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 31, 33, 35, 36, 39, 41,
+               42, 43, 44, 45, 46, 47, 48, 50, 51, 52, 53, 54, 55, 56, 57, 58, 59, 60, 61, 62, 63, 64, 65, 66, 67, 68, 69,
+               70, 71, 72, 75, 76, 77, 78, 80, 81, 82, 83, 85, 86, 87, 90, 92, 99, 101, 102, 103, 110, 111, 112, 113, 114,
+               115, 116, 118, 119, 120, 123, 125, 126, 128, 129, 130, 131, 132, 133, 135, 136, 138, 139, 140, 142, 143,
+               147, 148, 156, 157, 158, 162, 164, 169, 171, 172, 173, 177)
+KOKORO_VOCAB = dict(zip(_KOKORO_SYMBOLS, _KOKORO_IDS))
+KOKORO_SAMPLES_PER_TOKEN = 1200  # the tiny graph says every phoneme id (pads included) for 50 ms at 24 kHz
+
+
+def tiny_kokoro(folder: str | Path, *, seed: int = 0, durations: bool = False,
+                voices: Sequence[str] = ("af_heart", "bf_emma", "ff_siwis", "ef_dora")) -> Path:
+    """A random-weight ONNX graph with the interface of ``onnx-community/Kokoro-82M-v1.0-ONNX``, in its layout.
+
+    ``onnx/model.onnx`` takes ``input_ids`` (int64 [1, T]), ``style`` (float32 [1, 256]) and ``speed`` (float32 [1])
+    and gives ``waveform`` (float32 [1, T x 1200]: 50 ms per id, pads included, about real speech's pace); with `durations` also
+    ``durations`` (float32 [1, T], a random length per id, as the ``-timestamped`` export gives). ``tokenizer.json``
+    holds Kokoro's real vocabulary, ``voices/<name>.bin`` random raw float32 (510, 1, 256) arrays, ``config.json``
+    only the model type (as the hub's does).
+    """
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    folder = _fresh(folder)
+    rng = np.random.default_rng(seed)
+    size = max(_KOKORO_IDS) + 1
+    table = rng.uniform(-0.6, 0.6, (size, KOKORO_SAMPLES_PER_TOKEN)).astype(np.float32)
+    initializers = [numpy_helper.from_array(table, "table"), numpy_helper.from_array(np.array([1, -1], np.int64), "flat"),
+                    numpy_helper.from_array(np.array(0.5, np.float32), "half")]
+    nodes = [
+        helper.make_node("Gather", ["table", "input_ids"], ["sounds"], axis=0),  # [1, T, 600]
+        helper.make_node("ReduceMean", ["style"], ["style_mean"], keepdims=1),  # [1, 1]: the voice changes the level
+        helper.make_node("Tanh", ["style_mean"], ["style_tanh"]),
+        helper.make_node("Mul", ["style_tanh", "half"], ["style_half"]),
+        helper.make_node("Add", ["style_half", "half"], ["gain"]),
+        helper.make_node("Mul", ["sounds", "gain"], ["scaled"]),
+        helper.make_node("Reshape", ["scaled", "flat"], ["waveform"]),
+    ]
+    outputs = [helper.make_tensor_value_info("waveform", TensorProto.FLOAT, [1, "num_samples"])]
+    if durations:
+        lengths = rng.uniform(0.5, 3.0, size).astype(np.float32)
+        initializers.append(numpy_helper.from_array(lengths, "lengths"))
+        nodes.append(helper.make_node("Gather", ["lengths", "input_ids"], ["durations"], axis=0))
+        outputs.append(helper.make_tensor_value_info("durations", TensorProto.FLOAT, [1, "sequence_length"]))
+    graph = helper.make_graph(nodes, "tiny_kokoro", [
+        helper.make_tensor_value_info("input_ids", TensorProto.INT64, [1, "sequence_length"]),
+        helper.make_tensor_value_info("style", TensorProto.FLOAT, [1, 256]),
+        helper.make_tensor_value_info("speed", TensorProto.FLOAT, [1]),
+    ], outputs, initializer=initializers)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], producer_name="studio.testing")
+    onnx.checker.check_model(model)
+    (folder / "onnx").mkdir()
+    onnx.save(model, str(folder / "onnx" / "model.onnx"))
+    (folder / "voices").mkdir()
+    for name in voices:
+        rng.uniform(-0.3, 0.3, (510, 1, 256)).astype("<f4").tofile(folder / "voices" / f"{name}.bin")
+    vocab = {"$": 0, **KOKORO_VOCAB}
+    (folder / "tokenizer.json").write_text(json.dumps({"version": "1.0", "model": {"type": "WordLevel", "vocab": vocab,
+                                                                                   "unk_token": "$"}},
+                                                      ensure_ascii=False), "utf-8")
+    (folder / "tokenizer_config.json").write_text(json.dumps({"model_max_length": 512, "pad_token": "$",
+                                                              "unk_token": "$"}), "utf-8")
+    (folder / "config.json").write_text(json.dumps({"model_type": "style_text_to_speech_2"}), "utf-8")
+    return folder
+
+
 # -- the hub cache ------------------------------------------------------------------------------------------------------
 def put_in_hub_cache(folder: str | Path, repo_id: str, cache_dir: str | Path) -> Path:
     """Copy a saved model folder into a Hugging Face hub cache as `repo_id` (``models--org--name/snapshots/<rev>``
@@ -314,14 +386,15 @@ class TinyModels:
     """
 
     BUILDERS = {"llm": tiny_llm, "bark": tiny_bark, "sd": tiny_sd, "motion_adapter": tiny_motion_adapter,
-                "animatediff": tiny_animatediff}
+                "animatediff": tiny_animatediff, "kokoro": tiny_kokoro}
 
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root)
         self._folders: dict[str, Path] = {}
 
     def folder(self, name: str) -> Path:
-        """The folder of tiny model `name` (``llm``, ``bark``, ``sd``, ``motion_adapter``, ``animatediff``)."""
+        """The folder of tiny model `name` (``llm``, ``bark``, ``sd``, ``motion_adapter``, ``animatediff``,
+        ``kokoro``)."""
         if name not in self._folders:
             path = self.root / name
             self._folders[name] = path if (path / "config.json").is_file() or (path / "model_index.json").is_file() \
@@ -334,6 +407,8 @@ class TinyModels:
             return {"model": str(self.folder("llm")), "device": "cpu", "max_new_tokens": 24, "max_attempts": 2}
         if provider == "bark":
             return {"model": str(self.folder("bark")), "device": "cpu", "voice": BARK_VOICES[0]}
+        if provider == "kokoro":
+            return {"model": str(self.folder("kokoro")), "device": "cpu"}
         if provider == "diffusers-image":
             return {"model": str(self.folder("sd")), "device": "cpu", "steps": 2}
         if provider == "diffusers-video":

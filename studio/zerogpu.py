@@ -111,6 +111,7 @@ class StepCost:
 # Per provider: (seconds per scene, load seconds). See the module's notes for where the figures come from.
 BUILTIN_COSTS: dict[str, tuple[float, float]] = {
     "bark": (8.0, 20.0),              # bark-small about real time: ~8 s of speech a scene; ~1.7 GB of weights
+    "kokoro": (0.5, 5.0),             # Kokoro-82M on ONNX Runtime: many times faster than real time; 330 MB graph
     "diffusers-image": (3.0, 25.0),   # SDXL-Turbo class: 1-4 steps at 512x512, well under a second; ~7 GB fp16
     "diffusers-video": (40.0, 30.0),  # AnimateDiff: 16 frames at 512x512, 20 steps with CFG; SD 1.5 + adapter
     "transformers": (0.0, 20.0),      # the LLM writer: one call writes the whole storyboard (small Qwen2.5)

@@ -5,7 +5,8 @@
     project = studio.narrate(project, only=["s1a2b3c4"])    # re-narrate one scene
 
 Providers (one file each): ``piper`` (neural, offline, optional GPL-3.0 extra), ``espeak`` (espeak-ng, offline, many
-languages), ``bark`` (Suno Bark through transformers; needs its weights and, for ``auto``, a GPU). A provider is a
+languages), ``kokoro`` (Kokoro-82M on ONNX Runtime; needs its weights), ``bark`` (Suno Bark through transformers; needs
+its weights and, for ``auto``, a GPU). A provider is a
 `Narrator`: ``speak(text, voice=, seed=, language=, out=) -> Speech``.
 """
 
@@ -109,6 +110,11 @@ def narrate(project: Project, *, narrator: str = "auto", preset: Preset | None =
 
     # 2. Choose the narrator
     prefer = preset.providers.get("narrator") if preset is not None else None
+    if narrator == "auto" and prefer and "kokoro" in prefer and project.voice:
+        from .kokoro import accepts_voice
+
+        if not accepts_voice(project.voice):  # e.g. a Bark voice preset (v2/en_speaker_6) asks for Bark, not Kokoro
+            prefer = [name for name in prefer if name != "kokoro"]
     configs = preset.models if preset is not None else None
     speaker, choice = providers.create("narrator", narrator, prefer=prefer, configs=configs)
     note = "narrator: " + choice.reason
