@@ -365,7 +365,7 @@ def _read_at(s: _Speaker, tokens: list[_Token], i: int) -> tuple[list[str], int]
         return measured
 
     # 4. Times: "10:30", "10:30am", "10 am", "10h30", "10:30 Uhr"
-    timed = _time(s, tok, nxt, prev)
+    timed = _time(s, tok, nxt, prev, tokens[i + 2] if i + 2 < len(tokens) else None)
     if timed is not None:
         return timed
 
@@ -510,13 +510,14 @@ def _unit_words(s: _Speaker, unit: str, number: str) -> str:
     return one if s.is_one(number) else many
 
 
-def _time(s: _Speaker, tok: _Token, nxt: _Token | None, prev: _Token | None) -> tuple[list[str], int] | None:
+def _time(s: _Speaker, tok: _Token, nxt: _Token | None, prev: _Token | None,
+          after: _Token | None) -> tuple[list[str], int] | None:
     ampm_next = nxt is not None and (nxt.core.lower() + nxt.trail[:1]).rstrip(",;!?") in (*_AM_PM, "a.m.", "p.m.")
     m = _TIME_RE.match(tok.core + (tok.trail[:1] if tok.trail.startswith(".") and tok.core.lower().endswith(("a.m", "p.m")) else ""))
     hour_only = None if m else _HOUR_RE.match(tok.core + (tok.trail[:1] if tok.core.lower().endswith(("a.m", "p.m")) else ""))
     if not m and not hour_only:
         if ampm_next and tok.core.isdigit() and 1 <= int(tok.core) <= 12 and s.table == "en":
-            return _with_ampm(s, tok, nxt, s.cardinal(int(tok.core)))
+            return _with_ampm(tok, nxt, after, s.cardinal(int(tok.core)))
         return None
     found = m or hour_only
     hour = int(found["h"])
@@ -538,7 +539,7 @@ def _time(s: _Speaker, tok: _Token, nxt: _Token | None, prev: _Token | None) -> 
             trail = tok.trail[1:] if ampm.endswith(".") and tok.trail.startswith(".") else tok.trail
             return [tok.lead + said + trail], 1
         if ampm_next:
-            return _with_ampm(s, tok, nxt, said)
+            return _with_ampm(tok, nxt, after, said)
         return [_wrap(tok, said)], 1
     if lang == "fr":
         said = "une heure" if hour == 1 else f"{s.cardinal(hour)} heures"
@@ -559,12 +560,13 @@ def _time(s: _Speaker, tok: _Token, nxt: _Token | None, prev: _Token | None) -> 
     return None
 
 
-def _with_ampm(s: _Speaker, tok: _Token, nxt: _Token, said: str) -> tuple[list[str], int]:
+def _with_ampm(tok: _Token, nxt: _Token, after: _Token | None, said: str) -> tuple[list[str], int]:
+    """A time and the "am"/"p.m." word after it; the abbreviation's full stop stays only where it ends a sentence."""
     key = (nxt.core.lower() + nxt.trail[:1]).rstrip(",;!?")
     key = key if key in _AM_PM else nxt.core.lower()
-    trail = nxt.trail[1:] if key.endswith(".") else nxt.trail
-    return [_wrap(tok, said), nxt.lead + _AM_PM.get(key, _AM_PM.get(key + ".", "")) + _keep_stop(
-        "." if key.endswith(".") and not trail else "", trail, [tok, nxt], 1)], 2
+    stop, trail = (".", nxt.trail[1:]) if key.endswith(".") else ("", nxt.trail)
+    tokens = [nxt] + ([after] if after is not None else [])
+    return [_wrap(tok, said), nxt.lead + _AM_PM.get(key, "") + _keep_stop(stop, trail, tokens, 0)], 2
 
 
 def _month(lang: str, word: str) -> int | None:
