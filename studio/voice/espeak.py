@@ -186,6 +186,7 @@ class EspeakNarrator:
                                         samples).astype(np.float32)
                     rate = sample_rate
                 sample_rate = rate
+                samples = _trim(samples, rate, start=index > 0, end=index < len(runs) - 1)
                 if len(samples):
                     weights = self._phoneme_counts(split_words(text), voice, cancel)
                     for t in estimate_word_timings(text, samples, rate, weights=weights):
@@ -249,6 +250,21 @@ class EspeakNarrator:
         weights = [float(next(counts)) if core else 0.0 for core in cores]
         # A word espeak-ng could not phonemize alone keeps a letter-based estimate rather than no time at all.
         return [w if w > 0 else estimate_word_weight(word) for w, word in zip(weights, words)]
+
+
+_JOIN_GAP_S = 0.06  # silence kept at each side of a join between runs (espeak-ng pads every utterance much more)
+
+
+def _trim(samples: np.ndarray, rate: int, *, start: bool, end: bool) -> np.ndarray:
+    """A run's audio without the silence espeak-ng puts before (`start`) and after (`end`) every utterance, less a
+    short gap, so runs join like words of one sentence."""
+    loud = np.nonzero(np.abs(samples) > 0.02 * max(float(np.max(np.abs(samples))) if len(samples) else 0.0, 1e-6))[0]
+    if not len(loud):
+        return samples
+    gap = int(_JOIN_GAP_S * rate)
+    a = max(0, loud[0] - gap) if start else 0
+    b = min(len(samples), loud[-1] + gap) if end else len(samples)
+    return samples[a:b]
 
 
 # The espeak-ng voice that reads each script best, for runs of it inside a narration in another language.
