@@ -295,7 +295,7 @@ SENTENCE_STARTERS = frozenset(
 # Terminators: Latin, CJK full-width, Arabic question mark and full stop, Devanagari danda. Closers after them:
 # quotes, brackets (CJK ones too) and the invisible direction marks right-to-left text carries (LRM, RLM, ALM,
 # embeddings and isolates).
-_CLOSER_CHARS = "\"'”’»)\]」』）\u200e\u200f\u061c\u202a-\u202e\u2066-\u2069"
+_CLOSER_CHARS = "\"'”’»)\\]」』）\u200e\u200f\u061c\u202a-\u202e\u2066-\u2069"
 _TERMINATOR_RE = re.compile(r"(\.{2,}|…|[.!?‽؟]+|[。！？]+|[۔।॥]+)([" + _CLOSER_CHARS + r"]*)")
 _CJK_TERMINATORS = set("。！？")
 _OPENERS = "\"'“‘«(["
