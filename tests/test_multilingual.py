@@ -368,6 +368,9 @@ def test_split_words_cuts_chinese_and_japanese_into_caption_sized_words():
     assert split_words("「こんにちは」と言った。")[0] == "「こんにちは」"  # brackets stay with what they hold
     assert split_words("Tokyo 東京 and 2021年") == ["Tokyo", "東京", "and", "2021", "年"]
     assert split_words("Hello, world — again") == ["Hello,", "world —", "again"]  # spaced scripts as before
+    from studio.voice.timing import join_words
+
+    assert join_words(split_words(zh)) == zh and join_words(split_words("Tokyo 東京 and")) == "Tokyo 東京 and"
 
 
 def test_sentences_split_at_cjk_arabic_and_hebrew_ends_and_through_direction_marks():

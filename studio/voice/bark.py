@@ -27,7 +27,7 @@ from ..progress import CancelToken, ProgressFn, check, no_progress
 from ..providers import register
 from ..weights import LocalWeights, find_weights
 from . import Speech
-from .timing import boundary_strength, estimate_word_timings, speech_frames, split_words
+from .timing import boundary_strength, estimate_word_timings, join_words, speech_frames, split_words
 
 log = logging.getLogger("studio")
 
@@ -293,7 +293,7 @@ class BarkNarrator:
         for start in range(0, len(pieces), self.batch_size):
             check(cancel)
             batch = pieces[start:start + self.batch_size]
-            texts = [" ".join(words) for words, _ in batch]
+            texts = [join_words(words) for words, _ in batch]  # no spaces put into Chinese or Japanese
             longest_s = max(_LEAD_S + SPEECH_S_PER_WORD * len(words) for words, _ in batch)
             max_tokens = max(8, min(semantic_cap, math.ceil(longest_s * semantic_hz)))
             inputs = self._processor(texts, voice_preset=preset, return_tensors="pt")

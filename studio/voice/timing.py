@@ -121,6 +121,21 @@ def split_unspaced(token: str) -> list[str]:
     return [piece for piece in out if piece]
 
 
+def join_words(words: Sequence[str]) -> str:
+    """Words as text again: a space between them, none where Chinese or Japanese text meets (`split_unspaced`)."""
+    out = ""
+    for word in words:
+        if out and word:
+            out += "" if _cjk_side(out[-1]) and _cjk_side(word[0]) else " "
+        out += word
+    return out
+
+
+def _cjk_side(ch: str) -> bool:
+    """A character of unspaced text, or CJK punctuation and full-width forms (。，「」！)."""
+    return is_unspaced(ch) or "\u3000" <= ch <= "\u303f" or "\uff00" <= ch <= "\uffef" or ch in _OPENING
+
+
 def _kind(ch: str) -> str:
     cp = ord(ch)
     if unicodedata.category(ch)[0] in "PS" and not ch.isalnum():
