@@ -7,6 +7,11 @@
 Providers (one file each): ``piper`` (neural, offline, optional GPL-3.0 extra), ``espeak`` (espeak-ng, offline, many
 languages), ``bark`` (Suno Bark through transformers; needs its weights and, for ``auto``, a GPU). A provider is a
 `Narrator`: ``speak(text, voice=, seed=, language=, out=) -> Speech``.
+
+Numbers, dates and abbreviations are read out before synthesis (`studio.voice.normalise`): the narrator is given the
+spoken text ("In eighteen twenty-two") and the timings it returns are folded back onto the written words ("In 1822"),
+which the captions show. A narrator that reads them itself declares the ``normalises`` hook and gets the written text.
+``auto`` takes the first narrator that runs here and speaks the project's language (``register(..., speaks=)``).
 """
 
 from __future__ import annotations

@@ -529,7 +529,9 @@ def _time(s: _Speaker, tok: _Token, nxt: _Token | None, prev: _Token | None,
         return None  # "10h30" is French style only
     lang = s.table
     if lang == "en":
-        said = s.cardinal(hour)
+        if hour in (0, 24) and minute == 0 and not ampm and not ampm_next:
+            return [_wrap(tok, "midnight")], 1
+        said = s.cardinal(hour if hour not in (0, 24) else 12)
         if minute == 0 and not ampm and not ampm_next:
             said += " o'clock"
         elif minute:
