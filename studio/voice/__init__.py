@@ -40,12 +40,15 @@ class Speech:
         words: One timing per caption word (seconds from the start of the WAV).
         sample_rate: The WAV's sample rate (Hz).
         timing_source: ``"engine"`` (from the TTS engine's own alignments) or ``"estimated"`` (from the audio).
+        notes: What the user should know about this reading (words left out because the voice cannot read their
+            script); `narrate` adds them to the project's notes, naming the scene.
     """
 
     duration_s: float
     words: tuple[WordTiming, ...]
     sample_rate: int
     timing_source: str
+    notes: tuple[str, ...] = ()
 
 
 @runtime_checkable
@@ -119,7 +122,9 @@ def narrate(project: Project, *, narrator: str = "auto", preset: Preset | None =
     speaker, choice = providers.create("narrator", narrator, prefer=prefer, configs=configs,
                                        language=project.language)
     note = "narrator: " + choice.reason
-    notes = tuple(n for n in project.notes if not n.startswith("narrator: ")) + (note,)
+    redone = {f"({scene.id})" for _, scene in todo}  # their reading notes are made again below
+    notes = tuple(n for n in project.notes if not n.startswith("narrator: ")
+                  and not (n.startswith("narration: ") and n.split(": ")[1].split(" ")[-1] in redone)) + (note,)
     store = store if store is not None else AssetStore(project.assets_dir)
     report = on_progress or (lambda fraction, message: None)
 
@@ -129,7 +134,10 @@ def narrate(project: Project, *, narrator: str = "auto", preset: Preset | None =
     for done, (i, scene) in enumerate(todo, start=1):  # messages name the scene's own number (1-based)
         check(cancel)
         within = (lambda f, m, d=done, n=i + 1: report((d - 1 + f) / total, f"narrating scene {n}/{count}: {m}"))
-        scenes[scene.id] = _narrate_scene(scene, i, project, speaker, choice.name, store, cancel, within)
+        reading_notes: list[str] = []
+        scenes[scene.id] = _narrate_scene(scene, i, project, speaker, choice.name, store, cancel, within,
+                                          notes=reading_notes)
+        notes += tuple(f"narration: scene {i + 1} ({scene.id}): {n}" for n in reading_notes)
         report(done / total, f"narrating scene {i + 1}/{count}")
     if not total:
         report(1.0, "nothing to narrate")
@@ -137,8 +145,11 @@ def narrate(project: Project, *, narrator: str = "auto", preset: Preset | None =
 
 
 def _narrate_scene(scene: Scene, index: int, project: Project, speaker: Narrator, provider: str, store: AssetStore,
-                   cancel: CancelToken | None, on_progress: Optional[ProgressFn] = None) -> Scene:
-    """One scene's audio: reused from the store when everything that made it is unchanged, else spoken."""
+                   cancel: CancelToken | None, on_progress: Optional[ProgressFn] = None,
+                   notes: list[str] | None = None) -> Scene:
+    """One scene's audio: reused from the store when everything that made it is unchanged, else spoken; the
+    narrator's notes on its reading (`Speech.notes`) are appended to `notes`."""
+    notes = notes if notes is not None else []
     text = scene.narration
     if not text.strip():  # a silent scene with a fixed length
         return replace(scene, audio=None, audio_duration_s=None, words=())
@@ -153,6 +164,7 @@ def _narrate_scene(scene: Scene, index: int, project: Project, speaker: Narrator
     if cached is not None:
         found = store.find(key, ".wav")
         if found is not None:
+            notes.extend(cached[2])
             return scene.with_audio(found, cached[0], cached[1])
     # Narrators that report progress within a scene (e.g. per sentence) get a callback.
     extra = {"on_progress": on_progress} if on_progress is not None and supports(speaker, "progress") else {}
@@ -173,18 +185,19 @@ def _narrate_scene(scene: Scene, index: int, project: Project, speaker: Narrator
         "step": "narrate", "provider": provider, "model": speaker.model, "voice": project.voice,
         "language": project.language, "text": text, "spoken": spoken, "seed": scene.seed, "duration_s": speech.duration_s,
         "sample_rate": speech.sample_rate, "timing_source": speech.timing_source,
-        "words": [[w.word, w.start_s, w.end_s] for w in speech.words],
+        "words": [[w.word, w.start_s, w.end_s] for w in speech.words], "notes": list(speech.notes),
     })
+    notes.extend(speech.notes)
     return scene.with_audio(store.path(key, ".wav"), speech.words, speech.duration_s)
 
 
-def _cached_speech(meta: dict | None) -> tuple[tuple[WordTiming, ...], float] | None:
-    """(words, duration_s) from an asset's side file, or None if it is missing or damaged."""
+def _cached_speech(meta: dict | None) -> tuple[tuple[WordTiming, ...], float, tuple[str, ...]] | None:
+    """(words, duration_s, notes) from an asset's side file, or None if it is missing or damaged."""
     if not meta:
         return None
     try:
         words = tuple(WordTiming(str(w), float(a), float(b)) for w, a, b in meta["words"])
-        return words, float(meta["duration_s"])
+        return words, float(meta["duration_s"]), tuple(str(n) for n in meta.get("notes", ()))
     except (KeyError, TypeError, ValueError):
         return None
 

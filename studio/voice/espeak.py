@@ -23,6 +23,7 @@ from ..progress import CancelToken, check
 from ..project import WordTiming
 from ..providers import register
 from . import Speech
+from .scripts import SCRIPT_VOICES, reads_script, word_script
 from .timing import estimate_word_timings, estimate_word_weight, read_wav, split_words
 
 INSTALL_HINT = "install espeak-ng: apt-get install espeak-ng"
@@ -267,37 +268,6 @@ def _trim(samples: np.ndarray, rate: int, *, start: bool, end: bool) -> np.ndarr
     return samples[a:b]
 
 
-# The espeak-ng voice that reads each script best, for runs of it inside a narration in another language.
-SCRIPT_VOICES = {"Han": "cmn", "Kana": "ja", "Hangul": "ko", "Arabic": "ar", "Hebrew": "he", "Cyrillic": "ru",
-                 "Greek": "el", "Devanagari": "hi", "Thai": "th", "Bengali": "bn", "Tamil": "ta", "Armenian": "hy",
-                 "Georgian": "ka", "Telugu": "te", "Kannada": "kn", "Malayalam": "ml", "Gujarati": "gu",
-                 "Gurmukhi": "pa", "Sinhala": "si", "Ethiopic": "am", "Myanmar": "my", "Oriya": "or"}
-# Languages that read a script besides the one `SCRIPT_VOICES` names them for (Latin and digits: every voice).
-_NATIVE = {"Cyrillic": {"uk", "bg", "be", "sr", "mk", "kk", "ky", "tt", "ba", "cv", "nog"},
-           "Arabic": {"fa", "ur", "ug", "sd", "ps", "ku"}, "Han": {"zh", "yue", "hak", "ja", "ko"},
-           "Greek": {"grc"}, "Devanagari": {"mr", "ne", "kok", "sa"}, "Bengali": {"as", "bpy"}, "Hebrew": {"yi"}}
-
-
-def _reads(language: str, script: str) -> bool:
-    """Whether a voice for `language` reads `script` itself."""
-    if script in ("Latin", "common", "symbols", "emoji") or script.startswith("U+"):
-        return True
-    primary = language.split("-")[0]
-    return SCRIPT_VOICES.get(script) == primary or primary in _NATIVE.get(script, ())
-
-
-def _script_of_word(word: str) -> str:
-    """The script most of a word's letters are written in (``common`` for digits and punctuation)."""
-    from ..fonts import script_of
-
-    counts: dict[str, int] = {}
-    for ch in word:
-        if ch.isalpha():
-            script = script_of(ch)
-            counts[script] = counts.get(script, 0) + 1
-    return max(counts, key=counts.get) if counts else "common"
-
-
 def script_runs(text: str, language: str, voice: str, languages: frozenset[str] | set[str]) -> list[tuple[str, str]]:
     """`text` cut, between words, into (espeak-ng voice, text) runs: words in a script the narration's voice does
     not read (Chinese in an English narration) get the voice for that script (`SCRIPT_VOICES`), where espeak-ng has
@@ -312,12 +282,11 @@ def script_runs(text: str, language: str, voice: str, languages: frozenset[str] 
     from .normalise import _locate
 
     words = split_words(text)
-    code = (language or "en").strip().replace("_", "-").lower()
     chosen = []
     for word in words:
-        script = _script_of_word(word)
+        script = word_script(word)
         other = SCRIPT_VOICES.get(script)
-        chosen.append(other if not _reads(code, script) and other in languages else voice)
+        chosen.append(other if not reads_script(language, script) and other in languages else voice)
     if len(set(chosen)) <= 1:
         return [(voice, text)]
     spans = _locate(text, words)
