@@ -49,6 +49,8 @@ HOOKS = {
                "prompt, seed, style and size (a painter; they go into the asset's cache key)",
     "rewrite": "rewrite(project, scene_id, *, field, instruction, cancel) -> str: rewrite one scene (a writer)",
     "release": "release(): free the memory its model holds (the model cache calls it)",
+    "normalises": "a narrator that reads numbers, dates and abbreviations itself: it is given the written text, "
+                  "not studio.voice.normalise's spoken form",
 }
 
 
@@ -66,6 +68,7 @@ class Registration:
     factory: Callable[..., Any]
     check: Callable[[], str | None] | None
     description: str
+    speaks: Callable[[str], bool] | None = None  # narrators: whether it speaks a language (None: any it is given)
 
 
 @dataclass(frozen=True)
@@ -80,7 +83,8 @@ class Choice:
 _REGISTRY: dict[str, dict[str, Registration]] = {kind: {} for kind in KINDS}
 
 
-def register(kind: str, name: str, *, check: Callable[[], str | None] | None = None, description: str = ""):
+def register(kind: str, name: str, *, check: Callable[[], str | None] | None = None, description: str = "",
+             speaks: Callable[[str], bool] | None = None):
     """Register a provider factory under (`kind`, `name`).
 
     Args:
@@ -91,12 +95,17 @@ def register(kind: str, name: str, *, check: Callable[[], str | None] | None = N
             like the factory's options (e.g. ``model``, ``device``): it is then called with the options the provider
             would be built with, so it checks the model that would really load.
         description: One line for `doctor` and the UI.
+        speaks: For providers that say something in a language (narrators): ``speaks(language) -> bool`` for a
+            language code such as ``"ja"`` or ``"pt-BR"``; it may raise `ProviderUnavailable` saying why not (``"no
+            Piper voice for ja installed"``). ``auto`` skips a provider that does not speak the project's language.
+            Cheap, like `check`. None: the provider is not asked.
     """
     if kind not in _REGISTRY:
         raise ValueError(f"unknown provider kind {kind!r}; kinds: {KINDS}")
 
     def decorate(factory: Callable[..., Any]) -> Callable[..., Any]:
-        _REGISTRY[kind][name] = Registration(kind, name, factory, check, description or (factory.__doc__ or "").strip().split("\n")[0])
+        _REGISTRY[kind][name] = Registration(kind, name, factory, check, description or (factory.__doc__ or "").strip().split("\n")[0],
+                                             speaks)
         return factory
 
     return decorate
@@ -159,6 +168,18 @@ def run_check(reg: Registration, options: Mapping[str, Any] | None = None) -> st
     return reg.check(**options)
 
 
+def speaks(reg: Registration, language: str | None) -> str | None:
+    """None if `reg` speaks `language` (or cannot be asked, or no language is given), else why not."""
+    if reg.speaks is None or not language:
+        return None
+    try:
+        if reg.speaks(language):
+            return None
+    except ProviderUnavailable as exc:
+        return str(exc)
+    return f"it does not speak {language!r}"
+
+
 def availability(kind: str, configs: Mapping[str, Mapping[str, Any]] | None = None) -> list[tuple[str, bool, str]]:
     """(name, can run here, note or reason) for every provider of `kind`.
 
@@ -177,7 +198,8 @@ def availability(kind: str, configs: Mapping[str, Mapping[str, Any]] | None = No
 
 
 def choose(kind: str, name: str = "auto", prefer: Sequence[str] | None = None,
-           configs: Mapping[str, Mapping[str, Any]] | None = None, **options: Any) -> Choice:
+           configs: Mapping[str, Mapping[str, Any]] | None = None, *, language: str | None = None,
+           **options: Any) -> Choice:
     """Pick the provider to use; raises `ProviderUnavailable` if `name` (or every candidate of auto) cannot run.
 
     Args:
@@ -185,6 +207,9 @@ def choose(kind: str, name: str = "auto", prefer: Sequence[str] | None = None,
         name: A provider's name, or ``"auto"``.
         prefer: The order ``auto`` tries (a preset's ``[providers]`` list); default: the registration order.
         configs: Options per provider name (a preset's ``[models]`` tables), given to the checks.
+        language: The language the provider must speak (a narrator's project language): ``auto`` skips providers
+            whose ``speaks`` says no, and the reason names them; a provider chosen by name is not checked (its own
+            error says what to do).
         **options: Options for the provider that will be built (they override `configs`).
     """
     registry = _load(kind)
@@ -207,12 +232,18 @@ def choose(kind: str, name: str = "auto", prefer: Sequence[str] | None = None,
         except ProviderUnavailable as exc:
             skipped.append(f"{candidate} cannot run ({exc})")
             continue
-        reason = f"{candidate}: first of [{', '.join(candidates)}] that runs here" + (f" ({note})" if note else "")
+        mute = speaks(reg, language)
+        if mute is not None:
+            skipped.append(f"{candidate} cannot speak {language} ({mute})")
+            continue
+        tongue = f" and speaks {language}" if language and reg.speaks is not None else ""
+        reason = f"{candidate}: first of [{', '.join(candidates)}] that runs here{tongue}" + (f" ({note})" if note else "")
         if skipped:
             reason += "; skipped " + "; ".join(skipped)
         log.info("auto %s -> %s", kind, reason)
         return Choice(kind, candidate, reason)
-    raise ProviderUnavailable(f"no {kind} provider can run here: " + "; ".join(skipped))
+    what = f"no {kind} provider that speaks {language} can run here" if language else f"no {kind} provider can run here"
+    raise ProviderUnavailable(f"{what}: " + "; ".join(skipped))
 
 
 class _Entry:
@@ -246,7 +277,8 @@ def _retire(key: tuple, retired: list) -> None:
 
 
 def create(kind: str, name: str = "auto", prefer: Sequence[str] | None = None,
-           configs: Mapping[str, Mapping[str, Any]] | None = None, **options: Any) -> tuple[Any, Choice]:
+           configs: Mapping[str, Mapping[str, Any]] | None = None, *, language: str | None = None,
+           **options: Any) -> tuple[Any, Choice]:
     """Choose a provider and build it; instances are cached per process (models load once), and a provider's model is
     released when the same provider is asked for with other options (another model, steps, device ...).
 
@@ -258,9 +290,10 @@ def create(kind: str, name: str = "auto", prefer: Sequence[str] | None = None,
         name: A provider's name, or ``"auto"``.
         prefer: The order ``auto`` tries (a preset's ``[providers]`` list).
         configs: Options per provider name (a preset's ``[models]`` tables): the chosen provider is built with its own.
+        language: The language it must speak (see `choose`); not an option of the provider.
         **options: Options for the chosen provider; they override its `configs` entry.
     """
-    choice = choose(kind, name, prefer, configs, **options)
+    choice = choose(kind, name, prefer, configs, language=language, **options)
     merged = {**(configs or {}).get(choice.name, {}), **options}
     key = (kind, choice.name, tuple(sorted((k, repr(v)) for k, v in merged.items())))
     retired: list = []

@@ -353,3 +353,101 @@ def test_doctor_lists_which_scripts_the_installed_fonts_draw(capsys):
             assert lines[script].startswith("  ok") and face.name in lines[script]
     assert "captions: libass falls back through fontconfig" in out
     assert "text shaping:" in out
+
+
+# -- scripts without spaces and right-to-left scripts (issue 14) -------------------------------------------------------
+def test_split_words_cuts_chinese_and_japanese_into_caption_sized_words():
+    from studio.voice.timing import boundary_strength, split_words
+
+    zh = "东京是日本的首都。它很大，人很多！"
+    words = split_words(zh)
+    assert "".join(words) == zh and len(words) >= 5
+    assert all(1 <= len(w.rstrip("。，！")) <= 4 for w in words), words
+    assert [boundary_strength(w) for w in words].count(2) == 2 and boundary_strength(words[-1]) == 2
+    assert split_words("東京タワーは高いです。") == ["東京", "タワーは", "高いです。"]  # particles stay with their word
+    assert split_words("「こんにちは」と言った。")[0] == "「こんにちは」"  # brackets stay with what they hold
+    assert split_words("Tokyo 東京 and 2021年") == ["Tokyo", "東京", "and", "2021", "年"]
+    assert split_words("Hello, world — again") == ["Hello,", "world —", "again"]  # spaced scripts as before
+    from studio.voice.timing import join_words
+
+    assert join_words(split_words(zh)) == zh and join_words(split_words("Tokyo 東京 and")) == "Tokyo 東京 and"
+
+
+def test_sentences_split_at_cjk_arabic_and_hebrew_ends_and_through_direction_marks():
+    from studio.storyboard.text import count_words, split_sentences
+    from studio.voice.timing import boundary_strength
+
+    assert split_sentences("东京是日本的首都。它很大！人很多？是的") == ["东京是日本的首都。", "它很大！", "人很多？", "是的"]
+    # Arabic question mark; a full stop followed by a right-to-left mark (RLM) still ends the sentence.
+    assert split_sentences("مرحبا بكم؟ هذا هو العالم.\u200f التالي هنا. שלום עולם. מה שלומך?") == [
+        "مرحبا بكم؟", "هذا هو العالم.\u200f", "التالي هنا.", "שלום עולם.", "מה שלומך?"]
+    assert split_sentences("नमस्ते दुनिया। यह अच्छा है।") == ["नमस्ते दुनिया।", "यह अच्छा है।"]
+    assert boundary_strength("العالم؟\u200f") == 2 and boundary_strength("العالم،") == 1
+    # Chinese is sized for scenes by characters (a word per two), not as one giant word per sentence.
+    assert count_words("东京是日本的首都。") == 4 and count_words("Hello world") == 2
+
+
+def test_cjk_captions_break_between_characters_and_join_without_spaces():
+    from studio.compose.captions import TimedWord, group_words, join_words
+    from studio.voice.timing import split_words
+
+    need_scripts("Han", "Kana")
+    layout = caption_layout("bold", (360, 640))
+    text = "东京是日本的首都。它很大，人很多！东京塔很高。"
+    lines = wrap_words(layout, split_words(text))
+    assert len(lines) == 2 and "".join(lines) == text and not any(" " in line for line in lines)
+    assert all(text_width(layout, line) <= layout.max_line_px for line in lines)
+    assert join_words(["東京", "タワーは", "高い"]) == "東京タワーは高い" and join_words(["Tokyo", "東京"]) == "Tokyo東京"
+    assert join_words(["Hello", "world"]) == "Hello world"
+    # Timed words group into captions whose lines hold no added space, each ending at a sentence end.
+    words = [TimedWord(w, k * 0.4, k * 0.4 + 0.35) for k, w in enumerate(split_words(text * 2))]
+    events = group_words(layout, words, window_end_s=len(words) * 0.4 + 1)
+    assert "".join(e.text for e in events) == text * 2 and not any(" " in e.text for e in events)
+    # Arabic keeps its words in logical (reading) order on each line; libass lays the line out right to left.
+    arabic = "مرحبا بكم في هذا العالم الجميل الذي نعيش فيه اليوم"
+    lines = wrap_words(layout, arabic.split())
+    assert len(lines) >= 2 and " ".join(lines) == arabic
+
+
+def test_cjk_and_arabic_captions_render_as_written_ocr_reads_them_back(tmp_path):
+    """Two-line captions: Chinese broken between characters without spaces, Arabic in reading order (libass does
+    the bidi); OCR of each rendered line reads the line's text back."""
+    from PIL import Image
+
+    from studio.voice.timing import split_words
+
+    need_scripts("Han", "Arabic")
+    exe = need_ocr("chi_sim", "ara")
+    texts = [("chi_sim", "东京是日本的首都，也是世界上人口最多的大城市之一，每年都有很多人来这里旅游。"),
+             ("ara", "مرحبا بكم في هذا العالم الجميل مرحبا بالعالم الكبير كل يوم")]
+    scenes = []
+    for i, (_, text) in enumerate(texts):
+        image = tmp_path / f"{i}.png"
+        Image.new("RGB", (640, 360), (40, 60, 90)).save(image)
+        audio = tmp_path / f"{i}.wav"
+        write_wav(audio, np.zeros(44100, np.float32), 22050)
+        words = split_words(text)
+        step = 1.8 / len(words)
+        timings = tuple(WordTiming(w, k * step, (k + 0.9) * step) for k, w in enumerate(words))
+        scenes.append(Scene(id=f"s{i}", narration=text, audio=audio, audio_duration_s=2.0, words=timings,
+                            visual=image, transition="cut"))
+    result = compose(Project(title="wrap", scenes=tuple(scenes)), SMALL, tmp_path / "wrap.mp4")
+    for (language, text), scene in zip(texts, scenes):
+        events = [e for e in result.timeline.captions if e.scene_id == scene.id]
+        assert "".join(e.text for e in events).replace(" ", "") == text.replace(" ", "")
+        event = max(events, key=lambda e: len(e.lines))
+        assert len(event.lines) == 2, event
+        if language == "chi_sim":
+            assert not any(" " in line for line in event.lines)
+        band = caption_band(result.path, event)
+        ink = np.nonzero((band >= 200).any(axis=1))[0]
+        middle = (ink[0] + ink[-1]) // 2  # the two lines, top and bottom, OCR'd one at a time
+        for line, rows in zip(event.lines, (band[:middle], band[middle:])):
+            text_ink = np.pad(np.where(rows >= 200, 0, 255).astype(np.uint8), 16, constant_values=255)
+            read = ocr(exe, text_ink, language, tmp_path / f"{language}.png")
+            if language == "chi_sim":
+                read = read.replace(" ", "")
+                assert sum(ch in read for ch in line) >= 0.7 * len(line), (line, read)
+            else:  # tesseract gives Arabic in reading order: the line's words come back in the order written
+                found = [w for w in line.split() if w in read.split()]
+                assert len(found) >= 2 and sorted(found, key=read.split().index) == found, (line, read)

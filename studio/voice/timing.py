@@ -24,9 +24,11 @@ MIN_PAUSE_S = 0.15  # shorter silences are stop consonants or breaths inside flu
 MIN_BLIP_S = 0.03  # shorter bursts of energy are clicks, not speech
 # Tokens made only of punctuation that engines say aloud; other punctuation-only tokens join a neighbouring word.
 _SPOKEN_PUNCTUATION = set("%&#@")
-_SENTENCE_END = set(".!?…。！？")
-_CLAUSE_END = set(",;:—–-،、；：")
-_CLOSERS = "\"')]}»”’"
+_SENTENCE_END = set(".!?…。！？؟۔।॥")
+_CLAUSE_END = set(",;:—–-،、；：，؛")
+# Closing quotes and brackets, and the invisible direction marks (LRM, RLM, ALM, embeddings, isolates) that
+# right-to-left text carries after its punctuation.
+_CLOSERS = "\"')]}»”’」』）\u200e\u200f\u061c\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"
 # Abbreviations whose full stop does not end a sentence (narrators read on without a pause).
 _ABBREVIATIONS = re.compile(r"^(mr|mrs|ms|dr|st|prof|sr|jr|vs|fig|approx|e\.g|i\.e)\.$", re.IGNORECASE)
 _VOWEL_GROUPS = re.compile(r"[aeiouyàáâãäåæèéêëìíîïòóôõöøùúûüýÿœ]+", re.IGNORECASE)
@@ -37,9 +39,10 @@ def split_words(text: str) -> list[str]:
     """Split `text` into the words captions show: whitespace-separated, punctuation kept attached.
 
     A token made only of punctuation that is not spoken (a lone dash, quote or bracket) joins the word before it
-    (or the one after it at the start), so every word is something the narrator says.
+    (or the one after it at the start), so every word is something the narrator says. Scripts written without
+    spaces (Chinese, Japanese, Thai) are cut into caption-sized words (`split_unspaced`).
     """
-    tokens = text.split()
+    tokens = [piece for token in text.split() for piece in split_unspaced(token)]
     words: list[str] = []
     pending = ""  # silent tokens before the first spoken one
     for token in tokens:
@@ -56,8 +59,107 @@ def split_words(text: str) -> list[str]:
     return words
 
 
+# Scripts written without spaces between words: Han, Hiragana, Katakana (and their marks), Thai.
+_UNSPACED_RE = re.compile(r"[\u0e00-\u0e7f\u3005-\u3007\u3021-\u3029\u3040-\u30ff\u31f0-\u31ff\u3400-\u4dbf"
+                          r"\u4e00-\u9fff\uf900-\ufaff\uff66-\uff9f\U00020000-\U0003ffff]")
+_UNSPACED_CHUNK = 3  # characters per caption word in a run of Han (about a word of Chinese, a second of speech)
+_OPENING = set("「『（〔［｛〈《【“‘([{«")
+
+
+def is_unspaced(ch: str) -> bool:
+    """Whether `ch` belongs to a script written without spaces between words (Han, kana, Thai)."""
+    return bool(_UNSPACED_RE.match(ch))
+
+
+def split_unspaced(token: str) -> list[str]:
+    """A whitespace-free token cut into caption-sized words where it holds Chinese, Japanese or Thai text.
+
+    Runs of those scripts are cut where the script changes (Latin or digits beside them, kanji to kana), after a
+    run of hiragana that is followed by kanji or katakana (Japanese particles and endings stay with the word before
+    them), and Han runs into pieces of about `_UNSPACED_CHUNK` characters (long kana runs into about four); Thai
+    runs stay whole. Punctuation stays with the word before it (an opening bracket or quote with the word after
+    it). A token without such characters is returned whole.
+    """
+    if not _UNSPACED_RE.search(token):
+        return [token]
+    # 1. Runs of one kind: "han", "hira", "kata", "thai", "other" (punctuation and marks join the run they touch)
+    runs: list[list] = []  # [kind, text]
+    for ch in token:
+        kind = _kind(ch)
+        if kind == "punct":
+            if ch in _OPENING or not runs:
+                runs.append(["open", ch])
+            else:
+                runs[-1][1] += ch
+            continue
+        if runs and runs[-1][0] == "open":
+            runs[-1] = [kind, runs[-1][1] + ch]
+        elif runs and (runs[-1][0] == kind or (kind == "mark")) and not _ends_punct(runs[-1][1]):
+            runs[-1][1] += ch
+        else:
+            runs.append([kind, ch])
+    # 2. Japanese: hiragana after kanji or katakana belongs to that word (okurigana, particles)
+    merged: list[list] = []
+    for kind, text in runs:
+        if merged and kind == "hira" and merged[-1][0] in ("han", "kata") and not _ends_punct(merged[-1][1]):
+            merged[-1] = ["word", merged[-1][1] + text]
+        else:
+            merged.append([kind, text])
+    # 3. Long runs of Han (Chinese) or Thai into even pieces of about _UNSPACED_CHUNK characters
+    out: list[str] = []
+    for kind, text in merged:
+        letters = [i for i, ch in enumerate(text) if _kind(ch) not in ("punct", "mark")]  # cut before these only
+        limit = _UNSPACED_CHUNK + 1 if kind == "han" else 6
+        # (Thai runs stay whole: its syllables need a dictionary to find; wrapping breaks a long run between clusters)
+        if kind in ("han", "hira", "word") and len(letters) > limit:
+            pieces = -(-len(letters) // (_UNSPACED_CHUNK if kind == "han" else 4))
+            cuts = [letters[round(k * len(letters) / pieces)] for k in range(1, pieces)]
+            bounds = [0, *cuts, len(text)]
+            out.extend(text[a:b] for a, b in zip(bounds, bounds[1:]))
+        else:
+            out.append(text)
+    return [piece for piece in out if piece]
+
+
+def join_words(words: Sequence[str]) -> str:
+    """Words as text again: a space between them, none where Chinese or Japanese text meets (`split_unspaced`)."""
+    out = ""
+    for word in words:
+        if out and word:
+            out += "" if _cjk_side(out[-1]) and _cjk_side(word[0]) else " "
+        out += word
+    return out
+
+
+def _cjk_side(ch: str) -> bool:
+    """A character of unspaced text, or CJK punctuation and full-width forms (。，「」！)."""
+    return is_unspaced(ch) or "\u3000" <= ch <= "\u303f" or "\uff00" <= ch <= "\uffef" or ch in _OPENING
+
+
+def _kind(ch: str) -> str:
+    cp = ord(ch)
+    if unicodedata.category(ch)[0] in "PS" and not ch.isalnum():
+        return "punct"
+    if unicodedata.category(ch).startswith("M") or ch in "ー々ๆ":
+        return "mark"
+    if 0x3040 <= cp <= 0x309F:
+        return "hira"
+    if 0x30A0 <= cp <= 0x30FF or 0x31F0 <= cp <= 0x31FF or 0xFF66 <= cp <= 0xFF9F:
+        return "kata"
+    if 0x0E00 <= cp <= 0x0E7F:
+        return "thai"
+    if _UNSPACED_RE.match(ch):
+        return "han"
+    return "other"
+
+
+def _ends_punct(text: str) -> bool:
+    return bool(text) and _kind(text[-1]) == "punct" and text[-1] not in _OPENING
+
+
 def _is_silent(token: str) -> bool:
-    return all(unicodedata.category(c).startswith("P") and c not in _SPOKEN_PUNCTUATION for c in token)
+    return all((unicodedata.category(c).startswith("P") and c not in _SPOKEN_PUNCTUATION)
+               or unicodedata.category(c) == "Cf" for c in token)  # direction marks are silent too
 
 
 def boundary_strength(word: str) -> int:
@@ -78,6 +180,9 @@ def estimate_word_weight(word: str) -> float:
     Digits count as about two syllables each (they are read as number words).
     """
     letters = [c for c in unicodedata.normalize("NFC", word) if c.isalpha()]
+    unspaced = sum(is_unspaced(c) for c in letters)
+    if unspaced:  # a Han character or a kana is about a syllable
+        letters = [c for c in letters if not is_unspaced(c)]
     digits = sum(c.isdigit() for c in word)
     plain = "".join(letters).lower()
     syllables = len(_VOWEL_GROUPS.findall(plain))
@@ -85,7 +190,7 @@ def estimate_word_weight(word: str) -> float:
         syllables -= 1  # a silent final e ("imagine", "somewhere")
     if letters and not syllables:  # consonant-only tokens ("Mr", "hmm", "BBC") or scripts without Latin vowels
         syllables = max(1, math.ceil(len(letters) / 3))
-    weight = syllables + 0.15 * len(letters) + 1.6 * digits
+    weight = syllables + 0.15 * len(letters) + 1.6 * digits + 1.1 * unspaced
     symbols = sum(c in _SPOKEN_PUNCTUATION or unicodedata.category(c).startswith("S") for c in word)
     return max(weight + 1.5 * symbols, 0.5)
 
