@@ -138,11 +138,13 @@ def _narrate_scene(scene: Scene, index: int, project: Project, speaker: Narrator
     key = asset_key(step="narrate", provider=provider, model=speaker.model, voice=project.voice,
                     language=project.language, text=text, seed=scene.seed)
     # The timings are written after the audio: audio without them (a crash between the two) is spoken again.
-    cached = _cached_speech(store.read_meta(key))
+    meta = store.read_meta(key)
+    cached = _cached_speech(meta)
     if cached is not None:
         found = store.find(key, ".wav")
         if found is not None:
-            return scene.with_audio(found, cached[0], cached[1])
+            words, meta = _realign_cached(meta, text, found, project.language, store, key, cancel)
+            return scene.with_audio(found, words, cached[1])
     # Narrators that report progress within a scene (e.g. per sentence) get a callback.
     extra = {"on_progress": on_progress} if on_progress is not None and supports(speaker, "progress") else {}
     try:
@@ -156,13 +158,55 @@ def _narrate_scene(scene: Scene, index: int, project: Project, speaker: Narrator
     except Exception as exc:  # an engine's own error: say which scene, keep the cause
         raise StudioError(f"scene {index + 1} ({scene.id}): narration failed with {provider}: "
                           f"{type(exc).__name__}: {exc}") from exc
+    wav = store.path(key, ".wav")
+    words, timing = _aligned_words(text, wav, project.language, speech.words, speech.timing_source, cancel)
     store.write_meta(key, {
         "step": "narrate", "provider": provider, "model": speaker.model, "voice": project.voice,
         "language": project.language, "text": text, "seed": scene.seed, "duration_s": speech.duration_s,
-        "sample_rate": speech.sample_rate, "timing_source": speech.timing_source,
-        "words": [[w.word, w.start_s, w.end_s] for w in speech.words],
+        "sample_rate": speech.sample_rate, **timing, "words": [[w.word, w.start_s, w.end_s] for w in words],
     })
-    return scene.with_audio(store.path(key, ".wav"), speech.words, speech.duration_s)
+    return scene.with_audio(wav, words, speech.duration_s)
+
+
+def _aligned_words(text: str, wav: Path, language: str, words: tuple[WordTiming, ...], timing_source: str,
+                   cancel: CancelToken | None) -> tuple[tuple[WordTiming, ...], dict]:
+    """The words' timings and their side-file fields: forced alignment of `text` (what was spoken) to `wav` for
+    narrators whose timings are not the engine's own, else `words` as given.
+
+    Returns:
+        (words, {"timing_source": ..., "aligner": ...}): ``"aligned"`` and the aligner's identity when it aligned;
+        the given source and ``aligner`` None otherwise (``align_tried`` names an aligner that could not align, so a
+        cached asset is not tried again with the same one).
+    """
+    from .align import align, aligner_for
+
+    if timing_source == "engine":
+        return words, {"timing_source": timing_source, "aligner": None}
+    alignment = align(text, wav, language, cancel=cancel)
+    if alignment is None or not alignment.words:
+        return words, {"timing_source": timing_source, "aligner": None, "align_tried": aligner_for(language)}
+    return alignment.words, {"timing_source": "aligned", "aligner": alignment.aligner}
+
+
+def _realign_cached(meta: dict, text: str, wav: Path, language: str, store: AssetStore, key: str,
+                    cancel: CancelToken | None) -> tuple[tuple[WordTiming, ...], dict]:
+    """A cached asset's words, aligned again from its WAV (no speaking) when the aligner here is not the one that
+    timed them; the side file is rewritten with the new timings."""
+    from .align import aligner_for
+
+    words = _cached_speech(meta)[0]
+    now = aligner_for(language)
+    source = meta.get("timing_source")
+    if source == "engine" or now is None or now in (meta.get("aligner"), meta.get("align_tried")):
+        return words, meta  # exact engine timings, nothing to align with here, or already done with this aligner
+    # An "aligned" asset keeps its old aligner's words when the new one cannot align; its estimate is gone.
+    original = "estimated" if source in (None, "aligned") else source
+    new_words, timing = _aligned_words(text, wav, language, words, original, cancel)
+    if timing["aligner"] is None and source == "aligned":
+        timing = {"timing_source": "aligned", "aligner": meta.get("aligner"), "align_tried": now}
+    meta = {**meta, **timing, "words": [[w.word, w.start_s, w.end_s] for w in new_words]}
+    store.write_meta(key, meta)
+    return new_words, meta
 
 
 def _cached_speech(meta: dict | None) -> tuple[tuple[WordTiming, ...], float] | None:
