@@ -130,7 +130,7 @@ def test_languages_without_an_aligner_give_none(tmp_path):
     for language in ("fr", "de", "zh", "", "english"):
         if aligner_for(language) is None:
             assert align("un deux trois", tmp_path / "a.wav", language) is None
-    assert aligner_for("fr") is None or "mms" in aligner_for("fr")
+    assert aligner_for("fr") is None or aligner_for("fr").startswith("ctc-")  # only with CTC weights on this machine
     assert align("", tmp_path / "a.wav", "en") is None  # no words, nothing to align
 
 
@@ -201,3 +201,80 @@ def test_narrate_keeps_the_estimate_when_alignment_fails(tmp_path, monkeypatch):
     assert meta["timing_source"] == "estimated" and meta["aligner"] is None
     assert meta["align_tried"] == aligner_for("en")  # not tried again with the same aligner
     assert [w.word for w in done.scene("a").words] == split_words("Nothing to align here.")
+
+
+# -- the multilingual CTC aligner -------------------------------------------------------------------------------------
+def test_ctc_viterbi_finds_the_known_path():
+    from studio.voice.ctc import ctc_forced_align, token_spans
+
+    # 8 frames, vocabulary {0: blank, 1: a, 2: b}; the frames clearly say: blank a a blank b b blank a
+    best = [0, 1, 1, 0, 2, 2, 0, 1]
+    probs = np.full((8, 3), 0.05)
+    probs[np.arange(8), best] = 0.9
+    path, total = ctc_forced_align(np.log(probs), [1, 2, 1], blank=0)
+    assert path.tolist() == [-1, 0, 0, -1, 1, 1, -1, 2]
+    assert total == pytest.approx(8 * np.log(0.9))
+    assert token_spans(path, 3) == [(1, 2), (4, 5), (7, 7)]
+    # A repeated token needs a blank between its two emissions, even where the frames prefer the token
+    probs = np.full((4, 3), 0.05)
+    probs[:, 1] = 0.9
+    path, _ = ctc_forced_align(np.log(probs), [1, 1], blank=0)
+    assert path.tolist() in ([0, -1, 1, 1], [0, 0, -1, 1])
+    assert ctc_forced_align(np.log(probs[:2]), [1, 1], blank=0) is None  # too few frames: 2 tokens + 1 blank
+    # The frames say "b" where the text says "a": the forced path still spells the text, at a lower probability
+    probs = np.full((3, 3), 0.05)
+    probs[:, 2] = 0.9
+    path, forced = ctc_forced_align(np.log(probs), [1], blank=0)
+    assert (path >= 0).sum() >= 1 and forced < 3 * np.log(0.9)
+
+
+@pytest.fixture
+def tiny_ctc(tmp_path, monkeypatch):
+    pytest.importorskip("transformers")
+    from studio import testing
+
+    folder = testing.tiny_ctc_aligner(tmp_path / "ctc")
+    monkeypatch.setenv("STUDIO_ALIGNER_MODEL", str(folder))
+    return folder
+
+
+def test_ctc_aligner_runs_on_a_tiny_random_model_for_other_languages(tiny_ctc, tmp_path):
+    from studio.voice import ctc
+
+    aligner = aligner_for("fr")
+    assert aligner is not None and aligner.startswith(f"ctc-{tiny_ctc}@") and aligner.endswith("/fr")
+    rng = np.random.default_rng(1)
+    write_wav(tmp_path / "fr.wav", rng.normal(0, 0.1, 3 * 22050).astype(np.float32), 22050)  # resampled to 16 kHz
+    text = "Déjà l'été, ça va — 12 élèves !"
+    alignment = align(text, tmp_path / "fr.wav", "fr")
+    assert alignment is not None and alignment.aligner == aligner
+    words = [w.word for w in alignment.words]
+    assert words == split_words(text)
+    previous_end = 0.0
+    for w in alignment.words:
+        assert previous_end - 1e-6 <= w.start_s <= w.end_s <= 3.0 + 1e-6
+        previous_end = w.end_s
+    by_word = dict(zip(words, alignment.words))
+    assert by_word["12"].start_s == by_word["12"].end_s  # no letters the model knows: placed where its neighbours meet
+    assert by_word["Déjà"].end_s > by_word["Déjà"].start_s  # accents stripped: d, e, j, a
+    assert ctc.romanise("Déjà", "fr").startswith("deja") or ctc.romanise("Déjà", "fr").startswith("dej")
+    # Too little audio for the text: no alignment, no error
+    write_wav(tmp_path / "short.wav", np.zeros(3200, np.float32), 16000)
+    assert align("un deux trois quatre cinq six sept huit", tmp_path / "short.wav", "fr") is None
+
+
+def test_ctc_aligner_uses_weights_only_when_they_are_on_this_machine(tmp_path, monkeypatch):
+    pytest.importorskip("transformers")
+    import huggingface_hub.constants
+
+    from studio import testing
+    from studio.voice.ctc import MMS_MODEL
+
+    monkeypatch.setenv("STUDIO_ALIGNER_MODEL", str(tmp_path / "nowhere"))
+    assert aligner_for("fr") is None and aligner_for("de") is None
+    monkeypatch.delenv("STUDIO_ALIGNER_MODEL")
+    cache = tmp_path / "hub"
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(cache))
+    assert aligner_for("fr") is None  # the MMS weights are not in this (empty) hub cache, and nothing is downloaded
+    testing.put_in_hub_cache(testing.tiny_ctc_aligner(tmp_path / "ctc"), MMS_MODEL, cache)
+    assert aligner_for("fr").startswith(f"ctc-{MMS_MODEL}@") and aligner_for("ja").endswith("/ja")
