@@ -44,11 +44,7 @@ __all__ = ["Alignment", "aligner_for", "align"]
 log = logging.getLogger("studio.voice.align")
 
 SAMPLE_RATE = 16000  # the rate pocketsphinx's en-us model was trained on
-FRAME_S = 0.01  # pocketsphinx's frame rate (100 frames per second)
-# Frame t is analysed over a 25.6 ms window from t * 10 ms, so the boundary between frames t - 1 and t lies midway
-# between their window centres: t * 10 ms + 7.8 ms (measured: onsets 14 ms early on Piper words with known onsets
-# when a boundary is taken as t * 10 ms).
-BOUNDARY_OFFSET_S = 0.0256 / 2 - FRAME_S / 2
+FRAME_S = 0.01  # pocketsphinx's frame rate (100 frames per second); frame t starts at t * 10 ms, as its own tools say
 ESPEAK_TIMEOUT_S = 60.0
 # Search settings. Beams wider than pocketsphinx's defaults (1e-48, 1e-48, 7e-29): at the defaults whole sentences of
 # clean espeak-ng speech lost every path; text the audio does not say still loses every path at these (measured).
@@ -234,11 +230,10 @@ def _align_pocketsphinx(words: list[str], samples: np.ndarray,
     for word, ts in zip(words, known):
         if ts:
             first, last = spoken[k], spoken[k + len(ts) - 1]
-            timings.append(WordTiming(word, first[1] * FRAME_S + BOUNDARY_OFFSET_S,
-                                      (last[2] + 1) * FRAME_S + BOUNDARY_OFFSET_S))
+            timings.append(WordTiming(word, first[1] * FRAME_S, (last[2] + 1) * FRAME_S))
             k += len(ts)
         else:
-            at = timings[-1].end_s if timings else spoken[0][1] * FRAME_S + BOUNDARY_OFFSET_S
+            at = timings[-1].end_s if timings else spoken[0][1] * FRAME_S
             timings.append(WordTiming(word, at, at))
     return _clean(timings, duration_s)
 
