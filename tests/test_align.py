@@ -75,7 +75,8 @@ def test_aligned_onsets_land_where_the_words_are_heard_and_beat_the_estimate(spa
     aligned = np.abs(np.array([w.start_s for w in alignment.words]) - onsets)
     samples, rate = read_wav(wav)
     estimated = np.abs(np.array([w.start_s for w in estimate_word_timings(text, samples, rate)]) - onsets)
-    # Measured: median 10 ms; one word ("mill", whose long initial /m/ pocketsphinx hears as silence) 123 ms late.
+    # Measured: median 13 ms (the estimate's: 185 ms); one word ("mill", whose long initial /m/ of a word said alone
+    # pocketsphinx hears as silence) 123 ms late.
     assert np.median(aligned) <= 0.025, aligned
     assert np.mean(aligned <= 0.05) >= 0.9, aligned
     assert np.median(aligned) < np.median(estimated) / 3 and aligned.mean() < estimated.mean()
@@ -278,3 +279,11 @@ def test_ctc_aligner_uses_weights_only_when_they_are_on_this_machine(tmp_path, m
     assert aligner_for("fr") is None  # the MMS weights are not in this (empty) hub cache, and nothing is downloaded
     testing.put_in_hub_cache(testing.tiny_ctc_aligner(tmp_path / "ctc"), MMS_MODEL, cache)
     assert aligner_for("fr").startswith(f"ctc-{MMS_MODEL}@") and aligner_for("ja").endswith("/ja")
+
+
+def test_romanise_uses_uroman_for_other_scripts():
+    pytest.importorskip("uroman")
+    from studio.voice.ctc import romanise
+
+    assert romanise("Привет, мир", "ru") == "privet, mir"
+    assert romanise("Déjà vu", "fr") == "deja vu"

@@ -67,7 +67,9 @@ def narrate(project: Project, *, narrator: str = "auto", preset: Preset | None =
     """Give each scene its narration audio and word timings.
 
     Audio is cached in the project's asset store by everything that made it (provider, voice model, `voice`, language,
-    text, seed), so running again re-makes only scenes whose narration changed.
+    text, seed), so running again re-makes only scenes whose narration changed. Narrators without exact engine timings
+    get word timings aligned to the text (`studio.voice.align`) where an aligner covers the language; a cached scene
+    timed by another aligner than the one here is aligned again from its WAV, without speaking again.
 
     Args:
         project: A saved project (it needs a folder for its assets).
