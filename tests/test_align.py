@@ -287,3 +287,26 @@ def test_romanise_uses_uroman_for_other_scripts():
 
     assert romanise("Привет, мир", "ru") == "privet, mir"
     assert romanise("Déjà vu", "fr") == "deja vu"
+
+
+@needs_espeak
+@needs_pocketsphinx
+def test_a_cached_asset_keeps_its_old_aligned_words_when_the_new_aligner_cannot_align(tmp_path, monkeypatch):
+    import studio.voice.align as align_module
+
+    project = Project(title="Old", scenes=(Scene("a", "Old timings stay."),)).save(tmp_path / "proj")
+    narrate(project, narrator="espeak")
+    path = next(project.assets_dir.glob("*.json"))
+    meta = json.loads(path.read_text())
+    old = [[w, a + 0.01, b + 0.01] for w, a, b in meta["words"]]
+    path.write_text(json.dumps({**meta, "aligner": "pocketsphinx-0.1/en-us", "words": old}))
+    monkeypatch.setattr(align_module, "_align_pocketsphinx", lambda *args: None)
+    again = narrate(project, narrator="espeak")
+    assert [[w.word, w.start_s, w.end_s] for w in again.scene("a").words] == old  # better than no timings at all
+    kept = json.loads(path.read_text())
+    assert kept["timing_source"] == "aligned" and kept["aligner"] == "pocketsphinx-0.1/en-us"
+    assert kept["align_tried"] == aligner_for("en")
+    calls = []
+    monkeypatch.setattr(align_module, "_align_pocketsphinx", lambda *args: calls.append(args))
+    narrate(project, narrator="espeak")
+    assert calls == []  # not tried again with the same aligner
