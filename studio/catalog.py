@@ -24,9 +24,9 @@ if TYPE_CHECKING:
     from .presets import Preset
 
 CATALOG_FILE = Path(__file__).resolve().parent / "models.toml"  # package data, beside presets/
-STEPS = ("storyboard", "narrator", "painter")
+STEPS = ("storyboard", "narrator", "painter", "aligner")
 PROVIDERS = {"transformers": "storyboard", "bark": "narrator", "kokoro": "narrator", "diffusers-image": "painter",
-             "diffusers-video": "painter"}
+             "diffusers-video": "painter", "mms-aligner": "aligner"}  # mms-aligner: studio.voice.ctc
 OPTIONS = ("model", "adapter")  # the provider options a catalogue entry can fill
 # Licence ids (SPDX where SPDX has one); `commercial` says per entry whether the weights may be used commercially.
 LICENCES = {

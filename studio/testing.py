@@ -18,6 +18,7 @@ check shapes, lengths, timings, seeds, progress and cancellation, never content.
   AnimateDiff pipeline.
 - `tiny_kokoro`: an ONNX graph with Kokoro-82M's inputs and outputs, its vocabulary and voice files, in the hub
   export's layout (for the ``kokoro`` narrator).
+- `tiny_ctc_aligner`: a ``Wav2Vec2ForCTC`` shaped like the MMS forced aligner, with its character vocabulary.
 - `put_in_hub_cache`: lay a saved folder out as a Hugging Face hub cache entry, to test loading by hub id offline.
 - `ScriptedChat`: make an LLM writer answer with scripted text (to test what the writer does with good and bad answers).
 - `TinyModels`: a folder of the above, built on first use, and the provider options that run each provider on them.
@@ -356,6 +357,21 @@ def tiny_kokoro(folder: str | Path, *, seed: int = 0, durations: bool = False,
     (folder / "tokenizer_config.json").write_text(json.dumps({"model_max_length": 512, "pad_token": "$",
                                                               "unk_token": "$"}), "utf-8")
     (folder / "config.json").write_text(json.dumps({"model_type": "style_text_to_speech_2"}), "utf-8")
+# -- CTC forced aligner ---------------------------------------------------------------------------------------------------
+def tiny_ctc_aligner(folder: str | Path, *, seed: int = 0) -> Path:
+    """A random-weight ``Wav2Vec2ForCTC`` shaped like the MMS forced aligner (a 320-sample hop: 20 ms frames at
+    16 kHz) with its character ``vocab.json`` (``<blank>`` first, then a-z and ``'``), for `studio.voice.ctc`."""
+    from transformers import Wav2Vec2Config, Wav2Vec2ForCTC
+
+    folder = _fresh(folder)
+    vocab = {"<blank>": 0, **{c: i + 1 for i, c in enumerate("abcdefghijklmnopqrstuvwxyz'")}}
+    config = Wav2Vec2Config(vocab_size=len(vocab), pad_token_id=0, hidden_size=16, num_hidden_layers=1,
+                            num_attention_heads=2, intermediate_size=32, conv_dim=(8, 8, 8), conv_kernel=(10, 4, 4),
+                            conv_stride=(5, 4, 16), num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=2)
+    with _seeded(seed):
+        model = Wav2Vec2ForCTC(config).eval()
+    model.save_pretrained(folder)
+    (folder / "vocab.json").write_text(json.dumps(vocab), "utf-8")
     return folder
 
 

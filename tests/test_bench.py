@@ -137,3 +137,28 @@ def test_models_bench_builds_the_real_architectures():
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "SDXL UNet" in proc.stdout and "2567.46 M  (published 2567.46 M: same)" in proc.stdout
     assert "DIFFERENT" not in proc.stdout and "AnimateDiff motion adapter" in proc.stdout
+
+
+def test_caption_sync_bench_quick_compares_the_estimate_and_the_aligner_with_espeak_ngs_own_onsets(tmp_path):
+    import importlib.util
+    import shutil
+
+    if shutil.which("espeak-ng") is None or importlib.util.find_spec("pocketsphinx") is None:
+        import pytest
+
+        pytest.skip("needs espeak-ng and pocketsphinx (scripts/setup.sh installs both)")
+    report = tmp_path / "caption_sync.json"
+    proc = run_script("bench/caption_sync.py", "--quick", "--json", str(report))
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "| voice | source | onsets of |" in proc.stdout
+    data = json.loads(report.read_text())
+    assert data["aligner"].startswith("pocketsphinx-") and data["scenes"] == 2
+    rows = {(r["voice"], r["source"], r["what"]): r for r in data["rows"]}
+    assert set(rows) == {("espeak", s, w) for s in ("estimate", "aligned") for w in ("words", "captions")}
+    for row in rows.values():
+        assert row["n"] > 0 and row["unaligned_scenes"] == 0 and row["audio_s"] > 5
+        assert 0 <= row["median_ms"] <= row["p95_ms"] <= row["max_ms"]
+    # every word but those espeak-ng reports no event for is compared; the aligner is closer to espeak-ng's own onsets
+    assert rows[("espeak", "aligned", "words")]["n"] >= 40
+    assert rows[("espeak", "aligned", "words")]["median_ms"] < rows[("espeak", "estimate", "words")]["median_ms"]
+    assert rows[("espeak", "aligned", "words")]["p95_ms"] < rows[("espeak", "estimate", "words")]["p95_ms"]

@@ -27,7 +27,7 @@ from ..presets import Preset
 from ..providers import leasing, supports
 from ..progress import CancelToken, ProgressFn, check
 from ..project import Project, Scene, WordTiming
-from .normalise import NORMALISER_VERSION, fold_timings, reading
+from .normalise import NORMALISER_VERSION, Reading, fold_timings, reading
 
 __all__ = ["Speech", "Narrator", "narrate"]
 
@@ -77,7 +77,9 @@ def narrate(project: Project, *, narrator: str = "auto", preset: Preset | None =
     """Give each scene its narration audio and word timings.
 
     Audio is cached in the project's asset store by everything that made it (provider, voice model, `voice`, language,
-    text, seed), so running again re-makes only scenes whose narration changed.
+    text, seed), so running again re-makes only scenes whose narration changed. Narrators without exact engine timings
+    get word timings aligned to the text (`studio.voice.align`) where an aligner covers the language; a cached scene
+    timed by another aligner than the one here is aligned again from its WAV, without speaking again.
 
     Args:
         project: A saved project (it needs a folder for its assets).
@@ -166,12 +168,14 @@ def _narrate_scene(scene: Scene, index: int, project: Project, speaker: Narrator
                     language=project.language, text=text, seed=scene.seed,
                     normaliser=NORMALISER_VERSION if said is not None else None)
     # The timings are written after the audio: audio without them (a crash between the two) is spoken again.
-    cached = _cached_speech(store.read_meta(key))
+    meta = store.read_meta(key)
+    cached = _cached_speech(meta)
     if cached is not None:
         found = store.find(key, ".wav")
         if found is not None:
             notes.extend(cached[2])
-            return scene.with_audio(found, cached[0], cached[1])
+            words, _ = _realign_cached(meta, spoken, found, project.language, store, key, cancel, said)
+            return scene.with_audio(found, words, cached[1])
     # Narrators that report progress within a scene (e.g. per sentence) get a callback.
     extra = {"on_progress": on_progress} if on_progress is not None and supports(speaker, "progress") else {}
     try:
@@ -187,14 +191,59 @@ def _narrate_scene(scene: Scene, index: int, project: Project, speaker: Narrator
                           f"{type(exc).__name__}: {exc}") from exc
     if said is not None:  # timings of the spoken words, folded back onto the written ones (captions show those)
         speech = replace(speech, words=fold_timings(said, speech.words))
+    wav = store.path(key, ".wav")
+    words, timing = _aligned_words(spoken, wav, project.language, speech.words, speech.timing_source, cancel, said)
     store.write_meta(key, {
         "step": "narrate", "provider": provider, "model": speaker.model, "voice": project.voice,
         "language": project.language, "text": text, "spoken": spoken, "seed": scene.seed, "duration_s": speech.duration_s,
-        "sample_rate": speech.sample_rate, "timing_source": speech.timing_source,
-        "words": [[w.word, w.start_s, w.end_s] for w in speech.words], "notes": list(speech.notes),
+        "sample_rate": speech.sample_rate, **timing, "words": [[w.word, w.start_s, w.end_s] for w in words],
+        "notes": list(speech.notes),
     })
     notes.extend(speech.notes)
-    return scene.with_audio(store.path(key, ".wav"), speech.words, speech.duration_s)
+    return scene.with_audio(wav, words, speech.duration_s)
+
+
+def _aligned_words(text: str, wav: Path, language: str, words: tuple[WordTiming, ...], timing_source: str,
+                   cancel: CancelToken | None, said: Reading | None = None) -> tuple[tuple[WordTiming, ...], dict]:
+    """The words' timings and their side-file fields: forced alignment of `text` (what was spoken) to `wav` for
+    narrators whose timings are not the engine's own, else `words` as given. With `said` (the reading `text` was
+    made from), aligned timings are folded back onto the written words, as `words` already are.
+
+    Returns:
+        (words, {"timing_source": ..., "aligner": ...}): ``"aligned"`` and the aligner's identity when it aligned;
+        the given source and ``aligner`` None otherwise (``align_tried`` names an aligner that could not align, so a
+        cached asset is not tried again with the same one).
+    """
+    from .align import align, aligner_for
+
+    if timing_source == "engine":
+        return words, {"timing_source": timing_source, "aligner": None}
+    alignment = align(text, wav, language, cancel=cancel)
+    if alignment is None or not alignment.words:
+        return words, {"timing_source": timing_source, "aligner": None, "align_tried": aligner_for(language)}
+    aligned = fold_timings(said, alignment.words) if said is not None else alignment.words
+    return aligned, {"timing_source": "aligned", "aligner": alignment.aligner}
+
+
+def _realign_cached(meta: dict, text: str, wav: Path, language: str, store: AssetStore, key: str,
+                    cancel: CancelToken | None, said: Reading | None = None) -> tuple[tuple[WordTiming, ...], dict]:
+    """A cached asset's words, aligned again from its WAV (no speaking) when the aligner here is not the one that
+    timed them; the side file is rewritten with the new timings."""
+    from .align import aligner_for
+
+    words = _cached_speech(meta)[0]
+    now = aligner_for(language)
+    source = meta.get("timing_source")
+    if source == "engine" or now is None or now in (meta.get("aligner"), meta.get("align_tried")):
+        return words, meta  # exact engine timings, nothing to align with here, or already done with this aligner
+    # An "aligned" asset keeps its old aligner's words when the new one cannot align; its estimate is gone.
+    original = "estimated" if source in (None, "aligned") else source
+    new_words, timing = _aligned_words(text, wav, language, words, original, cancel, said)
+    if timing["aligner"] is None and source == "aligned":
+        timing = {"timing_source": "aligned", "aligner": meta.get("aligner"), "align_tried": now}
+    meta = {**meta, **timing, "words": [[w.word, w.start_s, w.end_s] for w in new_words]}
+    store.write_meta(key, meta)
+    return new_words, meta
 
 
 def _cached_speech(meta: dict | None) -> tuple[tuple[WordTiming, ...], float, tuple[str, ...]] | None:
