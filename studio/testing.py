@@ -357,6 +357,9 @@ def tiny_kokoro(folder: str | Path, *, seed: int = 0, durations: bool = False,
     (folder / "tokenizer_config.json").write_text(json.dumps({"model_max_length": 512, "pad_token": "$",
                                                               "unk_token": "$"}), "utf-8")
     (folder / "config.json").write_text(json.dumps({"model_type": "style_text_to_speech_2"}), "utf-8")
+    return folder
+
+
 # -- CTC forced aligner ---------------------------------------------------------------------------------------------------
 def tiny_ctc_aligner(folder: str | Path, *, seed: int = 0) -> Path:
     """A random-weight ``Wav2Vec2ForCTC`` shaped like the MMS forced aligner (a 320-sample hop: 20 ms frames at
