@@ -38,7 +38,7 @@ from ..errors import Cancelled, StudioError
 from ..media import AUDIO_SUFFIXES, INPUT_GUARD, VIDEO_SUFFIXES, probe, run_ffmpeg_output, write_wav
 from ..progress import CancelToken, check
 from ..project import Scene, WordTiming
-from .timing import estimate_word_timings, read_wav, speech_frames
+from .timing import _clean, estimate_word_timings, read_wav, speech_frames, split_words
 
 VERSION = "recording-v1"  # bump when the processing below changes what the WAV sounds like
 SAMPLE_RATE = 24_000  # Hz: room for a microphone's voice (the TTS voices write 22.05-24 kHz)
@@ -243,6 +243,7 @@ def time_words(text: str, wav: Path, language: str, *, cancel: CancelToken | Non
         from .align import align  # optional: another module of Studio, which may be missing here
     except ImportError:
         align = None
+    found = None
     if align is not None:
         try:
             found = align(text, wav, language, cancel=cancel)
@@ -250,9 +251,12 @@ def time_words(text: str, wav: Path, language: str, *, cancel: CancelToken | Non
             raise
         except StudioError:
             found = None  # no aligner for this language or model: the estimate below still times the words
-        if found is not None and getattr(found, "words", None):
-            return tuple(found.words), "aligned"
     samples, rate = read_wav(wav)
+    if align is not None and found is not None:
+        words = tuple(getattr(found, "words", None) or ())
+        # One timing per caption word, clamped into the audio and monotonic; an alignment of other words is not used.
+        if [w.word for w in words] == split_words(text):
+            return _clean(list(words), len(samples) / float(rate)), "aligned"
     return estimate_word_timings(text, samples, rate), "estimated"
 
 
