@@ -236,3 +236,26 @@ def test_the_recording_round_trips_and_an_edit_drops_the_audio(tmp_path):
     assert original.edit_scene("s1", recording=None).scenes[0].audio is None
     with pytest.raises(StudioError, match="recording"):
         original.split_scene("s1")
+
+
+def test_a_csv_storyboard_names_a_recording_and_the_video_follows_it(tmp_path):
+    from studio.pipeline import make_video
+    from studio.testing import write_tiny_preset
+
+    from .conftest import video_facts
+
+    folder = tmp_path / "board"
+    folder.mkdir()
+    make_recording(folder / "take.wav", TEXT, rate_wpm=100)
+    (folder / "board.csv").write_text("narration,duration_s,recording\n"
+                                      f'"{TEXT}",,take.wav\n"{OTHER}",1.0,\n', "utf-8")
+    project = Project.read_storyboard(folder / "board.csv")
+    preset = load_preset(write_tiny_preset(tmp_path))
+    result = make_video(project, preset=preset, output=tmp_path / "out.mp4", project_dir=tmp_path / "project",
+                        media_root=folder, painter="cards", narrator="espeak")
+    spoken = result.project.scenes[0].audio_duration_s
+    assert spoken > 3.0 and result.project.scenes[0].words
+    facts = video_facts(result.output)
+    assert facts["has_audio"]
+    assert facts["duration_s"] == pytest.approx(preset.lead_s + spoken + preset.tail_s + 1.0 - preset.transition_s,
+                                                abs=0.15)
