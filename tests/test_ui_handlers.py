@@ -740,3 +740,51 @@ def test_with_download_on_first_use_the_app_fetches_a_missing_model_before_it_re
     # A painter named by the user (an offline one) needs no download: the render goes ahead.
     started = compose.render(studio, session, "draft", "espeak", "cards", None)
     assert started["session"]["job"]
+
+
+def test_a_voice_card_takes_your_recording_and_gives_the_scene_back_to_the_narrator(studio, session, tmp_path,
+                                                                                    make_image):
+    from studio.testing import make_recording
+
+    session, shown = written(studio, session)
+    target = shown["scenes"][1]["id"]
+    text = "The hive keeps warm in winter."
+    take = make_recording(tmp_path / "my take.wav", text, rate_wpm=100)
+    out = voice.use_recording(studio, session, target, uploaded(take), text, "draft", None, None)
+    scene = out["view"]["scenes"][1]
+    assert scene["recording"].startswith("uploads/") and scene["recording_label"] == "my take.wav"
+    assert (Path(out["view"]["folder"]) / scene["recording"]).is_file()  # kept in the project, under its own name
+    assert out["status"].startswith("✓ Scene 2 uses your recording, ") and f"{scene['audio_s']:.1f} s" in out["status"]
+    card = voice.cards(out["view"])[1]
+    assert card["recorded"] and card["length"] == f"your recording, {scene['audio_s']:.1f} s"
+    assert scene["audio_s"] > 2.0 and Path(card["audio"]).is_file()
+    assert [s["audio"] for s in out["view"]["scenes"]][::2] == [None, None]  # only that scene was made
+    recorded = scene["audio"]
+
+    # Narrate all: the recorded scene is kept as it is, the others are spoken, the status line counts it.
+    everything = voice.narrate_all(studio, session, "espeak", "", "draft", None, None)
+    assert "(1 with your own recording)" in everything["status"]
+    assert everything["view"]["scenes"][1]["audio"] == recorded
+    assert all(s["audio"] for s in everything["view"]["scenes"])
+
+    # A file that did not come through the upload route, a picture and a non-audio file are refused; nothing changes.
+    with pytest.raises(StudioError, match="upload button"):
+        voice.use_recording(studio, session, target, str(take), text, "draft", None, None)
+    with pytest.raises(StudioError, match="audio file"):
+        voice.use_recording(studio, session, target, uploaded(make_image("x.png")), text, "draft", None, None)
+    fake = tmp_path / "fake.wav"
+    fake.write_text("not audio at all\n" * 40)
+    with pytest.raises(StudioError):
+        voice.use_recording(studio, session, target, uploaded(fake), text, "draft", None, None)
+    with pytest.raises(StudioError, match="no project"):  # another browser reaches none of it
+        voice.use_recording(studio, {"guest": OTHER, "project": session["project"]}, target, uploaded(take), text,
+                            "draft", None, None)
+    project = studio.project(session, None)
+    assert project.scene(target).recording == scene["recording"] and str(project.scene(target).audio) == recorded
+    assert sorted(p.name for p in (project.folder / "uploads").glob("*.wav")) == [Path(scene["recording"]).name]
+
+    # "Use the narrator instead": the narrator speaks the scene's text again.
+    back = voice.clear_recording(studio, session, target, text, "espeak", "", "draft", None, None)
+    again = back["view"]["scenes"][1]
+    assert again["recording"] is None and again["audio"] and again["audio"] != recorded
+    assert not voice.cards(back["view"])[1]["recorded"] and back["status"].startswith("✓ Narrated scene 2")
