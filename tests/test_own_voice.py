@@ -259,3 +259,14 @@ def test_a_csv_storyboard_names_a_recording_and_the_video_follows_it(tmp_path):
     assert facts["has_audio"]
     assert facts["duration_s"] == pytest.approx(preset.lead_s + spoken + preset.tail_s + 1.0 - preset.transition_s,
                                                 abs=0.15)
+
+
+def test_the_notebook_table_says_whose_voice_each_scene_has(tmp_path, project):
+    from studio import notebook as nb
+
+    source = make_recording(tmp_path / "take.wav", TEXT)
+    made = narrate(project(Scene("s1", TEXT, recording=str(source)), Scene("s2", OTHER)), narrator="espeak")
+    table = nb.show_storyboard(made)
+    assert list(table["voice"]) == ["your recording", "narrator"]
+    assert table["audio_s"].iloc[0] == pytest.approx(made.scenes[0].audio_duration_s, abs=0.01)
+    assert "voice" not in nb.show_storyboard(made.edit_scene("s1", recording=None)).columns
