@@ -205,12 +205,15 @@ def test_the_aligner_times_the_words_when_it_is_there(tmp_path, project, monkeyp
         words = split_words(text)
         return Alignment(tuple(WordTiming(w, 0.2 + i * 0.1, 0.25 + i * 0.1) for i, w in enumerate(words)))
 
+    source = make_recording(tmp_path / "take.wav", TEXT)
+    start = project(Scene("s1", TEXT, recording=str(source)))
+    monkeypatch.setitem(sys.modules, "studio.voice.align", None)  # no aligner here: the words are estimated
+    estimated = narrate(start, narrator="espeak").scenes[0].words
     module = types.ModuleType("studio.voice.align")
     module.align = align
     monkeypatch.setitem(sys.modules, "studio.voice.align", module)
-    source = make_recording(tmp_path / "take.wav", TEXT)
-    made = narrate(project(Scene("s1", TEXT, recording=str(source))), narrator="espeak")
-    assert calls == [(TEXT, True, "en")]
+    made = narrate(start, narrator="espeak")  # the same take and text: timed again now that an aligner is there
+    assert calls == [(TEXT, True, "en")] and made.scenes[0].words != estimated
     assert made.scenes[0].words[1] == WordTiming("dance", 0.3, 0.35)
     # An aligner that finds nothing: the estimate from the audio times the words instead.
     module.align = lambda text, wav, language, *, cancel=None: None

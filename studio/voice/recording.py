@@ -233,16 +233,23 @@ def _measure(path: Path, cancel: CancelToken | None) -> float:
     return measure_file([*INPUT_GUARD, "-i", path], cancel=cancel)[0]
 
 
+def _aligner():
+    """`studio.voice.align.align` and its identity for cache keys (its ``VERSION``, else its name), or (None,
+    ``none``) where the module is missing: words estimated without it are timed again once it is there."""
+    try:
+        from . import align as module  # optional: another module of Studio, which may be missing here
+    except ImportError:
+        return None, "none"
+    return getattr(module, "align", None), str(getattr(module, "VERSION", "align"))
+
+
 def time_words(text: str, wav: Path, language: str, *, cancel: CancelToken | None = None
                ) -> tuple[tuple[WordTiming, ...], str]:
     """When each word of `text` is heard in `wav`: (timings, source). Forced alignment (`studio.voice.align.align`)
     where that module is present and finds an alignment, else an estimate from the audio's energy."""
     if not text.strip():
         return (), "none"
-    try:
-        from .align import align  # optional: another module of Studio, which may be missing here
-    except ImportError:
-        align = None
+    align, _ = _aligner()
     found = None
     if align is not None:
         try:
@@ -315,7 +322,8 @@ def use_recording(scene: Scene, index: int, *, language: str, store: AssetStore,
     duration_s = float(meta["duration_s"])
 
     # 3. The words of the narration text, on this WAV (cached by the WAV, the text and the language)
-    words_key = asset_key(step="recording-words", audio=key, text=scene.narration, language=language)
+    words_key = asset_key(step="recording-words", audio=key, text=scene.narration, language=language,
+                          aligner=_aligner()[1])
     cached = store.read_meta(words_key)
     words: tuple[WordTiming, ...] | None = None
     source_kind = "none"
