@@ -100,8 +100,8 @@ def test_the_scene_follows_the_recording_and_its_words_are_the_narration_texts(t
     preset = load_preset("draft")
     timeline = build_timeline(illustrate(made, painter="cards", size=(160, 90)), preset)
     assert timeline.narration[0].duration_s == pytest.approx(scene.audio_duration_s, abs=0.05)
-    lengths = [timeline.segments[1].start_s - timeline.segments[0].start_s, timeline.duration_s - timeline.segments[1].start_s]
-    assert lengths[0] == pytest.approx(preset.lead_s + scene.audio_duration_s + preset.tail_s
+    first_length = timeline.segments[1].start_s - timeline.segments[0].start_s
+    assert first_length == pytest.approx(preset.lead_s + scene.audio_duration_s + preset.tail_s
                                        - timeline.segments[1].transition.duration_s, abs=0.1)
     # Captions: one timing per word of the narration text, in order, inside the speech.
     assert [w.word for w in scene.words] == split_words(TEXT)
@@ -172,7 +172,8 @@ def test_a_broken_recording_names_the_scene_and_loses_nothing_made(tmp_path, pro
         narrate(start, narrator="espeak")
     message = str(caught.value)
     assert message.startswith("scene 2 (id s2)") and "recording" in message and len(message) < 400
-    assert {"silent": "silent", "missing": "does not exist", "folder": "folder", "empty": "empty"}.get(what, "") in message
+    said = {"silent": "silent", "missing": "does not exist", "folder": "folder", "empty": "empty"}
+    assert said.get(what, "") in message
     assert start.scenes[0].audio is None  # the input is not changed
     # Scene 1 was narrated before scene 2 failed: its WAV is kept, and a second run after the fix reuses it.
     wavs = sorted(p.name for p in start.assets_dir.glob("*.wav"))

@@ -103,7 +103,8 @@ def use_recording(studio: Studio, session: dict, scene_id: str, file: Any, narra
             raise StudioError(f"the recording lasts {length_s:.0f} s; this server's limit is "
                               f"{studio.limits.max_scene_s:g} s a scene: split it over several scenes")
         text = (narration or "").strip()
-        project = project.edit_scene(scene_id, recording=name, **({"narration": text} if text != scene.narration else {}))
+        edits = {"narration": text} if text != scene.narration else {}
+        project = project.edit_scene(scene_id, recording=name, **edits)
         studio.check(project, chosen)
         started = time.perf_counter()
         project = narrate(project, preset=chosen, only=[scene_id], media_root=project.folder,

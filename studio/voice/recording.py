@@ -126,7 +126,8 @@ def resolve_recording(scene: Scene, *, index: int, media_root: Path | None = Non
     return resolved
 
 
-def decode_recording(source: Path, *, label: str, name: str, cancel: CancelToken | None = None) -> tuple[np.ndarray, float]:
+def decode_recording(source: Path, *, label: str, name: str,
+                     cancel: CancelToken | None = None) -> tuple[np.ndarray, float]:
     """The recording's first audio stream as mono float32 samples at `SAMPLE_RATE`, and its length in seconds.
 
     Raises:
@@ -135,8 +136,9 @@ def decode_recording(source: Path, *, label: str, name: str, cancel: CancelToken
     try:
         info = probe(source)
     except StudioError as exc:  # probe's own message names the absolute path; the cause is what the user needs
-        raise StudioError(f"{label}: recording {name} is not a readable audio file ({exc.__cause__ or exc}): record "
-                          "or upload it again") from None
+        cause = _without_path(str(exc.__cause__ or exc), source)
+        raise StudioError(f"{label}: recording {name} is not a readable audio file ({cause}): record or upload it "
+                          "again") from None
     if not info.has_audio:
         raise StudioError(f"{label}: recording {name} holds no audio stream (a picture or a silent clip?): use an "
                           "audio file")
