@@ -344,35 +344,33 @@ def test_your_own_recording_narrates_a_scene_and_the_video_follows_it(server, pa
 
 
 
-def test_a_take_recorded_with_the_microphone_narrates_its_scene(server, tmp_path):
+def test_a_take_recorded_with_the_microphone_narrates_its_scene(server, browser):
     """The voice card's microphone: Chromium's fake capture device (a beep) records 2.5 s; Stop hands the take to
     the server, which keeps it as the scene's recording and narrates the scene with it."""
     url, data = server
-    with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=[
-            "--no-sandbox", "--disable-dev-shm-usage", "--use-fake-device-for-media-stream",
-            "--use-fake-ui-for-media-stream"])
-        try:
-            context = browser.new_context(viewport={"width": 1280, "height": 900})
-            context.grant_permissions(["microphone"])
-            page = context.new_page()
-            page.set_default_timeout(45_000)
-            project_id = write_storyboard(page, url, "# Beep\n\nA beep for a voice.\n\nThen the narrator.")
-            tab(page, "3 · Voice")
-            take = page.locator(".voice-take").first
-            take.locator("button[aria-label='Record audio']").click()
-            take.locator("button", has_text="Record").first.click()
-            page.wait_for_timeout(2500)
-            take.locator("button", has_text="Stop").first.click()
-            wait_for(lambda: project_on_disk(data, project_id)["scenes"][0]["audio"], 60, "the recorded take's audio")
-            scene = project_on_disk(data, project_id)["scenes"][0]
-            assert scene["recording"].startswith("uploads/") and 1.0 < scene["audio_duration_s"] < 4.0
-            assert (data / "projects" / project_id / scene["recording"]).is_file()
-            wait_for(lambda: "your recording" in page.locator(".scene-head").first.inner_text(), 20, "the card")
-            assert project_on_disk(data, project_id)["scenes"][1]["recording"] is None
-        finally:
-            browser.close()
-
+    # A second Chromium of the same Playwright, with a fake microphone that needs no permission prompt.
+    with_microphone = browser.browser_type.launch(executable_path=CHROMIUM, headless=True, args=[
+        "--no-sandbox", "--disable-dev-shm-usage", "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream"])
+    try:
+        context = with_microphone.new_context(viewport={"width": 1280, "height": 900})
+        context.grant_permissions(["microphone"])
+        page = context.new_page()
+        page.set_default_timeout(45_000)
+        project_id = write_storyboard(page, url, "# Beep\n\nA beep for a voice.\n\nThen the narrator.")
+        tab(page, "3 · Voice")
+        take = page.locator(".voice-take").first
+        take.locator("button[aria-label='Record audio']").click()
+        take.locator("button", has_text="Record").first.click()
+        page.wait_for_timeout(2500)
+        take.locator("button", has_text="Stop").first.click()
+        wait_for(lambda: project_on_disk(data, project_id)["scenes"][0]["audio"], 60, "the recorded take's audio")
+        scene = project_on_disk(data, project_id)["scenes"][0]
+        assert scene["recording"].startswith("uploads/") and 1.0 < scene["audio_duration_s"] < 4.0
+        assert (data / "projects" / project_id / scene["recording"]).is_file()
+        wait_for(lambda: "your recording" in page.locator(".scene-head").first.inner_text(), 20, "the card")
+        assert project_on_disk(data, project_id)["scenes"][1]["recording"] is None
+    finally:
+        with_microphone.close()
 
 # -- issue 12: the studio as a person uses it, end to end ----------------------------------------------------------
 DOCS = ROOT / "docs"

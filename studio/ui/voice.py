@@ -16,7 +16,7 @@ from ..errors import StudioError
 from ..voice import narrate
 from .brief import check_voice
 from .common import (GPU, Studio, bind, blank_message, blank_scenes, fix, gpu, named, notes_md, progress_to,
-                     providers_md, served, view)
+                     providers_md, served, shorten, view)
 
 # Common names; any voice name may be typed (Piper, espeak-ng, Bark speaker presets).
 VOICES = ("", "en_US-joe-medium", "en-us", "en-gb", "en-us+f3", "de", "fr", "es", "v2/en_speaker_6", "v2/en_speaker_0")
@@ -228,8 +228,11 @@ def wire(studio: Studio, ui: SimpleNamespace) -> None:
                     with gr.Row(equal_height=True, elem_classes=["voice-own"]):
                         # Your own voice: a take recorded here or an uploaded file narrates the scene as soon as
                         # it is there (the input stays empty: the card's player above plays what is used).
+                        said = (f"Your voice: {shorten(card['recording_label'] or 'your recording', 40)} is used; "
+                                "record or upload another take" if card["recorded"] else
+                                "Your voice: record or upload this scene's narration")
                         take = gr.Audio(None, sources=["upload", "microphone"], type="filepath", interactive=True,
-                                        label="Your voice: record or upload this scene's narration", scale=3,
+                                        label=said, scale=3,
                                         key=f"voice-take-{card['id']}", elem_classes=["voice-take"])
                         drop = gr.Button("Use the narrator instead", size="sm", scale=0, min_width=110,
                                          visible=card["recorded"], key=f"voice-drop-{card['id']}",
