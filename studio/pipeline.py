@@ -151,7 +151,7 @@ class _SceneRun:
             scenes[result.scene_id] = result.scene
             for note in result.notes:
                 prefix = note.split(":", 1)[0] + ":"
-                if prefix in ("narrator:", "painter:"):
+                if prefix in ("narrator:", "painter:", "recordings:"):  # the latest says it for the whole project
                     notes[:] = [n for n in notes if not n.startswith(prefix)]
                 if note not in notes:
                     notes.append(note)
