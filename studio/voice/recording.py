@@ -235,14 +235,20 @@ def _measure(path: Path, cancel: CancelToken | None) -> float:
     return measure_file([*INPUT_GUARD, "-i", path], cancel=cancel)[0]
 
 
-def _aligner():
-    """`studio.voice.align.align` and its identity for cache keys (its ``VERSION``, else its name), or (None,
-    ``none``) where the module is missing: words estimated without it are timed again once it is there."""
+def _aligner(language: str):
+    """`studio.voice.align.align` and the identity of the aligner it would run for `language` (for cache keys:
+    ``aligner_for(language)``, e.g. ``pocketsphinx-5.1.1/en-us``), or (None, ``none``) where the module is missing or
+    covers no such language: words estimated without an aligner are timed again once there is one."""
     try:
         from . import align as module  # optional: another module of Studio, which may be missing here
     except ImportError:
         return None, "none"
-    return getattr(module, "align", None), str(getattr(module, "VERSION", "align"))
+    which = getattr(module, "aligner_for", None)
+    try:
+        identity = which(language) if which is not None else getattr(module, "VERSION", "align")
+    except StudioError:
+        identity = None
+    return getattr(module, "align", None), str(identity or "none")
 
 
 def time_words(text: str, wav: Path, language: str, *, cancel: CancelToken | None = None
@@ -251,7 +257,7 @@ def time_words(text: str, wav: Path, language: str, *, cancel: CancelToken | Non
     where that module is present and finds an alignment, else an estimate from the audio's energy."""
     if not text.strip():
         return (), "none"
-    align, _ = _aligner()
+    align, _ = _aligner(language)
     found = None
     if align is not None:
         try:
@@ -325,7 +331,7 @@ def use_recording(scene: Scene, index: int, *, language: str, store: AssetStore,
 
     # 3. The words of the narration text, on this WAV (cached by the WAV, the text and the language)
     words_key = asset_key(step="recording-words", audio=key, text=scene.narration, language=language,
-                          aligner=_aligner()[1])
+                          aligner=_aligner(language)[1])
     cached = store.read_meta(words_key)
     words: tuple[WordTiming, ...] | None = None
     source_kind = "none"
