@@ -596,3 +596,26 @@ def speech_length(path: Path) -> float:
     mask, frame_s = speech_frames(samples, 24_000)
     loud = np.flatnonzero(mask)
     return (loud[-1] + 1 - loud[0]) * frame_s
+
+
+def test_recordings_are_held_to_the_scene_and_video_limits(tmp_path):
+    from studio.server import Limits
+    from studio.testing import make_recording
+
+    server = Api(tmp_path, start=False, limits=Limits(max_scene_s=4.0, max_video_s=6.0))
+    try:
+        client = server["alice"]
+        upload = lambda path: client.post("/api/uploads", files={"file": (path.name, path.read_bytes())}).json()  # noqa: E731
+        long_take = upload(make_recording(tmp_path / "long.wav", "A take that lasts too long.", pad_s=(2.0, 2.0)))
+        short_take = upload(make_recording(tmp_path / "short.wav", "A short take.", pad_s=(0.8, 0.8)))
+        assert long_take["duration_s"] > 4.0 and 3.0 < short_take["duration_s"] <= 4.0
+        job = lambda *ids: {"storyboard": [{"recording": i} for i in ids], "preset": "tiny", "aspect": "1:1"}  # noqa: E731
+        too_long = client.post("/api/jobs", json=job(long_take["id"]))
+        assert too_long.status_code == 422 and too_long.json()["field"] == "storyboard[0].recording"
+        assert "limit of 4 s a scene" in too_long.json()["detail"]
+        together = client.post("/api/jobs", json=job(short_take["id"], short_take["id"]))
+        assert together.status_code == 422 and together.json()["field"] == "storyboard[1].recording"
+        assert "together" in together.json()["detail"]
+        assert client.post("/api/jobs", json=job(short_take["id"])).status_code == 202
+    finally:
+        server.close()
