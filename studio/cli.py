@@ -546,7 +546,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def _job_request(args: argparse.Namespace, client) -> dict:
-    """A job request from `jobs submit`'s options; local media files are uploaded and named by their upload ids."""
+    """A job request from `jobs submit`'s options; local media files and recordings are uploaded and named by their
+    upload ids."""
     source, media_root = _load_source(args, allow_none=False)
     request: dict = {"preset": args.preset}
     if isinstance(source, tuple):
@@ -556,10 +557,11 @@ def _job_request(args: argparse.Namespace, client) -> dict:
         uploaded: dict[Path, str] = {}
         for record in source.storyboard_records():
             scene = {k: v for k, v in record.items() if v is not None and k != "id"}
-            if scene.get("media"):
-                path = (media_root / scene["media"]).resolve()
-                uploaded.setdefault(path, client.upload(path))
-                scene["media"] = uploaded[path]
+            for key in ("media", "recording"):  # a scene's own picture and its own voice go up as uploads
+                if scene.get(key):
+                    path = (media_root / scene[key]).resolve()
+                    uploaded.setdefault(path, client.upload(path))
+                    scene[key] = uploaded[path]
             scenes.append(scene)
         request["storyboard"] = scenes
         request.setdefault("title", source.title)

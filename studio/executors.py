@@ -65,13 +65,15 @@ class SceneResult:
 
 
 def narrate_scene(project: Project, scene_id: str, *, narrator: str = "auto", preset: Preset | None = None,
-                  cancel: CancelToken | None = None, on_progress: ProgressFn | None = None) -> SceneResult:
-    """Narrate one scene of a saved project (its WAV goes to the project's asset folder, or is found there)."""
+                  media_root: Path | None = None, cancel: CancelToken | None = None,
+                  on_progress: ProgressFn | None = None) -> SceneResult:
+    """Narrate one scene of a saved project (its WAV goes to the project's asset folder, or is found there); a
+    relative `Scene.recording` is resolved against `media_root`."""
     from .voice import narrate
 
     store = AssetStore(project.assets_dir)
-    result = narrate(project, narrator=narrator, preset=preset, only=[scene_id], store=store, cancel=cancel,
-                     on_progress=on_progress)
+    result = narrate(project, narrator=narrator, preset=preset, only=[scene_id], store=store, media_root=media_root,
+                     cancel=cancel, on_progress=on_progress)
     notes = tuple(n for n in result.notes if n not in project.notes)
     return SceneResult(scene_id, result.scene(scene_id), reused=store.made == 0, notes=notes)
 

@@ -94,7 +94,8 @@ def show_storyboard(project: Project, columns: Sequence[str] = ("id", "narration
     Args:
         project: The project to show.
         columns: Storyboard columns to include (see `studio.project.STORYBOARD_COLUMNS`).
-        assets: Add ``audio_s`` (narration length) and ``visual`` (file name) columns.
+        assets: Add ``audio_s`` (narration length) and ``visual`` (file name) columns, and ``voice`` (``your
+            recording`` or ``narrator``) when a scene has its own recording.
     """
     table = project.to_dataframe()
     unknown = [c for c in columns if c not in table.columns]
@@ -104,6 +105,9 @@ def show_storyboard(project: Project, columns: Sequence[str] = ("id", "narration
     if assets:
         table["audio_s"] = [round(s.audio_duration_s, 2) if s.audio_duration_s else None for s in project.scenes]
         table["visual"] = [s.visual.name if s.visual else None for s in project.scenes]
+        if any(s.recording for s in project.scenes):
+            table["voice"] = ["your recording" if s.recording else "narrator" if s.audio else None
+                              for s in project.scenes]
     table.index = range(1, len(table) + 1)
     table.index.name = "scene"
     return table

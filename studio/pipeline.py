@@ -151,7 +151,7 @@ class _SceneRun:
             scenes[result.scene_id] = result.scene
             for note in result.notes:
                 prefix = note.split(":", 1)[0] + ":"
-                if prefix in ("narrator:", "painter:"):
+                if prefix in ("narrator:", "painter:", "recordings:"):  # the latest says it for the whole project
                     notes[:] = [n for n in notes if not n.startswith(prefix)]
                 if note not in notes:
                     notes.append(note)
@@ -221,7 +221,7 @@ def make_video(
             asset whose inputs did not change. Default: the project's own folder, else a temporary one (removed).
         executor: Where scene-level work runs (`studio.executors`): default `LocalExecutor` (here, in order).
         writer, narrator, painter: Providers for the steps (``auto`` picks by the preset's preferences).
-        media_root: Folder that relative ``media`` paths in the storyboard are resolved against.
+        media_root: Folder that relative ``media`` and ``recording`` paths in the storyboard are resolved against.
         encoder: Force a video encoder (``libx264``, ``h264_nvenc``, ``hevc_nvenc``); default: the preset's first that works.
         segments: Compose segment by segment: each scene's frames and each transition are a video segment, an asset
             of the project named by everything that changes its frames, so a re-render after an edit renders only the
@@ -290,7 +290,8 @@ def make_video(
         # 4. Narration, scene by scene
         gpu = _is_gpu("narrator", narrator, preset)
         project = run.step("narrate", "narrated", project, [
-            Task("narrate", {"project": project, "scene_id": i, "narrator": narrator, "preset": preset}, gpu=gpu,
+            Task("narrate", {"project": project, "scene_id": i, "narrator": narrator, "preset": preset,
+                             "media_root": root}, gpu=gpu and not project.scene(i).recording,
                  label=f"narrate scene {n}") for n, i in enumerate(ids, 1)])
         _record_time(project, preset, steps[-1], "narrator")
         check(cancel)

@@ -30,7 +30,7 @@ ASPECTS = ("16:9", "9:16", "1:1")
 PROJECT_FILE = "project.json"
 FORMAT_VERSION = 1
 # The storyboard's columns, in order, as they appear in CSV files, DataFrames and the UI's table.
-STORYBOARD_COLUMNS = ("id", "narration", "visual_prompt", "duration_s", "seed", "media", "transition")
+STORYBOARD_COLUMNS = ("id", "narration", "visual_prompt", "duration_s", "seed", "media", "transition", "recording")
 _ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,40}$")
 
 
@@ -66,6 +66,8 @@ class Scene:
         seed: Seed for generative painters and voices, so a scene can be reproduced or varied.
         media: A user's image or video file for this scene (the ``local`` painter), as the user named it.
         transition: Transition into this scene (``crossfade``, ``fade``, ``wipe``, ``slide``, ``cut``), None for auto.
+        recording: A user's own narration for this scene (an audio file, as the user named it): `studio.narrate`
+            uses it instead of a TTS voice (trimmed, loudness-matched, its words timed to `narration`).
         audio: The narration WAV, filled by `studio.narrate`.
         audio_duration_s: Length of `audio` in seconds.
         words: Word-level timings within `audio`, for captions.
@@ -79,6 +81,7 @@ class Scene:
     seed: int = 0
     media: str | None = None
     transition: str | None = None
+    recording: str | None = None
     audio: Path | None = None
     audio_duration_s: float | None = None
     words: tuple[WordTiming, ...] = ()
@@ -98,7 +101,7 @@ class Scene:
         if unknown:
             raise StudioError(f"cannot edit scene field(s) {sorted(unknown)}; editable: {list(STORYBOARD_COLUMNS[1:])}")
         scene = replace(self, **changes)
-        if scene.narration != self.narration:
+        if (scene.narration, scene.recording) != (self.narration, self.recording):
             scene = replace(scene, audio=None, audio_duration_s=None, words=())
         if (scene.visual_prompt, scene.seed, scene.media) != (self.visual_prompt, self.seed, self.media):
             scene = replace(scene, visual=None)
@@ -214,6 +217,9 @@ class Project:
 
         index = self._index(scene_id)
         original = self.scenes[index]
+        if original.recording:
+            raise StudioError(f"scene {index + 1} is narrated by your recording, which cannot be split in two: use the "
+                              "narrator for it first (clear its recording), or record each half as its own scene")
         sentences = split_sentences(original.narration)
         if len(sentences) < 2:
             raise StudioError(f"scene {index + 1} has a single sentence; there is nothing to split (edit it instead)")
@@ -305,6 +311,7 @@ class Project:
                         seed=int(item.get("seed", 0) or 0),
                         media=item.get("media") or None,
                         transition=item.get("transition") or None,
+                        recording=item.get("recording") or None,
                         audio=path(item.get("audio")),
                         audio_duration_s=item.get("audio_duration_s"),
                         words=tuple(WordTiming(str(w), float(a), float(b)) for w, a, b in item.get("words", [])),
@@ -408,8 +415,8 @@ class Project:
         suffix = path.suffix.lower()
         if suffix == ".csv":
             try:
-                table = pd.read_csv(path, dtype={"id": str, "narration": str, "visual_prompt": str, "media": str, "transition": str},
-                                    keep_default_na=False)
+                table = pd.read_csv(path, dtype={"id": str, "narration": str, "visual_prompt": str, "media": str,
+                                                 "transition": str, "recording": str}, keep_default_na=False)
             except (ValueError, pd.errors.ParserError) as exc:
                 raise StudioError(f"{path} is not a readable CSV storyboard: {exc}") from exc
             if "narration" not in table.columns:
@@ -497,4 +504,5 @@ def _row_fields(row: dict, index: int) -> dict:
         "seed": seed,
         "media": None if _blank(row.get("media")) else str(row["media"]).strip(),
         "transition": None if _blank(row.get("transition")) else str(row["transition"]).strip().lower(),
+        "recording": None if _blank(row.get("recording")) else str(row["recording"]).strip(),
     }

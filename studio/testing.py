@@ -23,6 +23,8 @@ check shapes, lengths, timings, seeds, progress and cancellation, never content.
 - `ScriptedChat`: make an LLM writer answer with scripted text (to test what the writer does with good and bad answers).
 - `TinyModels`: a folder of the above, built on first use, and the provider options that run each provider on them.
 - `uploaded`: a file put where Gradio puts a browser's upload, for the studio's upload handlers.
+- `make_recording`: a stand-in for a user's own recording of a narration (espeak-ng at another rate, padded with
+  silence, quiet, at a microphone's sample rate), for tests and notebooks that have no microphone.
 - `write_tiny_preset`: a render preset of 96x96 at 12 fps with the offline providers, for tests and benchmark smoke runs
   where per-job overhead, not pixels, is what is measured.
 """
@@ -449,7 +451,7 @@ def use_one_thread() -> None:
 
 __all__ = ["tiny_llm", "tiny_bark", "tiny_sd", "tiny_motion_adapter", "tiny_animatediff", "clip_tokenizer",
            "put_in_hub_cache", "ScriptedChat", "TinyModels", "use_one_thread", "BARK_VOICES", "BARK_SAMPLE_RATE",
-           "TINY_PRESET", "write_tiny_preset"]
+           "TINY_PRESET", "write_tiny_preset", "make_recording"]
 
 
 # A preset for tests and benchmarks of the job machinery: tiny frames, the fastest encoder settings, offline providers.
@@ -501,3 +503,35 @@ def uploaded(path: str | Path) -> str:
     target = folder / Path(path).name
     shutil.copyfile(path, target)
     return str(target)
+
+
+def make_recording(path: str | Path, text: str, *, rate_wpm: int = 130, pad_s: tuple[float, float] = (1.0, 1.5),
+                   gain: float = 0.1, sample_rate: int = 44_100, voice: str = "en-us") -> Path:
+    """Write a WAV that stands in for a user's own recording of `text`: espeak-ng at `rate_wpm` words a minute (not
+    the narrator's rate), scaled by `gain` (a quiet microphone), with `pad_s` seconds of silence before and after
+    (what a record button catches around the words), at `sample_rate`. Returns `path`.
+
+    Raises:
+        StudioError: espeak-ng is not installed (``apt-get install espeak-ng``).
+    """
+    import shutil as _shutil
+    import subprocess
+    import tempfile
+
+    import numpy as np
+
+    from .errors import StudioError
+    from .media import read_audio, write_wav
+
+    exe = _shutil.which("espeak-ng")
+    if exe is None:
+        raise StudioError("make_recording needs espeak-ng: apt-get install espeak-ng")
+    path = Path(path)
+    with tempfile.TemporaryDirectory(prefix="studio-recording-") as tmp:
+        spoken = Path(tmp) / "spoken.wav"
+        subprocess.run([exe, "-v", voice, "-s", str(int(rate_wpm)), "-w", str(spoken), "--stdin"], input=text.encode(),
+                       check=True, capture_output=True, timeout=120)
+        voice_samples = read_audio(spoken, sample_rate)[:, 0] * float(gain)
+    before, after = (np.zeros(int(round(s * sample_rate)), np.float32) for s in pad_s)
+    write_wav(path, np.concatenate([before, voice_samples, after]), sample_rate)
+    return path

@@ -545,3 +545,77 @@ def test_the_cli_renders_through_the_server(tmp_path, make_image, make_tone):
     gone = subprocess.run([PYTHON, "-m", "studio", "jobs", "--server", f"http://127.0.0.1:{free_port()}", "list"],
                           capture_output=True, text=True, env=python_env(), cwd=ROOT, timeout=60)
     assert gone.returncode == 2 and "no Studio server answers" in gone.stderr
+
+
+def test_a_scene_is_narrated_by_an_uploaded_recording_and_forged_ids_are_refused(api, tmp_path):
+    from studio.testing import make_recording
+
+    client = api["alice"]
+    take = make_recording(tmp_path / "take.wav", "Bees dance to tell each other where the flowers are.",
+                          pad_s=(1.0, 1.5))
+    answer = client.post("/api/uploads", files={"file": ("my take.wav", take.read_bytes())})
+    assert answer.status_code == 201 and answer.json()["kind"] == "audio"
+    recording = answer.json()["id"]
+    image = client.post("/api/uploads", files={"file": ("still.png", png_bytes())}).json()["id"]
+    scene = {"narration": "Bees dance to tell each other where the flowers are.", "recording": recording}
+
+    # Another user's upload, a malformed id (a path) and an image are refused as `media` ids are, before any work.
+    stolen = api["bob"].post("/api/jobs", json={"storyboard": [scene], "preset": "tiny", "aspect": "1:1"})
+    assert stolen.status_code == 404 and stolen.json()["field"] == "storyboard[0].recording"
+    forged = client.post("/api/jobs", json={"storyboard": [{**scene, "recording": "../../uploads/alice/x.wav"}],
+                                            "preset": "tiny", "aspect": "1:1"})
+    assert forged.status_code == 404 and forged.json()["field"] == "storyboard[0].recording"
+    picture = client.post("/api/jobs", json={"storyboard": [{**scene, "recording": image}], "preset": "tiny",
+                                             "aspect": "1:1"})
+    assert picture.status_code == 422 and picture.json()["field"] == "storyboard[0].recording"
+    assert client.get("/api/jobs").json()["jobs"] == []
+
+    # The owner's recording narrates its scene (with no text too: a recording needs neither text nor a duration).
+    body = {"storyboard": [scene, {"narration": "", "recording": recording}, {"narration": "A card.", "duration_s": 1.0}],
+            "preset": "tiny", "aspect": "1:1"}
+    job = wait_done(client, client.post("/api/jobs", json=body).json()["id"])
+    assert job["state"] == "done", job["error"]
+    assert any(note.startswith("recordings: scene(s) 1, 2") for note in job["video"]["notes"])
+    from studio.project import Project
+
+    project = Project.load(api.runner.get(job["id"], "alice").project_dir)
+    spoken = project.scenes[0].audio_duration_s
+    assert project.scenes[1].audio == project.scenes[0].audio  # the same upload, processed once
+    assert spoken == pytest.approx(speech_length(take) + 0.45, abs=0.1)  # trimmed: the speech and its margins
+    facts = video_facts(api.runner.video_path(job["id"], "alice"))
+    lead_tail = 0.1 + 0.2  # the tiny preset's timing
+    assert facts["has_audio"] and facts["duration_s"] == pytest.approx(2 * (spoken + lead_tail) + 1.0 - 2 * 0.2, abs=0.2)
+
+
+def speech_length(path: Path) -> float:
+    """Seconds from the first to the last sound of a recording (the energy detector that trims it)."""
+    from studio.media import read_audio
+    from studio.voice.timing import speech_frames
+
+    samples = read_audio(path, 24_000)[:, 0]
+    mask, frame_s = speech_frames(samples, 24_000)
+    loud = np.flatnonzero(mask)
+    return (loud[-1] + 1 - loud[0]) * frame_s
+
+
+def test_recordings_are_held_to_the_scene_and_video_limits(tmp_path):
+    from studio.server import Limits
+    from studio.testing import make_recording
+
+    server = Api(tmp_path, start=False, limits=Limits(max_scene_s=4.0, max_video_s=6.0))
+    try:
+        client = server["alice"]
+        upload = lambda path: client.post("/api/uploads", files={"file": (path.name, path.read_bytes())}).json()  # noqa: E731
+        long_take = upload(make_recording(tmp_path / "long.wav", "A take that lasts too long.", pad_s=(2.0, 2.0)))
+        short_take = upload(make_recording(tmp_path / "short.wav", "A short take.", pad_s=(0.8, 0.8)))
+        assert long_take["duration_s"] > 4.0 and 3.0 < short_take["duration_s"] <= 4.0
+        job = lambda *ids: {"storyboard": [{"recording": i} for i in ids], "preset": "tiny", "aspect": "1:1"}  # noqa: E731
+        too_long = client.post("/api/jobs", json=job(long_take["id"]))
+        assert too_long.status_code == 422 and too_long.json()["field"] == "storyboard[0].recording"
+        assert "limit of 4 s a scene" in too_long.json()["detail"]
+        together = client.post("/api/jobs", json=job(short_take["id"], short_take["id"]))
+        assert together.status_code == 422 and together.json()["field"] == "storyboard[1].recording"
+        assert "together" in together.json()["detail"]
+        assert client.post("/api/jobs", json=job(short_take["id"])).status_code == 202
+    finally:
+        server.close()

@@ -274,6 +274,104 @@ def test_a_voice_card_can_be_typed_into_and_narrates_only_its_scene(server, page
     assert [scene_id for scene_id in before if after[scene_id] != before[scene_id]] == [second]
 
 
+
+def test_your_own_recording_narrates_a_scene_and_the_video_follows_it(server, page, tmp_path):
+    """Issue 14: upload a WAV on one scene's voice card; the card says "your recording"; the render's length follows
+    the recording and a caption is burned in while its words are heard."""
+    import numpy as np
+
+    from studio import load_preset
+    from studio.media import run_ffmpeg_output
+    from studio.testing import make_recording
+
+    url, data = server
+    first_text = "Honey keeps for years in a sealed jar."
+    project_id = write_storyboard(page, url, f"# Honey\n\n{first_text}\n\nBees make it from nectar.")
+    take = make_recording(tmp_path / "my honey take.wav", first_text, rate_wpm=100, pad_s=(1.0, 1.5))
+    tab(page, "3 · Voice")
+    page.locator(".voice-take").first.locator("input[type=file]").set_input_files(str(take))
+    scene_id = project_on_disk(data, project_id)["scenes"][0]["id"]
+    wait_for(lambda: project_on_disk(data, project_id)["scenes"][0]["recording"]
+             and audio_state(data, project_id)[scene_id], 60, "the recording to narrate scene 1")
+    first = project_on_disk(data, project_id)["scenes"][0]
+    head = page.locator(".scene-head").first
+    wait_for(lambda: f"your recording, {first['audio_s'] if 'audio_s' in first else first['audio_duration_s']:.1f} s"
+             in head.inner_text(), 20, "the card to say it is your recording")
+    assert "your recording" in page.locator("#voice-status").inner_text()
+    page.click("#narrate-all")  # the other scene by the narrator; the recording is kept
+    wait_for(lambda: all(audio_state(data, project_id).values()), 60, "every scene's narration")
+    wait_for(lambda: "1 with your own recording" in page.locator("#voice-status").inner_text(), 20,
+             "the status line to count the recording")
+    scenes = project_on_disk(data, project_id)["scenes"]
+    assert scenes[0]["audio"] == first["audio"]
+    shot(page, "3-voice-own-recording")
+
+    tab(page, "5 · Compose")
+    page.click("#render")
+    page.locator("#render-progress [data-state='done']").wait_for(timeout=120_000)
+    with page.expect_download() as download_info:
+        page.click("#download")
+    mp4 = Path(download_info.value.path())
+    facts = video_facts(mp4)
+    draft = load_preset("draft")
+    spoken = [s["audio_duration_s"] for s in scenes]
+    assert spoken[0] > 3.0  # the slow reader's length (espeak-ng at 100 words a minute), trimmed
+    expected = sum(draft.lead_s + s + draft.tail_s for s in spoken) - draft.transition_s
+    assert facts["has_audio"] and facts["duration_s"] == pytest.approx(expected, abs=0.25)
+
+    # The soundtrack holds the recording where scene 1 plays: sound while its words are said, none in the lead.
+    sound = np.frombuffer(run_ffmpeg_output(["-i", mp4, "-t", f"{draft.lead_s + spoken[0]:.3f}", "-ac", "1",
+                                             "-ar", "8000", "-f", "f32le", "pipe:1"]), np.float32)
+    words = scenes[0]["words"]
+    assert [w[0] for w in words] == first_text.split()
+    at = lambda t: float(np.sqrt(np.mean(sound[int(t * 8000):int(t * 8000) + 800] ** 2)))  # noqa: E731
+    middle = draft.lead_s + (words[2][1] + words[2][2]) / 2
+    assert at(middle - 0.05) > 10 * at(0.0) + 1e-4
+
+    # A caption is burned in while its words are heard, and none before the first word.
+    def band(time_s: float) -> np.ndarray:
+        raw = run_ffmpeg_output(["-ss", f"{time_s:.3f}", "-i", mp4, "-frames:v", "1", "-f", "rawvideo", "-pix_fmt",
+                                 "gray", "pipe:1"])
+        frame = np.frombuffer(raw, np.uint8).reshape(facts["height"], facts["width"])
+        return frame[int(facts["height"] * 0.7):].astype(int)
+
+    def ink(time_s: float) -> int:
+        return int((band(time_s) > 235).sum())  # the captions' white text (the cards are drawn in darker tones)
+
+    before, during = ink(0.04), ink(middle)
+    print(f"caption ink before the first word {before}, during word 3 {during}")
+    assert during > 200 and during > 4 * before, (before, during)
+
+
+
+def test_a_take_recorded_with_the_microphone_narrates_its_scene(server, browser):
+    """The voice card's microphone: Chromium's fake capture device (a beep) records 2.5 s; Stop hands the take to
+    the server, which keeps it as the scene's recording and narrates the scene with it."""
+    url, data = server
+    # A second Chromium of the same Playwright, with a fake microphone that needs no permission prompt.
+    with_microphone = browser.browser_type.launch(executable_path=CHROMIUM, headless=True, args=[
+        "--no-sandbox", "--disable-dev-shm-usage", "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream"])
+    try:
+        context = with_microphone.new_context(viewport={"width": 1280, "height": 900})
+        context.grant_permissions(["microphone"])
+        page = context.new_page()
+        page.set_default_timeout(45_000)
+        project_id = write_storyboard(page, url, "# Beep\n\nA beep for a voice.\n\nThen the narrator.")
+        tab(page, "3 · Voice")
+        take = page.locator(".voice-take").first
+        take.locator("button[aria-label='Record audio']").click()
+        take.locator("button", has_text="Record").first.click()
+        page.wait_for_timeout(2500)
+        take.locator("button", has_text="Stop").first.click()
+        wait_for(lambda: project_on_disk(data, project_id)["scenes"][0]["audio"], 60, "the recorded take's audio")
+        scene = project_on_disk(data, project_id)["scenes"][0]
+        assert scene["recording"].startswith("uploads/") and 1.0 < scene["audio_duration_s"] < 4.0
+        assert (data / "projects" / project_id / scene["recording"]).is_file()
+        wait_for(lambda: "your recording" in page.locator(".scene-head").first.inner_text(), 20, "the card")
+        assert project_on_disk(data, project_id)["scenes"][1]["recording"] is None
+    finally:
+        with_microphone.close()
+
 # -- issue 12: the studio as a person uses it, end to end ----------------------------------------------------------
 DOCS = ROOT / "docs"
 

@@ -740,3 +740,99 @@ def test_with_download_on_first_use_the_app_fetches_a_missing_model_before_it_re
     # A painter named by the user (an offline one) needs no download: the render goes ahead.
     started = compose.render(studio, session, "draft", "espeak", "cards", None)
     assert started["session"]["job"]
+
+
+def test_a_voice_card_takes_your_recording_and_gives_the_scene_back_to_the_narrator(studio, session, tmp_path,
+                                                                                    make_image):
+    from studio.testing import make_recording
+
+    session, shown = written(studio, session)
+    target = shown["scenes"][1]["id"]
+    text = "The hive keeps warm in winter."
+    take = make_recording(tmp_path / "my take.wav", text, rate_wpm=100)
+    out = voice.use_recording(studio, session, target, uploaded(take), text, "draft", None, None)
+    scene = out["view"]["scenes"][1]
+    assert scene["recording"].startswith("uploads/") and scene["recording_label"] == "my take.wav"
+    assert (Path(out["view"]["folder"]) / scene["recording"]).is_file()  # kept in the project, under its own name
+    assert out["status"].startswith("✓ Scene 2 uses your recording, ") and f"{scene['audio_s']:.1f} s" in out["status"]
+    card = voice.cards(out["view"])[1]
+    assert card["recorded"] and card["length"] == f"your recording, {scene['audio_s']:.1f} s"
+    assert scene["audio_s"] > 2.0 and Path(card["audio"]).is_file()
+    assert [s["audio"] for s in out["view"]["scenes"]][::2] == [None, None]  # only that scene was made
+    recorded = scene["audio"]
+
+    # Narrate all: the recorded scene is kept as it is, the others are spoken, the status line counts it.
+    everything = voice.narrate_all(studio, session, "espeak", "", "draft", None, None)
+    assert "(1 with your own recording)" in everything["status"]
+    assert everything["view"]["scenes"][1]["audio"] == recorded
+    assert all(s["audio"] for s in everything["view"]["scenes"])
+
+    # A file that did not come through the upload route, a picture and a non-audio file are refused; nothing changes.
+    with pytest.raises(StudioError, match="upload button"):
+        voice.use_recording(studio, session, target, str(take), text, "draft", None, None)
+    with pytest.raises(StudioError, match="audio file"):
+        voice.use_recording(studio, session, target, uploaded(make_image("x.png")), text, "draft", None, None)
+    fake = tmp_path / "fake.wav"
+    fake.write_text("not audio at all\n" * 40)
+    with pytest.raises(StudioError):
+        voice.use_recording(studio, session, target, uploaded(fake), text, "draft", None, None)
+    with pytest.raises(StudioError, match="no project"):  # another browser reaches none of it
+        voice.use_recording(studio, {"guest": OTHER, "project": session["project"]}, target, uploaded(take), text,
+                            "draft", None, None)
+    project = studio.project(session, None)
+    assert project.scene(target).recording == scene["recording"] and str(project.scene(target).audio) == recorded
+    assert sorted(p.name for p in (project.folder / "uploads").glob("*.wav")) == [Path(scene["recording"]).name]
+
+    # "Use the narrator instead": the narrator speaks the scene's text again.
+    back = voice.clear_recording(studio, session, target, text, "espeak", "", "draft", None, None)
+    again = back["view"]["scenes"][1]
+    assert again["recording"] is None and again["audio"] and again["audio"] != recorded
+    assert not voice.cards(back["view"])[1]["recorded"] and back["status"].startswith("✓ Narrated scene 2")
+
+
+def test_the_app_renders_a_scene_narrated_only_by_a_recording(studio, session, tmp_path):
+    """A recorded scene without text renders through the job runner: the job's seeded project keeps the recording
+    (its own copy, not the upload's id), and the job processes it when the project's assets lack it."""
+    from studio.project import Project
+    from studio.testing import make_recording
+
+    session, shown = written(studio, session, source="# Dawn\n\nThe sun rises.\n\nBirds begin to sing.")
+    target = shown["scenes"][1]["id"]
+    take = make_recording(tmp_path / "birds.wav", "Listen: the birds begin to sing.", rate_wpm=110)
+    shown = voice.use_recording(studio, session, target, uploaded(take), "", "draft", None, None)["view"]
+    recorded = shown["scenes"][1]
+    assert recorded["narration"] == "" and recorded["audio_s"] > 2.0
+    assert voice.cards(shown)[1]["length"] == f"your recording, {recorded['audio_s']:.1f} s (no text: no captions)"
+    for made in Path(shown["folder"], "assets").glob(f"{Path(recorded['audio']).stem}*"):
+        made.unlink()  # the job must make it again from the recording itself
+    started = compose.render(studio, session, "draft", "espeak", "cards", None)
+    done = _wait_job(studio, started["session"])
+    assert "done" in done["progress"], done["progress"]
+    job = studio.runner.get(started["session"]["job"], f"guest-{GUEST}")
+    assert job.scenes[target]["narrate"] == "made"
+    rendered = Project.load(job.project_dir)
+    assert rendered.scene(target).audio_duration_s == pytest.approx(recorded["audio_s"], abs=0.01)
+    facts = video_facts(Path(compose.show(done["view"])["video"].value["path"]))
+    assert facts["has_audio"] and facts["duration_s"] > recorded["audio_s"] + 1.0
+
+
+def test_a_recording_is_only_ever_a_file_uploaded_to_the_project(studio, session, tmp_path):
+    session, shown = written(studio, session)
+    bad = tmp_path / "bad.csv"
+    bad.write_text("narration,recording\nHello there.,/etc/passwd\n")
+    with pytest.raises(StudioError, match="not a file uploaded"):
+        storyboard.import_storyboard(studio, session, uploaded(bad), None)
+    frame = storyboard.table(shown)
+    assert list(frame.columns)[-1] == "recording"
+    frame.loc[1, "recording"] = "../../../some/take.wav"
+    with pytest.raises(StudioError, match="recording in the Voice panel"):
+        storyboard.apply_table(studio, session, frame, None)
+    project = studio.project(session, None)
+    rows = endpoints.describe(project)["scenes"]
+    with pytest.raises(StudioError, match="not a file uploaded"):  # what the API's /edit_storyboard checks
+        storyboard.check_media(studio, project, endpoints.storyboard_rows(project, [{**rows[0], "recording": "/etc/passwd"}]))
+    assert all(s.recording is None for s in studio.project(session, None).scenes)  # nothing changed
+    # A row the API gives back without `recording` keeps the scene's own.
+    kept = project.edit_scene(rows[0]["id"], recording="uploads/" + "a" * 32 + ".wav")
+    back = endpoints.storyboard_rows(kept, [{k: v for k, v in rows[0].items() if k != "recording"}])
+    assert back[0]["recording"] == "uploads/" + "a" * 32 + ".wav"

@@ -104,6 +104,10 @@ def check_project_limits(project: Any, limits: Limits, preset: Any = None) -> No
         if scene.duration_s is not None and scene.duration_s > limits.max_scene_s:
             raise RequestError(f"scene {number} lasts {scene.duration_s:g} s; this server's limit is "
                                f"{limits.max_scene_s:g} s a scene", field=f"scenes[{number - 1}].duration_s")
+        if scene.recording and scene.duration_s is None and (scene.audio_duration_s or 0) > limits.max_scene_s:
+            raise RequestError(f"scene {number}'s recording lasts {scene.audio_duration_s:.0f} s; this server's limit "
+                               f"is {limits.max_scene_s:g} s a scene: split it over several scenes",
+                               field=f"scenes[{number - 1}].recording")
     pad = (preset.lead_s + preset.tail_s) if preset is not None else 0.0
     estimate = sum(s.duration_s if s.duration_s is not None else (s.audio_duration_s or speech_s(s.narration)) + pad
                    for s in scenes)

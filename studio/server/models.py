@@ -144,7 +144,7 @@ def _job_from_row(row: Any, data_dir: Path) -> Job:
 def request_upload_ids(request: Mapping) -> set[str]:
     """The upload ids a request (its JSON form, `JobRequest.to_dict`) names."""
     ids = {request.get(k) for k in ("music", "watermark", "caption_font")}
-    ids.update(s.get("media") for s in request.get("storyboard") or () if isinstance(s, Mapping))
+    ids.update(s.get(k) for s in request.get("storyboard") or () if isinstance(s, Mapping) for k in ("media", "recording"))
     return {i for i in ids if isinstance(i, str)}
 
 

@@ -17,7 +17,7 @@ from ..project import Project
 
 
 def project_request(project: Project, *, preset: str, narrator: str = "auto", painter: str = "auto",
-                    max_text_chars: int = 200) -> dict:
+                    max_text_chars: int = 200, max_scene_s: float = 120.0) -> dict:
     """The job request that stands for `project` in the journal (and is checked by the request schema); the job
     renders the seeded project itself, with every setting it holds (voice, uploads, full title)."""
     scenes = []
@@ -26,6 +26,10 @@ def project_request(project: Project, *, preset: str, narrator: str = "auto", pa
                 "seed": scene.seed}
         if scene.duration_s is not None:
             item["duration_s"] = scene.duration_s
+        elif scene.recording and not scene.narration.strip():
+            # A recording without text: the journal's copy stands for its length (the seeded project keeps the
+            # recording itself; its upload id is not named, so a render never depends on the upload's expiry).
+            item["duration_s"] = round(min(max(scene.audio_duration_s or 1.0, 0.2), max_scene_s), 3)
         if scene.transition:
             item["transition"] = scene.transition
         scenes.append(item)
@@ -40,7 +44,7 @@ def project_request(project: Project, *, preset: str, narrator: str = "auto", pa
 def seed_folder(project: Project, folder: Path) -> Project:
     """Put `project` into a job's (empty) folder: assets and uploads hard-linked, ``project.json`` written last.
 
-    Scene media (``uploads/...`` names, relative to the project's folder) become absolute paths of the linked copies,
+    Scene media and recordings (``uploads/...`` names, relative to the project's folder) become absolute paths of the linked copies,
     because a job resolves relative media names against the HTTP API's upload folder.
     """
     if project.folder is None:
@@ -54,8 +58,9 @@ def seed_folder(project: Project, folder: Path) -> Project:
                             ignore=shutil.ignore_patterns(".*"))
     data = project.to_dict(source)
     for scene in data["scenes"]:
-        if scene.get("media"):
-            scene["media"] = str((folder / scene["media"]).resolve())
+        for key in ("media", "recording"):  # a scene's own picture and its own voice
+            if scene.get(key):
+                scene[key] = str((folder / scene[key]).resolve())
     return Project.from_dict(data, base=folder).save(folder)
 
 
@@ -73,7 +78,7 @@ def submit_project(runner: Any, project: Project, *, owner: str, preset: str = "
     if project.folder is None:
         raise StudioError("the project has no folder to render from; save it first")
     request = project_request(project, preset=preset, narrator=narrator, painter=painter,
-                              max_text_chars=runner.limits.max_text_chars)
+                              max_text_chars=runner.limits.max_text_chars, max_scene_s=runner.limits.max_scene_s)
     if preset in runner.presets:
         from ..presets import load_preset
 

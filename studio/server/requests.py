@@ -25,7 +25,7 @@ from .limits import (WORDS_PER_S, Limits, check_project_limits, check_source_lim
 
 ASPECTS = ("16:9", "9:16", "1:1")
 PROVIDER_KINDS = {"writer": "storyboard", "narrator": "narrator", "painter": "painter"}
-SCENE_FIELDS = ("id", "narration", "visual_prompt", "duration_s", "seed", "media", "transition")
+SCENE_FIELDS = ("id", "narration", "visual_prompt", "duration_s", "seed", "media", "transition", "recording")
 SEED_MAX = 2**31 - 1
 
 
@@ -215,6 +215,7 @@ def request_models(limits: Limits, presets: tuple[str, ...], writers: tuple[str,
     Voice = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_+-]*(/[A-Za-z0-9][A-Za-z0-9_+-]*)?$", max_length=64),
                       BeforeValidator(_voice)]
     Media, Music = upload("image or video"), upload("audio")
+    Recording = upload("audio: your own narration of the scene")
     Watermark, Font = upload("image"), upload("font: TTF or OTF")
     EarlierJob = Annotated[str, Field(pattern=ID_RE.pattern, description="an earlier job of yours (its id) whose "
                                       "narrations, pictures and video segments this render reuses where they match"),
@@ -231,7 +232,8 @@ def request_models(limits: Limits, presets: tuple[str, ...], writers: tuple[str,
         painter: Optional[Painter] = None
 
     class SceneIn(BaseModel):
-        """One scene: narration (or a fixed duration for a silent scene), what it shows, and optional media."""
+        """One scene: narration (or a fixed duration for a silent scene), what it shows, optional media, and optionally
+        your own recording of its narration (an audio upload; its words are timed to `narration`)."""
 
         model_config = strict
         id: Optional[SceneId] = None
@@ -241,6 +243,7 @@ def request_models(limits: Limits, presets: tuple[str, ...], writers: tuple[str,
         seed: Seed = 0
         media: Optional[Media] = None
         transition: Optional[Transition] = None
+        recording: Optional[Recording] = None
 
     Scenes = Annotated[list[Annotated[SceneIn, BeforeValidator(_object("an object with `narration`"))]],
                        Field(min_length=1, max_length=limits.max_scenes), BeforeValidator(_scenes(limits.max_scenes))]
@@ -323,7 +326,7 @@ def _allowed(field: str) -> str:
 # -- the checked request -----------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class SceneRequest:
-    """One scene of a storyboard request (``media`` is an upload id)."""
+    """One scene of a storyboard request (``media`` and ``recording`` are upload ids)."""
 
     narration: str = ""
     visual_prompt: str = ""
@@ -332,6 +335,7 @@ class SceneRequest:
     media: str | None = None
     transition: str | None = None
     id: str | None = None
+    recording: str | None = None
 
 
 @dataclass(frozen=True)
@@ -393,6 +397,7 @@ class JobRequest:
         ids = [("music", self.music), ("watermark", self.watermark), ("caption_font", self.caption_font)]
         for i, scene in enumerate(self.storyboard or ()):
             ids.append((f"storyboard[{i}].media", scene.media))
+            ids.append((f"storyboard[{i}].recording", scene.recording))
         return [(f, u) for f, u in ids if u is not None]
 
     def fingerprint(self) -> str:
@@ -505,14 +510,15 @@ def parse_request(data: Any, *, limits: Limits | None = None,
 
 def _scene(index: int, scene: Any, limits: Limits) -> SceneRequest:
     where = f"storyboard[{index}]"
-    if not scene.narration.strip() and scene.duration_s is None:
-        raise RequestError(f"`{where}` has no narration and no duration_s: give it one or the other",
+    if not scene.narration.strip() and scene.duration_s is None and scene.recording is None:
+        raise RequestError(f"`{where}` has no narration and no duration_s (nor a recording): give it one of them",
                            field=f"{where}.narration")
     if scene.duration_s is None and speech_s(scene.narration) > limits.max_scene_s:
         raise RequestError(f"`{where}.narration` would take about {speech_s(scene.narration):.0f} s to say, over the "
                            f"limit of {limits.max_scene_s:.0f} s a scene; split it", field=f"{where}.narration")
     return SceneRequest(narration=scene.narration, visual_prompt=scene.visual_prompt, duration_s=scene.duration_s,
-                        seed=scene.seed, media=scene.media, transition=scene.transition, id=scene.id)
+                        seed=scene.seed, media=scene.media, transition=scene.transition, id=scene.id,
+                        recording=scene.recording)
 
 
 __all__ = ["estimate_render_bytes", "Limits", "JobRequest", "SceneRequest", "parse_request", "request_models", "models_for",

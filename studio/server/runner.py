@@ -444,14 +444,26 @@ class JobRunner(Worker, Housekeeping):
 
     def _check_uploads(self, request: JobRequest, owner: str) -> None:
         wanted = {"music": ("audio", "video"), "watermark": ("image",), "caption_font": ("font",)}
+        recorded_s = 0.0
         for field_name, upload_id in request.upload_ids():
             upload = self.uploads.get(owner, upload_id, field=field_name)
-            kinds = wanted.get(field_name, ("image", "video"))
+            recording = field_name.endswith(".recording")
+            kinds = ("audio", "video") if recording else wanted.get(field_name, ("image", "video"))
             if upload.kind not in kinds:
                 raise RequestError(f"`{field_name}` must name an upload of {' or '.join(kinds)}, "
                                    f"but {upload_id} is {upload.kind}", field=field_name)
-            if field_name == "music" and not upload.info.get("has_audio"):
-                raise RequestError(f"`music` names upload {upload_id}, which holds no audio", field=field_name)
+            if (field_name == "music" or recording) and not upload.info.get("has_audio"):
+                raise RequestError(f"`{field_name}` names upload {upload_id}, which holds no audio", field=field_name)
+            if recording and float(upload.info.get("duration_s") or 0) > self.limits.max_scene_s:
+                raise RequestError(f"`{field_name}` names a recording of {upload.info['duration_s']:.0f} s, over this "
+                                   f"server's limit of {self.limits.max_scene_s:.0f} s a scene; split it over several "
+                                   "scenes", field=field_name)
+            if recording:
+                recorded_s += float(upload.info.get("duration_s") or 0)
+                if recorded_s > self.limits.max_video_s:  # the recordings alone, before any trimming
+                    raise RequestError(f"the recordings last {recorded_s:.0f} s together, over this server's limit of "
+                                       f"{self.limits.max_video_s:.0f} s a video; shorten the storyboard",
+                                       field=field_name)
         if request.project is not None:  # an earlier job of the same user (another user's is no job at all)
             try:
                 earlier = self.get(request.project, owner)

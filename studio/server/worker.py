@@ -217,6 +217,8 @@ class Worker:
                 record = {k: v for k, v in asdict(scene).items() if v is not None}
                 if scene.media is not None:
                     record["media"] = self.uploads.get(owner, scene.media).file
+                if scene.recording is not None:
+                    record["recording"] = self.uploads.get(owner, scene.recording).file
                 records.append(record)
             project = Project.from_storyboard(records, title=request.title or "Untitled", aspect=request.aspect,
                                               style=request.style, language=request.language, voice=request.voice,

@@ -149,7 +149,8 @@ class Studio:
 
 # How a panel names what the library's messages call by field name (the API keeps the field names: they are its words).
 FIELD_WORDS = {"narration": "narration", "visual_prompt": "visual prompt", "duration_s": "length",
-               "seed": "seed", "media": "own image or clip", "transition": "transition", "title": "title",
+               "seed": "seed", "media": "own image or clip", "transition": "transition",
+               "recording": "own recording", "title": "title",
                "style": "style", "preset": "preset", "voice": "voice", "caption_style": "caption style",
                "music_volume": "music volume", "scene": "scene"}
 
@@ -476,6 +477,8 @@ def view(project: Project | None) -> dict | None:
             "media": scene.media,
             "transition": scene.transition,
             "media_label": Workspace.upload_label(project, scene.media) if scene.media else None,
+            "recording": scene.recording,
+            "recording_label": Workspace.upload_label(project, scene.recording) if scene.recording else None,
             "audio": str(scene.audio) if scene.audio else None,
             "audio_s": scene.audio_duration_s,
             "visual": str(scene.visual) if scene.visual else None,
@@ -511,9 +514,10 @@ def _last(project: Project) -> dict | None:
 
 
 def blank_scenes(view_: dict | None) -> list[int]:
-    """The 1-based numbers of scenes with neither narration nor a length (nothing to say, no time to fill)."""
+    """The 1-based numbers of scenes with neither narration, a length nor a recording (nothing to say, no time to
+    fill)."""
     return [s["n"] for s in (view_ or {}).get("scenes", [])
-            if not (s["narration"] or "").strip() and s["duration_s"] is None]
+            if not (s["narration"] or "").strip() and s["duration_s"] is None and not s.get("recording")]
 
 
 def blank_message(numbers: list[int]) -> str:

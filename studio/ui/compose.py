@@ -261,7 +261,7 @@ def preview_scene(studio: Studio, session: dict, scene_id: str, narrator: str, p
     report = progress_to(progress)
 
     def prepare(project, ids: list[str]):
-        project = narrate(project, narrator=narrator or "auto", preset=chosen, only=ids,
+        project = narrate(project, narrator=narrator or "auto", preset=chosen, only=ids, media_root=project.folder,
                           on_progress=lambda f, m: report(0.3 * f, m))
         project = illustrate(project, painter=painter or "auto", preset=chosen, only=ids, media_root=project.folder,
                              on_progress=lambda f, m: report(0.3 + 0.1 * f, m))
@@ -349,7 +349,7 @@ def _model_step(folder: str, kind: str, provider: str, preset_name: str, chunk: 
     project = Project.load(Path(folder))
     chosen = load_preset(preset_name)
     if kind == "narrator":
-        project = narrate(project, narrator=provider, preset=chosen, only=chunk)
+        project = narrate(project, narrator=provider, preset=chosen, only=chunk, media_root=project.folder)
     else:
         project = illustrate(project, painter=provider, preset=chosen, only=chunk, media_root=project.folder)
     project.save()

@@ -99,7 +99,7 @@ def describe(project: Project) -> dict:
     shown = view(project)
     scenes = [{"id": s["id"], "number": s["n"], "narration": s["narration"], "visual_prompt": s["visual_prompt"],
                "duration_s": s["duration_s"], "seed": s["seed"], "media": s["media"], "transition": s["transition"],
-               "narrated": s["audio"] is not None, "audio_s": s["audio_s"], "painted": s["visual"] is not None}
+               "recording": s["recording"], "narrated": s["audio"] is not None, "audio_s": s["audio_s"], "painted": s["visual"] is not None}
               for s in shown["scenes"]]
     return {"project_id": shown["id"], "title": shown["title"], "aspect": shown["aspect"], "style": shown["style"],
             "language": shown["language"], "voice": shown["voice"], "captions": shown["captions"],
@@ -118,8 +118,9 @@ def storyboard_rows(project: Project, scenes: list[dict]) -> list[dict]:
         if not isinstance(row, dict):
             raise StudioError(f"scene {i} must be an object with a `narration` field, got {type(row).__name__}")
         row = {k: v for k, v in row.items() if k not in READ_ONLY_FIELDS}
-        if "media" not in row and row.get("id") in known:
-            row["media"] = known[row["id"]].media
+        for key in ("media", "recording"):  # a row that leaves them out keeps the scene's own picture and voice
+            if key not in row and row.get("id") in known:
+                row[key] = getattr(known[row["id"]], key)
         rows.append(row)
     return rows
 
@@ -201,7 +202,8 @@ def narrate(studio: Studio, project_id: str, scene_ids: list[str] | None = None,
         project = replace(project, voice=check_voice(voice))
     chosen = studio.preset(preset)
     studio.check(project, chosen)  # the server's limits, before any narration is made
-    project = narrate_(project, narrator=narrator, preset=chosen, only=_only(project, scene_ids))
+    project = narrate_(project, narrator=narrator, preset=chosen, only=_only(project, scene_ids),
+                       media_root=project.folder)
     return describe(studio.workspace.save(project, caller(studio, request)))
 
 @gpu

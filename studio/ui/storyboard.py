@@ -23,8 +23,8 @@ from .common import GPU, Studio, accepted_upload, bind, gpu, named, notes_md, se
 
 # The table's headers, in `studio.project.STORYBOARD_COLUMNS` order (CSV files keep the library's column names).
 HEADERS = {"id": "id", "narration": "narration", "visual_prompt": "visual prompt", "duration_s": "duration (s)",
-           "seed": "seed", "media": "media", "transition": "transition"}
-DATATYPES = ["str", "str", "str", "number", "number", "str", "str"]
+           "seed": "seed", "media": "media", "transition": "transition", "recording": "recording"}
+DATATYPES = ["str", "str", "str", "number", "number", "str", "str", "str"]
 
 
 def table(view_: dict | None):
@@ -35,7 +35,7 @@ def table(view_: dict | None):
     for scene in (view_ or {}).get("scenes", []):
         rows.append([scene["id"], scene["narration"], scene["visual_prompt"],
                      scene["duration_s"] if scene["duration_s"] is not None else None, scene["seed"],
-                     scene["media"] or "", scene["transition"] or ""])
+                     scene["media"] or "", scene["transition"] or "", scene.get("recording") or ""])
     return pd.DataFrame(rows, columns=list(HEADERS.values()))
 
 
@@ -57,15 +57,18 @@ def records(frame: Any) -> list[dict]:
 
 
 def check_media(studio: Studio, project: Project, rows: list[dict]) -> None:
-    """A scene's `media` in the studio must be a file uploaded to this project (Visuals panel), never a server path."""
+    """A scene's `media` and `recording` in the studio must be files uploaded to this project (Visuals and Voice
+    panels), never a server path."""
+    where = {"media": "image or clip in the Visuals panel", "recording": "recording in the Voice panel"}
     for i, row in enumerate(rows, start=1):
-        media = row.get("media")
-        if media not in (None, "") and not (isinstance(media, float) and media != media):
-            try:
-                studio.workspace.upload_path(project, str(media).strip())
-            except StudioError:
-                raise StudioError(f"scene {i}: `media` {media!r} is not a file uploaded to this project; upload the "
-                                  "scene's own image or clip in the Visuals panel") from None
+        for key, panel in where.items():
+            media = row.get(key)
+            if media not in (None, "") and not (isinstance(media, float) and media != media):
+                try:
+                    studio.workspace.upload_path(project, str(media).strip())
+                except StudioError:
+                    raise StudioError(f"scene {i}: `{key}` {media!r} is not a file uploaded to this project; upload "
+                                      f"the scene's own {panel}") from None
 
 
 def _scene_number(project: Project, number: Any) -> int:
@@ -220,8 +223,8 @@ def layout(studio: Studio) -> SimpleNamespace:
     notice_md = gr.Markdown(elem_id="outline-notice", elem_classes=["studio-notice"], visible=False)
     title = gr.Textbox(label="Title", elem_id="project-title")
     frame = gr.Dataframe(table(None), headers=list(HEADERS.values()), datatype=DATATYPES, interactive=True,
-                         wrap=True, static_columns=[0, 5],
-                         column_widths=["100px", "370px", "290px", "100px", "70px", "90px", "110px"],
+                         wrap=True, static_columns=[0, 5, 7],
+                         column_widths=["100px", "370px", "290px", "100px", "70px", "90px", "110px", "90px"],
                          show_row_numbers=True, label="Scenes: edit a cell, then press Enter or click elsewhere",
                          elem_id="storyboard-table", max_height=560)
     with gr.Row(equal_height=False, elem_classes=["scene-tools"]):

@@ -48,7 +48,8 @@ SETTINGS = {"preset": str, "narrator": str, "painter": str}
 MAX_JOBS_KEPT = 50
 # What each use of an upload accepts, by the kind the content check finds.
 UPLOAD_KINDS = {"media": ("image", "video"), "music": ("audio", "video"), "watermark": ("image",),
-                "caption_font": ("font",)}
+                "caption_font": ("font",), "recording": ("audio", "video")}
+SOUND_KINDS = ("music", "recording")  # uses that need sound in the file
 
 
 def _article(noun: str) -> str:
@@ -255,8 +256,8 @@ class Workspace:
         Args:
             project: The project it belongs to (saved).
             source: The uploaded file (Gradio's temporary copy).
-            kind: ``media`` (an image or video for a scene), ``music`` (audio), ``watermark`` (an image) or
-                ``caption_font`` (a TrueType or OpenType font).
+            kind: ``media`` (an image or video for a scene), ``music`` (audio), ``watermark`` (an image),
+                ``caption_font`` (a TrueType or OpenType font) or ``recording`` (a scene's own narration: audio).
             store: The runner's upload store.
             owner: Who uploads it.
 
@@ -271,9 +272,9 @@ class Workspace:
         with open(source, "rb") as handle:
             upload = store.save(owner, handle, filename=source.name)
         wanted = UPLOAD_KINDS[kind]
-        if upload.kind not in wanted or (kind == "music" and not upload.info.get("has_audio")):
+        if upload.kind not in wanted or (kind in SOUND_KINDS and not upload.info.get("has_audio")):
             store.delete(owner, upload.id)
-            what = " or ".join(f"{_article(w)} {w} file" for w in wanted) + (" with sound" if kind == "music" else "")
+            what = " or ".join(f"{_article(w)} {w} file" for w in wanted) + (" with sound" if kind in SOUND_KINDS else "")
             raise StudioError(f"{upload.name!r} is {_article(upload.kind)} {upload.kind} file; the {kind.replace('_', ' ')}"
                               f" must be {what}")
         name = f"uploads/{upload.id}{Path(upload.file).suffix}"

@@ -4,6 +4,9 @@
     project = studio.narrate(project, narrator="espeak")   # or force one
     project = studio.narrate(project, only=["s1a2b3c4"])    # re-narrate one scene
 
+A scene with its own `Scene.recording` (the user's voice, an audio file) is not spoken by a narrator: the file is
+checked, trimmed, loudness-matched and its words timed to the narration text (`studio.voice.recording`).
+
 Providers (one file each): ``piper`` (neural, offline, optional GPL-3.0 extra), ``espeak`` (espeak-ng, offline, many
 languages), ``kokoro`` (Kokoro-82M on ONNX Runtime; needs its weights), ``bark`` (Suno Bark through transformers; needs
 its weights and, for ``auto``, a GPU). A provider is a
@@ -72,7 +75,7 @@ class Narrator(Protocol):
 
 @leasing
 def narrate(project: Project, *, narrator: str = "auto", preset: Preset | None = None,
-            only: Collection[str] | None = None, store: AssetStore | None = None,
+            only: Collection[str] | None = None, store: AssetStore | None = None, media_root: Path | None = None,
             on_progress: Optional[ProgressFn] = None, cancel: CancelToken | None = None) -> Project:
     """Give each scene its narration audio and word timings.
 
@@ -88,6 +91,8 @@ def narrate(project: Project, *, narrator: str = "auto", preset: Preset | None =
         preset: Supplies the ``auto`` preference order (``[providers] narrator = [...]``).
         only: Narrate just these scene ids (others keep what they have).
         store: Where assets go; default ``AssetStore(project.assets_dir)``.
+        media_root: Folder that relative `Scene.recording` names are resolved against (default: the current
+            directory).
         on_progress: ``on_progress(fraction, message)`` after each scene.
         cancel: Checked between scenes (and inside the narrator).
 
@@ -95,8 +100,8 @@ def narrate(project: Project, *, narrator: str = "auto", preset: Preset | None =
         A new project; the input is not changed.
 
     Raises:
-        StudioError: no project folder, an unknown scene id or narrator, a scene with neither narration nor
-            `duration_s`, or a failed scene (named; scenes made before it stay in the asset store).
+        StudioError: no project folder, an unknown scene id or narrator, a scene with neither narration,
+            `duration_s` nor a recording, or a failed scene (named; scenes made before it stay in the asset store).
         Cancelled: `cancel` was cancelled.
     """
     from .. import providers
@@ -114,25 +119,35 @@ def narrate(project: Project, *, narrator: str = "auto", preset: Preset | None =
             raise StudioError(f"`only` names unknown scene id(s) {unknown}; this project's scenes are {ids}")
     todo = [(i, scene) for i, scene in enumerate(project.scenes) if only is None or scene.id in only]
     for i, scene in todo:
-        if not scene.narration.strip() and scene.duration_s is None:
+        if not scene.narration.strip() and scene.duration_s is None and not scene.recording:
             raise StudioError(f"scene {i + 1} has no narration and no duration_s: write narration for scene "
                               f"{scene.id!r} or give it a duration_s (seconds) to stay silent")
     check(cancel)
 
-    # 2. Choose the narrator
-    prefer = preset.providers.get("narrator") if preset is not None else None
-    if narrator == "auto" and prefer and "kokoro" in prefer and project.voice:
-        from .kokoro import accepts_voice
-
-        if not accepts_voice(project.voice):  # e.g. a Bark voice preset (v2/en_speaker_6) asks for Bark, not Kokoro
-            prefer = [name for name in prefer if name != "kokoro"]
-    configs = preset.models if preset is not None else None
-    speaker, choice = providers.create("narrator", narrator, prefer=prefer, configs=configs,
-                                       language=project.language)
-    note = "narrator: " + choice.reason
+    # 2. Choose the narrator (only when a scene needs one: recordings speak for themselves)
+    speaker, provider, notes = None, "", project.notes
     redone = {f"({scene.id})" for _, scene in todo}  # their reading notes are made again below
-    notes = tuple(n for n in project.notes if not n.startswith("narrator: ")
-                  and not (n.startswith("narration: ") and n.split(": ")[1].split(" ")[-1] in redone)) + (note,)
+    notes = tuple(n for n in notes if not (n.startswith("narration: ") and n.split(": ")[1].split(" ")[-1] in redone))
+    if any(scene.narration.strip() and not scene.recording for _, scene in todo) or not todo:
+        prefer = preset.providers.get("narrator") if preset is not None else None
+        if narrator == "auto" and prefer and "kokoro" in prefer and project.voice:
+            from .kokoro import accepts_voice
+
+            if not accepts_voice(project.voice):  # e.g. a Bark voice preset (v2/en_speaker_6) asks for Bark
+                prefer = [name for name in prefer if name != "kokoro"]
+        configs = preset.models if preset is not None else None
+        speaker, choice = providers.create("narrator", narrator, prefer=prefer, configs=configs,
+                                           language=project.language)
+        provider = choice.name
+        notes = tuple(n for n in notes if not n.startswith("narrator: ")) + ("narrator: " + choice.reason,)
+    recorded = [i + 1 for i, scene in enumerate(project.scenes) if scene.recording]
+    notes = tuple(n for n in notes if not n.startswith("recordings: "))
+    if recorded:
+        untimed = [i + 1 for i, scene in enumerate(project.scenes) if scene.recording and not scene.narration.strip()]
+        notes += (f"recordings: scene(s) {', '.join(map(str, recorded))} use your own recording (trimmed and "
+                  "loudness-matched; its words timed to the narration text)"
+                  + (f"; scene(s) {', '.join(map(str, untimed))} have no narration text, so no captions" if untimed
+                     else ""),)
     store = store if store is not None else AssetStore(project.assets_dir)
     report = on_progress or (lambda fraction, message: None)
 
@@ -142,10 +157,13 @@ def narrate(project: Project, *, narrator: str = "auto", preset: Preset | None =
     for done, (i, scene) in enumerate(todo, start=1):  # messages name the scene's own number (1-based)
         check(cancel)
         within = (lambda f, m, d=done, n=i + 1: report((d - 1 + f) / total, f"narrating scene {n}/{count}: {m}"))
-        reading_notes: list[str] = []
-        scenes[scene.id] = _narrate_scene(scene, i, project, speaker, choice.name, store, cancel, within,
-                                          notes=reading_notes)
-        notes += tuple(f"narration: scene {i + 1} ({scene.id}): {n}" for n in reading_notes)
+        if scene.recording:
+            scenes[scene.id] = _recorded_scene(scene, i, project, store, media_root, cancel)
+        else:
+            reading_notes: list[str] = []
+            scenes[scene.id] = _narrate_scene(scene, i, project, speaker, provider, store, cancel, within,
+                                              notes=reading_notes)
+            notes += tuple(f"narration: scene {i + 1} ({scene.id}): {n}" for n in reading_notes)
         report(done / total, f"narrating scene {i + 1}/{count}")
     if not total:
         report(1.0, "nothing to narrate")
@@ -244,6 +262,22 @@ def _realign_cached(meta: dict, text: str, wav: Path, language: str, store: Asse
     meta = {**meta, **timing, "words": [[w.word, w.start_s, w.end_s] for w in new_words]}
     store.write_meta(key, meta)
     return new_words, meta
+
+
+def _recorded_scene(scene: Scene, index: int, project: Project, store: AssetStore, media_root: Path | None,
+                    cancel: CancelToken | None) -> Scene:
+    """One scene narrated by the user's own recording (`studio.voice.recording.use_recording`)."""
+    from .recording import scene_label, use_recording
+
+    try:
+        made = use_recording(scene, index, language=project.language, store=store, media_root=media_root,
+                             cancel=cancel)
+    except (Cancelled, StudioError):
+        raise
+    except Exception as exc:  # a decoder's or the disk's own error: say which scene, keep the cause
+        raise StudioError(f"{scene_label(scene, index)}: its recording could not be used: "
+                          f"{type(exc).__name__}: {exc}") from exc
+    return scene.with_audio(made.path, made.words, made.duration_s)
 
 
 def _cached_speech(meta: dict | None) -> tuple[tuple[WordTiming, ...], float, tuple[str, ...]] | None:

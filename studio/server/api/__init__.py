@@ -13,7 +13,7 @@ Routes (the OpenAPI document is at ``/openapi.json``, interactive docs at ``/doc
   reconnecting with ``Last-Event-ID`` resumes after that event.
 - ``GET /api/jobs/{id}/video``: the MP4, with HTTP range requests.
 - ``POST /api/jobs/{id}/cancel``; ``POST /api/uploads`` (multipart ``file``) -> an upload id for ``music``,
-  ``watermark``, ``caption_font`` or a scene's ``media``; ``GET /api/health`` (liveness for anyone; a signed-in caller also gets their own job counts).
+  ``watermark``, ``caption_font``, a scene's ``media`` or its ``recording``; ``GET /api/health`` (liveness for anyone; a signed-in caller also gets their own job counts).
 
 Errors are JSON ``{"detail": "...", "field": "..."}`` with a 4xx status naming the field at fault; another user's
 job or upload answers 404, exactly like one that does not exist. A full disk answers ``507`` (a submission the disk

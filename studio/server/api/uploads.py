@@ -19,7 +19,8 @@ def router(runner: Any, deps: Callers) -> APIRouter:
     async def upload(file: Annotated[UploadFile, File(description="an image, audio, video or font file")],
                      who: User) -> dict:  # type: ignore[valid-type]
         """Store an image, audio, video or font (TTF, OTF) file for jobs (checked by its content; stored under a
-        server-made name). Use its `id` as a request's `music`, `watermark`, `caption_font` or a scene's `media`."""
+        server-made name). Use its `id` as a request's `music`, `watermark`, `caption_font`, a scene's `media` or
+        a scene's `recording` (your own voice for it)."""
         try:
             saved = await run_in_threadpool(runner.uploads.save, who, file.file, file.filename)
         finally:
