@@ -43,7 +43,7 @@ def main() -> None:
     parser.add_argument("--voices", default="espeak,recorded,piper")
     parser.add_argument("--json", type=Path, help="also write every figure here")
     parser.add_argument("--quick", action="store_true", help="one script, 2 scenes, espeak only")
-    parser.add_argument("--studio", type=Path, default=HERE.parent, 
+    parser.add_argument("--studio", type=Path, default=HERE.parent,
                         help="the checkout whose studio package is measured")
     parser.add_argument("--espeak-events", type=int, metavar="WPM", help=argparse.SUPPRESS)  # internal: see below
     args = parser.parse_args()

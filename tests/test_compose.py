@@ -249,7 +249,7 @@ def test_caption_groups_leave_no_orphan_tail_and_keep_words_in_order_with_their_
 def test_caption_ink_stays_in_the_safe_areas(style, tmp_path):
     """Captions drawn by libass (the overlay code a render blends in): all ink, outline, shadow and box included,
     within the title-safe 5 % of every edge; in 9:16 above the bottom 20 % and out of the right 12 % the apps cover."""
-    from studio.compose.captions import CaptionEvent, CaptionOverlays
+    from studio.compose.captions import CaptionOverlays
 
     words = "WOMBAT WAVES MAKE WIDE WAKES WHILE WALRUSES WATCH".split() * 3
     for size in ((854, 480), (480, 854), (480, 480), (720, 1280)):

@@ -273,3 +273,23 @@ def test_premium_tiers_prefer_kokoro_and_a_bark_voice_leaves_it_out(tiny, tmp_pa
     with pytest.raises(StudioError) as info:  # espeak has no such voice: the point is that Kokoro was not chosen
         narrate(bark_voiced, preset=preset)
     assert "espeak" in str(info.value) and "Kokoro" not in str(info.value)
+
+
+def test_a_kokoro_voice_makes_auto_pick_kokoro_on_any_preset(tiny, tmp_path):
+    """Draft prefers Piper then espeak-ng; a project whose voice is Kokoro's (af_heart) is narrated by Kokoro."""
+    from dataclasses import replace
+
+    from studio.presets import load_preset
+    from studio.project import Project, Scene
+    from studio.voice import narrate
+
+    draft = load_preset("draft")
+    assert "kokoro" not in draft.providers["narrator"]
+    preset = replace(draft, models={**draft.models, "kokoro": {"model": str(tiny)}})
+    scenes = (Scene(id="s1", narration="Hello there.", visual_prompt="a door"),)
+    project = Project(title="Kokoro", scenes=scenes, voice="af_heart").save(tmp_path / "proj")
+    done = narrate(project, preset=preset)
+    assert any(n.startswith("narrator: kokoro") for n in done.notes), done.notes
+    assert _wav(done.scenes[0].audio)[0] == 24000
+    plain = narrate(replace(project, voice=None), preset=preset)  # no voice named: the preset's own order
+    assert not any(n.startswith("narrator: kokoro") for n in plain.notes), plain.notes

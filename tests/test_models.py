@@ -11,7 +11,6 @@ from dataclasses import replace
 
 import pytest
 
-import studio
 from studio import Project, ProviderUnavailable, Scene, StudioError, devices, load_preset, providers
 from studio.pipeline import make_video
 from studio.presets import TIERS

@@ -6,15 +6,14 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-from dataclasses import replace
 
 import pytest
 
 from studio import Project, Scene, providers
 from studio.assets import AssetStore
 from studio.project import WordTiming
-from studio.voice import narrate, normalise
-from studio.voice.normalise import Reading, fold_timings, reading, spoken_words
+from studio.voice import narrate
+from studio.voice.normalise import fold_timings, reading, spoken_words
 from studio.voice.timing import split_words
 
 pytest.importorskip("num2words", reason="num2words is a core dependency: pip install -r requirements.txt")

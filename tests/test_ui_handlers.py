@@ -18,7 +18,7 @@ pytest.importorskip("gradio")
 from studio import Project, StudioError  # noqa: E402
 from studio.ui import app as ui_app  # noqa: E402
 from studio.ui import brief, compose, endpoints, projects, storyboard, visuals, voice  # noqa: E402
-from studio.ui.common import checked_session, view  # noqa: E402
+from studio.ui.common import checked_session  # noqa: E402
 from studio.ui.workspace import Workspace, owner_for  # noqa: E402
 
 from .conftest import ROOT, video_facts  # noqa: E402

@@ -19,7 +19,8 @@ from .common import (GPU, Studio, bind, blank_message, blank_scenes, fix, gpu, n
                      providers_md, served, shorten, view)
 
 # Common names; any voice name may be typed (Piper, espeak-ng, Bark speaker presets).
-VOICES = ("", "en_US-joe-medium", "en-us", "en-gb", "en-us+f3", "de", "fr", "es", "v2/en_speaker_6", "v2/en_speaker_0")
+VOICES = ("", "en_US-joe-medium", "en-us", "en-gb", "en-us+f3", "de", "fr", "es", "af_heart", "af_bella", "am_michael",
+          "bf_emma", "bm_george", "ff_siwis", "ef_dora", "v2/en_speaker_6", "v2/en_speaker_0")
 
 
 def _narrate(studio: Studio, session: dict, request: Any, project, only, narrator: str, voice: str, preset: str,
@@ -182,8 +183,9 @@ def layout(studio: Studio) -> SimpleNamespace:
     with gr.Row(equal_height=False, elem_classes=["tool-row"]):
         narrator = gr.Dropdown(["auto", *studio.narrators], value="auto", label="Narrator", scale=2)
         voice = gr.Dropdown(list(VOICES), value="", label="Voice", allow_custom_value=True, scale=2,
-                            info="empty: the narrator's default (Piper: en_US-joe-medium; espeak-ng: from the "
-                                 "language; Bark: v2/en_speaker_6)")
+                            info="empty: the narrator's default (Piper: en_US-joe-medium; espeak-ng and Kokoro: "
+                                 "from the language; Bark: v2/en_speaker_6). A Kokoro voice (af_heart...) or a Bark "
+                                 "preset (v2/...) makes auto pick that narrator")
         narrate_btn = gr.Button("Narrate all", variant="primary", scale=1, min_width=160, elem_id="narrate-all")
     with gr.Accordion("Narrators on this machine", open=False):
         gr.Markdown(providers_md("narrator"), elem_classes=["studio-notes"])

@@ -130,11 +130,8 @@ def narrate(project: Project, *, narrator: str = "auto", preset: Preset | None =
     notes = tuple(n for n in notes if not (n.startswith("narration: ") and n.split(": ")[1].split(" ")[-1] in redone))
     if any(scene.narration.strip() and not scene.recording for _, scene in todo) or not todo:
         prefer = preset.providers.get("narrator") if preset is not None else None
-        if narrator == "auto" and prefer and "kokoro" in prefer and project.voice:
-            from .kokoro import accepts_voice
-
-            if not accepts_voice(project.voice):  # e.g. a Bark voice preset (v2/en_speaker_6) asks for Bark
-                prefer = [name for name in prefer if name != "kokoro"]
+        if narrator == "auto" and project.voice:
+            prefer = _prefer_for_voice(project.voice, prefer)
         configs = preset.models if preset is not None else None
         speaker, choice = providers.create("narrator", narrator, prefer=prefer, configs=configs,
                                            language=project.language)
@@ -262,6 +259,24 @@ def _realign_cached(meta: dict, text: str, wav: Path, language: str, store: Asse
     meta = {**meta, **timing, "words": [[w.word, w.start_s, w.end_s] for w in new_words]}
     store.write_meta(key, meta)
     return new_words, meta
+
+
+def _prefer_for_voice(voice: str, prefer: list[str] | None) -> list[str] | None:
+    """The ``auto`` order for a project that names a voice: the narrator whose voice it is comes first (a Kokoro
+    voice such as ``af_heart`` asks for Kokoro, a Bark preset such as ``v2/en_speaker_6`` for Bark), and Kokoro is
+    left out for a voice that is not its own."""
+    from ..providers import names
+    from .kokoro import KOKORO_VOICES, accepts_voice
+
+    owner = "kokoro" if voice in KOKORO_VOICES else "bark" if voice.startswith("v2/") else None
+    if owner is None and accepts_voice(voice):
+        return prefer
+    order = list(prefer) if prefer else names("narrator")
+    if owner is not None:  # asked for by its voice, even where the preset does not list it
+        order = [owner] + [name for name in order if name != owner]
+    if not accepts_voice(voice):
+        order = [name for name in order if name != "kokoro"]
+    return order
 
 
 def _recorded_scene(scene: Scene, index: int, project: Project, store: AssetStore, media_root: Path | None,

@@ -19,7 +19,6 @@ import logging
 import os
 import threading
 import unicodedata
-from pathlib import Path
 
 import numpy as np
 

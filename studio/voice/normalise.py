@@ -31,9 +31,7 @@ whole spoken text to the first word and "" to the others; `fold_timings` then sh
 
 from __future__ import annotations
 
-import math
 import re
-import unicodedata
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
