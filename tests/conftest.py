@@ -109,3 +109,22 @@ def tiny_models(tmp_path_factory):
 
     testing.use_one_thread()
     return testing.TinyModels(tmp_path_factory.mktemp("tiny-models"))
+
+
+def caption_ink(layout, events, work: Path) -> list[tuple[int, int, int, int]]:
+    """Each caption event drawn by libass through the overlay code a render blends in: the box of its ink (outline,
+    shadow and box included) in frame pixels, (x0, x1, y0, y1)."""
+    from studio.compose.captions import CaptionOverlays
+
+    work.mkdir(parents=True, exist_ok=True)
+    overlays = CaptionOverlays(layout, events, 25, work)
+    overlays.wait_drawn()
+    boxes = []
+    try:
+        for i in range(len(events)):
+            x, y, (_, keep), _, _ = overlays._load(i)
+            ys, xs = np.nonzero(keep < 255)
+            boxes.append((int(x + xs.min()), int(x + xs.max()), int(y + ys.min()), int(y + ys.max())))
+    finally:
+        overlays.close()
+    return boxes

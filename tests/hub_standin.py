@@ -24,6 +24,7 @@ Files of 1 kB and more, and weights, are served as LFS files (their ETag is the 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import socket
@@ -282,3 +283,25 @@ class HubStandin:
         req.end_headers()
         if body:
             req.wfile.write(data)
+
+
+@contextlib.contextmanager
+def serving_hub(monkeypatch, tmp_path: Path):
+    """A started `HubStandin` with HF_ENDPOINT pointing at it, an empty hub cache in `tmp_path` (``standin.cache``),
+    no token, online mode and no gated repositories remembered: the body of the tests' ``hub`` fixtures."""
+    import huggingface_hub.constants
+
+    from studio import model_store
+
+    cache = tmp_path / "hub-cache"
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(cache))
+    monkeypatch.setenv("HF_HUB_DISABLE_XET", "1")
+    for name in ("HF_HUB_OFFLINE", "HF_TOKEN", "HUGGING_FACE_HUB_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(model_store, "_GATED", set())
+    with HubStandin() as standin:
+        monkeypatch.setenv("HF_ENDPOINT", standin.url)
+        standin.cache = cache
+        yield standin

@@ -13,12 +13,12 @@ import pytest
 
 from studio import Project, Scene, StudioError, WordTiming, load_preset
 from studio.compose import build_timeline, compose
-from studio.compose.captions import (PAUSE_S, STYLES, WORDS_HOLD_S, CaptionOverlays, TimedWord,
+from studio.compose.captions import (PAUSE_S, STYLES, WORDS_HOLD_S, TimedWord,
                                      ass_document, caption_events, caption_layout, clean_text, escape_ass_text,
                                      group_words, text_width)
 from studio.compose.segments import join_segments, plan_segments, render_segment, segment_key, sub_timeline
 from studio.testing import TINY_PRESET
-from tests.conftest import video_facts
+from tests.conftest import caption_ink, video_facts
 from tests.test_compose import frame_at
 
 CLAUSE_END = re.compile(r"[.!?,;:]$")
@@ -245,14 +245,8 @@ def test_new_styles_ink_stays_in_the_safe_areas(style, tmp_path):
         width, height = size
         events = caption_events(layout, timed(text), window_end_s=100.0)
         assert any(len(e.lines) == 2 for e in events)
-        work = tmp_path / f"{style}-{width}x{height}"
-        work.mkdir()
-        overlays = CaptionOverlays(layout, events, 25, work)
-        overlays.wait_drawn()
-        for i, event in enumerate(events):
-            x, y, (_, keep), _, _ = overlays._load(i)
-            ys, xs = np.nonzero(keep < 255)
-            x0, x1, y0, y1 = x + xs.min(), x + xs.max(), y + ys.min(), y + ys.max()
+        boxes = caption_ink(layout, events, tmp_path / f"{style}-{width}x{height}")
+        for event, (x0, x1, y0, y1) in zip(events, boxes):
             assert x0 >= 0.05 * width and x1 < 0.95 * width and y0 >= 0.05 * height, (size, event.lines)
             if height > width:
                 assert y1 < 0.80 * height and x1 < 0.88 * width, (size, event.lines, x1, y1)
@@ -260,7 +254,6 @@ def test_new_styles_ink_stays_in_the_safe_areas(style, tmp_path):
                 assert y1 < 0.95 * height
             if style == "words" and len(event.lines) == 1:
                 assert abs((y0 + y1) / 2 - 0.70 * height) < 0.04 * height, (size, event.lines, y0, y1)
-        overlays.close()
 
 
 def test_every_style_is_offered_wherever_styles_are_chosen(tmp_path):

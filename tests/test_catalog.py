@@ -19,7 +19,7 @@ from studio.cli import main
 from studio.presets import PRESETS_DIR, TIERS
 from studio.progress import CancelToken
 
-from .hub_standin import HubStandin
+from .hub_standin import HubStandin, serving_hub
 
 SD_EXTRAS = {  # what the real sd-turbo repo has beside the files the painter needs: all must be skipped
     "sd_turbo.safetensors": b"s" * 30_000,
@@ -142,19 +142,7 @@ def sd_fp16(tmp_path_factory):
 @pytest.fixture
 def hub(monkeypatch, tmp_path):
     """A started hub stand-in, HF_ENDPOINT pointing at it, an empty hub cache in tmp_path and no token."""
-    import huggingface_hub.constants
-
-    cache = tmp_path / "hub-cache"
-    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(cache))
-    monkeypatch.setenv("HF_HUB_DISABLE_XET", "1")
-    for name in ("HF_HUB_OFFLINE", "HF_TOKEN", "HUGGING_FACE_HUB_TOKEN"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
-    monkeypatch.setattr(model_store, "_GATED", set())
-    with HubStandin() as standin:
-        monkeypatch.setenv("HF_ENDPOINT", standin.url)
-        standin.cache = cache
+    with serving_hub(monkeypatch, tmp_path) as standin:
         yield standin
 
 

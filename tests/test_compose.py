@@ -19,7 +19,7 @@ from studio.compose.captions import (MAX_LINES, TimedWord, WORD_JOINER, ass_docu
 from studio.compose.encoders import probe_encoder
 from studio.compose.timeline import FULL, choose_transition
 from studio.media import ffmpeg_exe, read_audio, run_ffmpeg_output
-from tests.conftest import ffprobe, video_facts
+from tests.conftest import caption_ink, ffprobe, video_facts
 
 DRAFT = load_preset("draft")
 SPECIAL = "' : , ; [ ] \\ % { }"
@@ -249,8 +249,6 @@ def test_caption_groups_leave_no_orphan_tail_and_keep_words_in_order_with_their_
 def test_caption_ink_stays_in_the_safe_areas(style, tmp_path):
     """Captions drawn by libass (the overlay code a render blends in): all ink, outline, shadow and box included,
     within the title-safe 5 % of every edge; in 9:16 above the bottom 20 % and out of the right 12 % the apps cover."""
-    from studio.compose.captions import CaptionOverlays
-
     words = "WOMBAT WAVES MAKE WIDE WAKES WHILE WALRUSES WATCH".split() * 3
     for size in ((854, 480), (480, 854), (480, 480), (720, 1280)):
         layout = caption_layout(style, size)
@@ -258,14 +256,8 @@ def test_caption_ink_stays_in_the_safe_areas(style, tmp_path):
         timed = [TimedWord(w, 0.3 * i, 0.3 * i + 0.25) for i, w in enumerate(words)]
         events = [e for e in group_words(layout, timed, window_end_s=100.0) if len(e.lines) == 2]
         assert events
-        work = tmp_path / f"{style}-{width}x{height}"
-        work.mkdir()
-        overlays = CaptionOverlays(layout, events, 25, work)
-        overlays.wait_drawn()
-        for i, event in enumerate(events):
-            x, y, (_, keep), _, _ = overlays._load(i)
-            ys, xs = np.nonzero(keep < 255)
-            x0, x1, y0, y1 = x + xs.min(), x + xs.max(), y + ys.min(), y + ys.max()
+        boxes = caption_ink(layout, events, tmp_path / f"{style}-{width}x{height}")
+        for event, (x0, x1, y0, y1) in zip(events, boxes):
             assert x0 >= 0.05 * width and x1 < 0.95 * width and y0 >= 0.05 * height, (size, x0, x1, y0)
             if height > width:
                 assert y1 < 0.80 * height and x1 < 0.88 * width, (size, event.lines, x1, y1)
@@ -273,7 +265,6 @@ def test_caption_ink_stays_in_the_safe_areas(style, tmp_path):
                 assert (x0 + x1) / 2 < width / 2 - 0.02 * width
             else:
                 assert y1 < 0.95 * height, (size, y1)
-        overlays.close()
 
 
 def test_ass_escaping_keeps_user_text_literal():

@@ -16,7 +16,7 @@ from studio.progress import CancelToken
 from studio.voice import kokoro as kk
 from studio.voice.timing import split_words
 
-from .hub_standin import HubStandin
+from .hub_standin import serving_hub
 
 pytest.importorskip("onnxruntime")
 pytest.importorskip("onnx")
@@ -208,18 +208,7 @@ def test_missing_weights_name_the_model_its_size_and_the_pull_command(tmp_path):
 @pytest.fixture
 def hub(monkeypatch, tmp_path):
     """A hub stand-in on 127.0.0.1 with HF_ENDPOINT pointing at it and an empty hub cache."""
-    import huggingface_hub.constants
-
-    cache = tmp_path / "hub-cache"
-    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(cache))
-    monkeypatch.setenv("HF_HUB_DISABLE_XET", "1")
-    for name in ("HF_HUB_OFFLINE", "HF_TOKEN", "HUGGING_FACE_HUB_TOKEN"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
-    with HubStandin() as standin:
-        monkeypatch.setenv("HF_ENDPOINT", standin.url)
-        standin.cache = cache
+    with serving_hub(monkeypatch, tmp_path) as standin:
         yield standin
 
 

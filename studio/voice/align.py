@@ -37,7 +37,7 @@ import numpy as np
 from ..errors import Cancelled, StudioError
 from ..progress import CancelToken, check
 from ..project import WordTiming
-from .timing import split_words
+from .timing import _clean, split_words
 
 __all__ = ["Alignment", "aligner_for", "align"]
 
@@ -412,15 +412,3 @@ def letters_to_arpabet(token: str, lookup=lambda word: None) -> list[str]:
             else:
                 i += 1
     return phones
-
-
-def _clean(timings: list[WordTiming], duration_s: float) -> tuple[WordTiming, ...]:
-    """Clamp into the audio and make starts and ends monotonic (rounded to 0.1 ms)."""
-    out: list[WordTiming] = []
-    previous_end = 0.0
-    for t in timings:
-        start = min(max(t.start_s, previous_end, 0.0), duration_s)
-        end = min(max(t.end_s, start), duration_s)
-        out.append(WordTiming(t.word, round(float(start), 4), round(float(end), 4)))
-        previous_end = end
-    return tuple(out)
