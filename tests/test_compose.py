@@ -614,3 +614,21 @@ def test_ffmpeg_runs_leave_no_pipe_open():
         assert open_fds() <= before
     finally:
         gc.enable()
+
+
+@pytest.mark.parametrize("style", ["bold", "words"])
+def test_an_abbreviations_full_stop_does_not_end_a_caption(style):
+    """ "In 1822, Dr. Smith paid ..." was shown as "In 1822, Dr." then "Smith paid ...": the full stop of "Dr." ends
+    no sentence (the narrators read on without a pause), so "Dr." and "Smith" share a caption; a real full stop
+    still ends one."""
+    from studio.compose.captions import caption_events
+
+    layout = caption_layout(style, (1280, 720))
+    text = "In 1822, Dr. Smith paid for tea. Then Mrs. Jones came."
+    timed = [TimedWord(w, 0.3 * i, 0.3 * i + 0.25) for i, w in enumerate(text.split())]
+    events = caption_events(layout, timed, window_end_s=100.0)
+    texts = [e.text for e in events]
+    assert any("Dr. Smith" in t for t in texts), texts
+    if style == "bold":  # (`words` shows at most three words: "Then Mrs." and "Jones came." is its best split)
+        assert any("Mrs. Jones" in t for t in texts), texts
+    assert not any("tea. Then" in t for t in texts), texts

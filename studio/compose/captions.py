@@ -41,6 +41,7 @@ from typing import Iterable, Sequence
 from ..errors import StudioError
 from ..fonts import (FontError, clusters, coverage, coverage_notes, face_of, fallback_faces, fallback_font, font_path,
                      read_font)
+from ..voice.timing import boundary_strength, is_abbreviation
 
 MAX_LINES = 2
 PAUSE_S = 0.55  # a silence this long between two words starts a new caption
@@ -62,11 +63,15 @@ MARGIN_H = 0.06  # left and right (9:16: left) margin, inside the title-safe are
 MARGIN_V_LANDSCAPE = 0.075  # 16:9: from the bottom to the caption's last line
 MARGIN_V_SQUARE = 0.09  # 1:1
 log = logging.getLogger("studio.captions")
-_SENTENCE_END = re.compile(r"[.!?\u2026\u3002\uff01\uff1f][\"'\u201d\u2019)\]]*$")
 # The end of a sentence or clause (`few_words_events` breaks there first): Latin, CJK, Arabic and Devanagari marks,
 # dashes; closing quotes and brackets may follow.
 _CLAUSE_END = re.compile(r"[.!?,;:\u2026\u2013\u2014\u3001\u3002\uff01\uff0c\uff1a\uff1b\uff1f\u060c\u061b\u061f"
                          r"\u0964\u0965][\"'\u201d\u2019)\]]*$")
+
+
+def _clause_end(word: str) -> bool:
+    """Whether `word` ends a sentence or clause (an abbreviation's full stop, as in "Dr.", ends neither)."""
+    return bool(_CLAUSE_END.search(word)) and not is_abbreviation(word)
 
 
 @dataclass(frozen=True)
@@ -407,7 +412,7 @@ def _line_groups(layout: CaptionLayout, words: Sequence[TimedWord],
     for word in words:
         if current:
             gap = word.start_s - current[-1].end_s
-            if (gap > PAUSE_S or _SENTENCE_END.search(current[-1].text)
+            if (gap > PAUSE_S or boundary_strength(current[-1].text) == 2  # "Dr." and "e.g." end nothing
                     or not _fits(layout, current + [word])):
                 groups.append(current)
                 current = []
@@ -490,7 +495,7 @@ def few_words_events(layout: CaptionLayout, words: Sequence[TimedWord], *, windo
     runs: list[list[TimedWord]] = []
     current: list[TimedWord] = []
     for word in words:
-        if current and (word.start_s - current[-1].end_s > PAUSE_S or _CLAUSE_END.search(current[-1].text)):
+        if current and (word.start_s - current[-1].end_s > PAUSE_S or _clause_end(current[-1].text)):
             runs.append(current)
             current = []
         current.append(word)

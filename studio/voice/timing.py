@@ -162,6 +162,13 @@ def _is_silent(token: str) -> bool:
                or unicodedata.category(c) == "Cf" for c in token)  # direction marks are silent too
 
 
+def is_abbreviation(word: str) -> bool:
+    """Whether `word` is an abbreviation whose full stop ends no sentence ("Dr.", "e.g.", closing quotes looked
+    through)."""
+    core = word.rstrip(_CLOSERS)
+    return bool(core) and bool(_ABBREVIATIONS.match(core.lstrip("\"'([{«“‘")))
+
+
 def boundary_strength(word: str) -> int:
     """2 if `word` ends a sentence, 1 if it ends a clause, else 0 (closing quotes and brackets are looked through)."""
     core = word.rstrip(_CLOSERS)
