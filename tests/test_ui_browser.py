@@ -304,6 +304,10 @@ def test_your_own_recording_narrates_a_scene_and_the_video_follows_it(server, pa
              "the status line to count the recording")
     scenes = project_on_disk(data, project_id)["scenes"]
     assert scenes[0]["audio"] == first["audio"]
+    # The cards are drawn again with what Narrate all made: scene 2's card has its length, scene 1's is still yours.
+    wait_for(lambda: "not narrated" not in page.locator(".scene-head").nth(1).inner_text(), 20,
+             "scene 2's card to show its narration")
+    assert "your recording" in page.locator(".scene-head").first.inner_text()
     shot(page, "3-voice-own-recording")
 
     tab(page, "5 · Compose")
