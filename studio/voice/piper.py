@@ -221,6 +221,14 @@ class PiperNarrator:
             raise StudioError(f"Piper voice {path} has no config {config.name} beside it; download both files of the voice")
         return path.stem, path.resolve(), config.resolve()
 
+    def voice_identity(self, voice: str | None, language: str) -> str:
+        """The voice `speak` would use for `voice` and `language` (its file, for the asset cache key); the name as
+        given where it cannot be resolved (`speak` then says why)."""
+        try:
+            return str(self._voice_files(voice, language)[1])
+        except (StudioError, ProviderUnavailable):
+            return str(voice)
+
     def _load(self, voice: str | None, language: str = "en") -> _Voice:
         name, model_path, config_path = self._voice_files(voice, language)
         key = str(model_path)
