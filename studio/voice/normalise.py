@@ -229,14 +229,19 @@ class _Speaker:
         return self.num2words(n, lang=self.lang)
 
     def ordinal(self, n: int) -> str:
-        try:
-            return self.num2words(n, lang=self.lang, to="ordinal")
-        except (NotImplementedError, TypeError, ValueError, AttributeError):
-            return self.cardinal(n)
+        return self._form(n, "ordinal")
 
     def year(self, n: int) -> str:
+        return self._form(n, "year")
+
+    def _form(self, n: int, to: str) -> str:
+        """`n` as num2words' `to` form (``ordinal``, ``year``); its plain number words where the language has no such
+        form in num2words (several raise NotImplementedError, or fail inside with TypeError or AttributeError), and
+        the digits where num2words does not know the language at all."""
+        if self.num2words is None:
+            return str(n)
         try:
-            return self.num2words(n, lang=self.lang, to="year")
+            return self.num2words(n, lang=self.lang, to=to)
         except (NotImplementedError, TypeError, ValueError, AttributeError):
             return self.cardinal(n)
 
