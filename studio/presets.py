@@ -22,6 +22,8 @@ TIERS = ("draft", "standard", "premium", "maximum")
 X264_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow")
 NVENC_PRESETS = tuple(f"p{i}" for i in range(1, 8))
 # The options each encoder accepts, and a check for each; options of one encoder are never passed to another.
+# Where composition may run (`Preset.compose_device`, the tier files' [compose] table).
+COMPOSE_DEVICES = ("auto", "cuda", "cpu", "tensor-cpu")
 ENCODER_OPTIONS: dict[str, dict[str, Any]] = {
     "libx264": {
         "preset": X264_PRESETS,
@@ -61,6 +63,8 @@ class Preset:
     providers: dict[str, tuple[str, ...]] = field(default_factory=dict)
     models: dict[str, Any] = field(default_factory=dict)
     source: Path | None = None
+    # Where composition makes the frames: "auto", "cuda", "cpu" or "tensor-cpu" (see `studio.compose.gpu`).
+    compose_device: str = "auto"
     # True when the preset knowingly uses models whose licence is non-commercial (see studio/models.toml).
     non_commercial_ok: bool = False
 
@@ -194,6 +198,12 @@ def _parse(data: dict, path: Path) -> Preset:
     non_commercial_ok = data.get("non_commercial_ok", False)
     if not isinstance(non_commercial_ok, bool):
         raise StudioError(f"{where}: `non_commercial_ok` must be true or false, got {non_commercial_ok!r}")
+    compose_table = data.get("compose", {})
+    if not isinstance(compose_table, dict) or set(compose_table) - {"device"}:
+        raise StudioError(f"{where}: [compose] accepts only `device` (one of {', '.join(COMPOSE_DEVICES)})")
+    compose_device = compose_table.get("device", "auto")
+    if compose_device not in COMPOSE_DEVICES:
+        raise StudioError(f"{where}: `compose.device` must be one of {', '.join(COMPOSE_DEVICES)}, got {compose_device!r}")
     transition_s = number(motion, "transition_s", 0.0, 3.0, "motion.", 0.5)
     tail_s = number(timing, "tail_s", 0.0, 5.0, "timing.", 0.6)
     if transition_s > tail_s:
@@ -217,6 +227,7 @@ def _parse(data: dict, path: Path) -> Preset:
         providers={k: tuple(v) for k, v in providers.items()},
         models=models,
         source=path,
+        compose_device=compose_device,
         non_commercial_ok=non_commercial_ok,
     )
     _warn_licences(preset)
