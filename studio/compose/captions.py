@@ -737,9 +737,15 @@ class CaptionOverlays:
     until its turn, so memory stays flat however many captions there are, and the drawing ffmpeg exits early.
     """
 
-    def __init__(self, layout: CaptionLayout, events: Sequence[CaptionEvent], fps: int, work: Path, cancel=None) -> None:
+    def __init__(self, layout: CaptionLayout, events: Sequence[CaptionEvent], fps: int, work: Path, cancel=None,
+                 prefix: str = "") -> None:
+        """`prefix` starts the names of this drawing's files in `work` (a second drawing in the same folder, after a
+        GPU render fell back to the CPU, must not meet the first one's files); letters and dashes only."""
         import numpy as np
 
+        if not re.fullmatch(r"[a-z-]*", prefix):
+            raise ValueError(f"caption file prefix {prefix!r}: letters and dashes only")
+        self.prefix = prefix
         self.layout, self.events, self.fps, self.work, self.cancel = layout, list(events), fps, work, cancel
         height = layout.height
         # The band that bottom-aligned captions can reach: the margin plus three lines (one spare, should libass wrap
@@ -777,8 +783,8 @@ class CaptionOverlays:
         layout, work = self.layout, self.work
         width, height = layout.width, layout.height
         slotted = [replace(e, start_s=float(i), end_s=float(i + 1)) for i, e in enumerate(self.events)]
-        write_ass(work / "captions.ass", layout, slotted)
-        fonts = work / "fonts"
+        write_ass(work / f"{self.prefix}captions.ass", layout, slotted)
+        fonts = work / f"{self.prefix}fonts"
         fonts.mkdir(exist_ok=True)
         target = fonts / f"caption{layout.font_suffix}"
         try:
@@ -788,7 +794,7 @@ class CaptionOverlays:
         count = len(self.events)
         canvas = f"s={width}x{height}:r=1:d={count}"
         draw = (f"format=yuv420p,setparams=colorspace=bt709:color_primaries=bt709:color_trc=bt709:range=tv,"
-                f"subtitles=captions.ass:fontsdir=fonts,crop={width}:{self.band_h}:0:{self.top}")
+                f"subtitles={self.prefix}captions.ass:fontsdir={self.prefix}fonts,crop={width}:{self.band_h}:0:{self.top}")
         graph = f"color=c=black:{canvas},{draw}[b];color=c=white:{canvas},{draw}[w];[b][w]vstack=inputs=2"
         frame_bytes = width * self.band_h * 2 * 3 // 2
         with Ffmpeg(["-filter_complex", graph, "-frames:v", str(count), "-f", "rawvideo", "-pix_fmt", "yuv420p",
@@ -817,7 +823,7 @@ class CaptionOverlays:
         y_black, y_white = luma[:bh].astype(np.float32), luma[bh:].astype(np.float32)
         alpha = np.clip(1.0 - (y_white - y_black) / 219.0, 0.0, 1.0)
         ys, xs = np.nonzero(alpha > 1.0 / 255)
-        path = self.work / f"caption-{index:05d}.npz"
+        path = self.work / f"{self.prefix}caption-{index:05d}.npz"
         if not len(xs):
             np.savez(path, x=0, y=0, empty=1)
             return
@@ -844,7 +850,7 @@ class CaptionOverlays:
                 self.changed.wait(0.5)
             if self.ready <= index:
                 raise self.error  # type: ignore[misc]
-        path = self.work / f"caption-{index:05d}.npz"
+        path = self.work / f"{self.prefix}caption-{index:05d}.npz"
         with np.load(path) as data:
             if int(data["empty"]):
                 result = None
@@ -856,22 +862,31 @@ class CaptionOverlays:
         path.unlink()
         return result
 
-    def apply(self, frame_index: int, out) -> None:
-        """Blend the caption shown at `frame_index` (if any) into `out` (planes with y, u, v)."""
-        import cv2
-
+    def shown(self, frame_index: int) -> tuple | None:
+        """The caption on screen at `frame_index`: ``(index, x, y, luma, u, v)`` (each plane part a ``(premultiplied,
+        keep)`` pair of uint8 arrays, see `_load`), or None. Frames must be asked for in order."""
         if not self.events:
-            return
+            return None
         t_ms = int(frame_index * 1000 / self.fps)
         while self.next_event < len(self.events) and self.windows[self.next_event][0] <= t_ms:
             self.current = (self.next_event, self._load(self.next_event))  # in time order: each is loaded once
             self.next_event += 1
         if self.current is None or self.current[1] is None:
-            return
-        index, (x, y, luma, u, v) = self.current
+            return None
+        index, parts = self.current
         start, end = self.windows[index]
         if not start <= t_ms < end:
+            return None
+        return (index, *parts)
+
+    def apply(self, frame_index: int, out) -> None:
+        """Blend the caption shown at `frame_index` (if any) into `out` (planes with y, u, v)."""
+        import cv2
+
+        shown = self.shown(frame_index)
+        if shown is None:
             return
+        _, x, y, luma, u, v = shown
         for (pre, keep), plane, div in ((luma, out.y, 1), (u, out.u, 2), (v, out.v, 2)):
             h, w = keep.shape
             region = plane[y // div:y // div + h, x // div:x // div + w]

@@ -34,7 +34,7 @@ import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Collection
+from typing import Callable, Collection
 
 import numpy as np
 
@@ -80,16 +80,22 @@ class RenderResult:
     fps: int
     encoder: str
     timeline: Timeline
+    # Where the frames were made ("GPU compose: NVIDIA H200, hevc_nvenc p6", "CPU compose: libx264 veryfast"), and
+    # what happened on the way (a GPU failure that made the render fall back to the CPU).
+    renderer: str = ""
+    notes: tuple[str, ...] = ()
 
 
 # -- frames as planes ------------------------------------------------------------------------------------------------
 class Planes:
     """A ``yuv420p`` frame in one contiguous buffer, with views of its Y, U and V planes."""
 
-    def __init__(self, width: int, height: int) -> None:
+    def __init__(self, width: int, height: int, buf: np.ndarray | None = None) -> None:
         self.width, self.height = width, height
         area = width * height
-        self.buf = np.empty(area * 3 // 2, np.uint8)
+        self.buf = np.empty(area * 3 // 2, np.uint8) if buf is None else buf
+        # Set by a renderer whose frame is still being copied into `buf` (the GPU's): call before reading `buf`.
+        self.ready: Callable[[], None] | None = None
         self.flat2d = self.buf.reshape(height * 3 // 2, width)  # for whole-frame OpenCV operations
         self.y = self.buf[:area].reshape(height, width)
         self.u = self.buf[area:area * 5 // 4].reshape(height // 2, width // 2)
@@ -224,7 +230,8 @@ class StillSource:
 class ClipSource:
     """A video clip decoded by ffmpeg at the frame's size and rate (cover-cropped, BT.709), looped to its length."""
 
-    def __init__(self, segment: Segment, size: tuple[int, int], fps: int, frames: int, cancel: CancelToken) -> None:
+    def __init__(self, segment: Segment, size: tuple[int, int], fps: int, frames: int, cancel: CancelToken,
+                 hwaccel: tuple[str, ...] = ()) -> None:
         self.segment = segment
         self.frames = frames
         self.read = 0
@@ -233,7 +240,9 @@ class ClipSource:
         # Numbers only in the filter; the clip's path is an argument of -i, read with the input guard.
         graph = (f"fps={fps},scale={w}:{h}:force_original_aspect_ratio=increase:out_color_matrix=bt709:out_range=tv,"
                  f"crop={w}:{h},setsar=1,format=yuv420p")
-        self.ff = Ffmpeg(["-stream_loop", "-1", *INPUT_GUARD, "-i", Path(segment.source).resolve(), "-an", "-sn", "-dn",
+        # `hwaccel` (the GPU renderer's ``-hwaccel cuda``): decoded on the GPU where NVDEC has the codec (ffmpeg falls
+        # back to its software decoder where not), frames come back to host memory for the scale and crop.
+        self.ff = Ffmpeg(["-stream_loop", "-1", *hwaccel, *INPUT_GUARD, "-i", Path(segment.source).resolve(), "-an", "-sn", "-dn",
                           "-vf", graph, "-frames:v", str(max(1, frames)), "-f", "rawvideo", "-pix_fmt", "yuv420p",
                           "pipe:1"], stdout=True, cancel=cancel,
                          what=f"decoding the clip of scene {segment.scene_number} (id {segment.scene_id})")
@@ -385,10 +394,33 @@ class FrameMaker:
         self.ranges = frame_ranges(timeline)
         self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="studio-prepare")
         self.sources: dict[int, Future] = {}
-        self.scratch = [Planes(*self.size), Planes(*self.size)]
-        self.logo = Logo(timeline.watermark, self.size) if timeline.watermark is not None else None
+        self.scratch = [self._planes(), self._planes()]
+        self.logo = self._logo(timeline.watermark) if timeline.watermark is not None else None
         self.captions = captions
         self.lo = 0
+
+    # What a renderer on other hardware replaces (`studio.compose.gpu.TensorFrameMaker`): its frames, its sources
+    # and its pixel operations; the frame loop below (which scenes show, transition timing) is shared.
+    label = "cpu"
+
+    def _planes(self) -> Planes:
+        return Planes(*self.size)
+
+    def host_planes(self) -> Planes:
+        """A frame buffer for the encoder queue."""
+        return Planes(*self.size)
+
+    def _logo(self, mark: Watermark):
+        return Logo(mark, self.size)
+
+    def _blend(self, kind: str, q: float, old, new, out) -> None:
+        blend(kind, q, old, new, out)
+
+    def _fade(self, out, gain: float) -> None:
+        fade_to_black(out, gain)
+
+    def _caption(self, k: int, out) -> None:
+        self.captions.apply(k, out)
 
     def _prepare(self, i: int):
         seg = self.timeline.segments[i]
@@ -435,21 +467,21 @@ class FrameMaker:
                     # A clip that is not drawn must still advance: decode it into scratch.
                     if new_seg.kind == "video":
                         self.source(new_i).render(t, self.scratch[1])
-                    fade_to_black(out, 1.0 - smoothstep(2 * q))
+                    self._fade(out, 1.0 - smoothstep(2 * q))
                 else:
                     if self.timeline.segments[old_i].kind == "video":
                         self.source(old_i).render(t, self.scratch[0])
                     self.source(new_i).render(t, out)
-                    fade_to_black(out, smoothstep(2 * q - 1))
+                    self._fade(out, smoothstep(2 * q - 1))
             else:
                 old, new = self.scratch
                 self.source(old_i).render(t, old)
                 self.source(new_i).render(t, new)
-                blend(kind, q, old, new, out)
+                self._blend(kind, q, old, new, out)
         if self.logo is not None:
             self.logo.apply(out)
         if self.captions is not None:
-            self.captions.apply(k, out)
+            self._caption(k, out)
 
     def close(self, failed: bool = False) -> None:
         """Stop the helper thread, the caption drawing and any clip decoder still running."""
@@ -481,11 +513,12 @@ def _cv_threads(change: int) -> None:
 
 
 def encode_video(timeline: Timeline, work: Path, *, cancel: CancelToken, on_progress: ProgressFn,
-                 captions: CaptionOverlays | None = None, check_other=lambda: None) -> Path:
+                 captions: CaptionOverlays | None = None, check_other=lambda: None, renderer=None) -> Path:
     """Make every frame and stream it to the encoder; returns ``work/video.mp4`` (video only).
 
     `captions` draws the timeline's captions (None: no captions). `check_other()` is called once a frame: it raises
-    to stop the encode when work running beside it has failed.
+    to stop the encode when work running beside it has failed. `renderer` (a `studio.compose.gpu.Renderer`; None:
+    this module's CPU renderer) says where the frames are made.
     """
     width, height = timeline.size
     total = timeline.frame_count
@@ -494,11 +527,16 @@ def encode_video(timeline: Timeline, work: Path, *, cancel: CancelToken, on_prog
     args += [*timeline.encoder_args, *COLOUR_TAGS, "-an", "-f", "mp4", "video.mp4"]
 
     _cv_threads(+1)
-    maker = FrameMaker(timeline, captions, cancel)
+    try:
+        maker = renderer.frame_maker(timeline, captions, cancel) if renderer is not None else \
+            FrameMaker(timeline, captions, cancel)
+    except BaseException:
+        _cv_threads(-1)
+        raise
     free: queue.Queue = queue.Queue()
     full: queue.Queue = queue.Queue()
     for _ in range(QUEUE_FRAMES):
-        free.put(Planes(width, height))
+        free.put(maker.host_planes())
     failure: list[BaseException] = []
 
     def write(ff: Ffmpeg) -> None:
@@ -508,8 +546,10 @@ def encode_video(timeline: Timeline, work: Path, *, cancel: CancelToken, on_prog
             if planes is None:
                 return
             try:
+                if planes.ready is not None:  # a GPU frame still on its way into this buffer
+                    planes.ready()
                 stdin.write(planes.buf.data)
-            except (BrokenPipeError, OSError, ValueError) as exc:
+            except BaseException as exc:  # a closed pipe, or a GPU copy that failed: the frame loop raises it
                 failure.append(exc)
                 free.put(planes)
                 return
@@ -529,6 +569,8 @@ def encode_video(timeline: Timeline, work: Path, *, cancel: CancelToken, on_prog
                     check_other()
                     planes = free.get()
                     if failure:
+                        if not isinstance(failure[0], (BrokenPipeError, OSError, ValueError)):
+                            raise failure[0]
                         raise BrokenPipeError(str(failure[0]))
                     maker.make(k, planes)
                     full.put(planes)
@@ -543,6 +585,8 @@ def encode_video(timeline: Timeline, work: Path, *, cancel: CancelToken, on_prog
                 full.put(None)
                 writer.join()
             if failure:
+                if not isinstance(failure[0], (BrokenPipeError, OSError, ValueError)):
+                    raise failure[0]
                 raise BrokenPipeError(str(failure[0]))
         failed = False
     finally:
@@ -574,7 +618,7 @@ def _check_sources(timeline: Timeline) -> None:
 
 def compose(project: Project, preset: Preset | str, output: Path, *, encoder: str | None = None,
             only: Collection[str] | None = None, on_progress: ProgressFn | None = None,
-            cancel: CancelToken | None = None) -> RenderResult:
+            cancel: CancelToken | None = None, device: str | None = None) -> RenderResult:
     """Render `project` to an MP4 at `output` with `preset`.
 
     Stills move with a smooth Ken Burns zoom or pan, clips are trimmed or looped to their scene, scenes change with
@@ -591,9 +635,12 @@ def compose(project: Project, preset: Preset | str, output: Path, *, encoder: st
         only: Render just these scene ids (a quick preview), back to back.
         on_progress: ``on_progress(fraction, message)``, a few times a second at most.
         cancel: A `CancelToken`; cancelling kills ffmpeg at once and removes temporary files.
+        device: Where the frames are made: ``auto`` (the GPU when CUDA and a working NVENC are both here), ``cuda``,
+            ``cpu`` or ``tensor-cpu``; None: the preset's ``[compose] device``. A GPU failure mid-render (out of
+            memory, an encoder session limit, a driver error) renders again on the CPU with libx264, with a note.
 
     Returns:
-        A `RenderResult` (path, duration, size in bytes, width, height, fps, encoder, timeline).
+        A `RenderResult` (path, duration, size in bytes, width, height, fps, encoder, timeline, renderer, notes).
 
     Raises:
         StudioError: bad input (named in the message) or a failed encode. `Cancelled` when cancelled.
@@ -604,10 +651,12 @@ def compose(project: Project, preset: Preset | str, output: Path, *, encoder: st
         preset = load_preset(preset)
     if encoder is not None:
         encoder = check_encoder(preset, encoder)
-    timeline = build_timeline(project, preset, only=only, encoder=encoder)
+    timeline = build_timeline(project, preset, only=only, encoder=encoder, device=device)
     _check_sources(timeline)
     report = on_progress or no_progress
-    report(0.0, f"rendering {timeline.frame_count} frames at {timeline.width}x{timeline.height} with {timeline.encoder}")
+    report(0.0, f"rendering {timeline.frame_count} frames at {timeline.width}x{timeline.height}; "
+                f"{timeline.compose_label}")
+    notes: list[str] = []
 
     # 2. A private work folder beside the output: ffmpeg's working directory, so filters see only names made here.
     work = Path(tempfile.mkdtemp(prefix=f".{output.stem}.render-", dir=output.parent)).resolve()
@@ -638,8 +687,28 @@ def compose(project: Project, preset: Preset | str, output: Path, *, encoder: st
             if "error" in soundtrack:  # e.g. unreadable music: stop now, not after the whole video
                 raise soundtrack["error"]  # type: ignore[misc]
 
-        video = encode_video(timeline, work, cancel=inner, on_progress=lambda f, m: report(0.97 * f, m),
-                             captions=captions, check_other=check_soundtrack)
+        from .gpu import Renderer, fallback_timeline, gpu_failure
+
+        try:
+            video = encode_video(timeline, work, cancel=inner, on_progress=lambda f, m: report(0.97 * f, m),
+                                 captions=captions, check_other=check_soundtrack,
+                                 renderer=Renderer(timeline.compose_device))
+        except Exception as exc:
+            # A GPU (or hardware encoder) failure: once more on the CPU with libx264, captions drawn anew.
+            if inner.cancelled or exc is soundtrack.get("error") or not gpu_failure(timeline, exc, captions):
+                raise
+            failed_on = timeline.compose_label
+            timeline = fallback_timeline(timeline, preset)
+            note = (f"compose: {failed_on.split(':')[0]} failed ({_short(exc)}); rendered again on the CPU with "
+                    f"{timeline.encoder}")
+            notes.append(note)
+            report(0.0, note)
+            if captions is not None:
+                captions.close(stop=True)
+            captions = (CaptionOverlays(timeline.caption_layout, timeline.captions, timeline.fps, work, inner,
+                                        prefix="retry-") if timeline.captions else None)
+            video = encode_video(timeline, work, cancel=inner, on_progress=lambda f, m: report(0.97 * f, m),
+                                 captions=captions, check_other=check_soundtrack, renderer=Renderer("cpu"))
         audio_thread.join()
         if "error" in soundtrack:
             raise soundtrack["error"]  # type: ignore[misc]
@@ -654,7 +723,7 @@ def compose(project: Project, preset: Preset | str, output: Path, *, encoder: st
         report(1.0, f"done: {output.name}")
         return RenderResult(path=output, duration_s=info.duration_s, size_bytes=output.stat().st_size,
                             width=info.width, height=info.height, fps=timeline.fps, encoder=timeline.encoder,
-                            timeline=timeline)
+                            timeline=timeline, renderer=timeline.compose_label, notes=tuple(notes))
     except BaseException as exc:
         inner.cancel()
         if captions is not None:
@@ -669,6 +738,13 @@ def compose(project: Project, preset: Preset | str, output: Path, *, encoder: st
     finally:
         unhook()
         shutil.rmtree(work, ignore_errors=True)
+
+
+def _short(exc: BaseException) -> str:
+    """One line of an error for a note: its type and the first line of its message, at most 160 characters."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    text = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    return text if len(text) <= 160 else text[:157] + "..."
 
 
 def _check_output(path: Path, timeline: Timeline):

@@ -34,6 +34,7 @@ and they share their codec parameters; the concat demuxer copies the streams, an
 from __future__ import annotations
 
 import functools
+import logging
 import os
 import shutil
 import tempfile
@@ -54,6 +55,8 @@ if TYPE_CHECKING:
 
 # Bump when a change here (where segments are cut, how a part of the timeline is made) changes a segment's frames;
 # `studio.compose.render.RENDERER_VERSION` covers the frame loop and the caption drawing.
+log = logging.getLogger("studio")
+
 SEGMENT_VERSION = 2
 SOUNDTRACK_VERSION = 2  # bump when a change to `studio.compose.audio` changes the soundtrack
 
@@ -281,7 +284,24 @@ def render_segment(timeline: Timeline, plan: SegmentPlan, folder: Path, *, cance
     try:
         if part.captions:
             captions = CaptionOverlays(part.caption_layout, part.captions, part.fps, work, token)
-        video = encode_video(part, work, cancel=token, on_progress=report, captions=captions)  # closes `captions`
+        from .gpu import Renderer, gpu_failure
+
+        try:
+            video = encode_video(part, work, cancel=token, on_progress=report, captions=captions,
+                                 renderer=Renderer(part.compose_device))  # closes `captions`
+        except Exception as exc:
+            # The GPU renderer failed: this segment once more on the CPU renderer, with the same encoder (a segment
+            # joins the others by stream copy, so it must be encoded as they are; an encoder that fails is the
+            # caller's to replace for the whole render, see `studio.pipeline`).
+            if token.cancelled or part.compose_device == "cpu" or not gpu_failure(part, exc, captions):
+                raise
+            log.warning("segment %d: the GPU renderer failed (%s); rendering it on the CPU", plan.index + 1, exc)
+            if captions is not None:
+                captions.close(stop=True)
+            captions = (CaptionOverlays(part.caption_layout, part.captions, part.fps, work, token, prefix="retry-")
+                        if part.captions else None)
+            video = encode_video(part, work, cancel=token, on_progress=report, captions=captions,
+                                 renderer=Renderer("cpu"))
 
         # 3. Check it, then put it in place under its key.
         info = probe(video)
@@ -439,7 +459,7 @@ def join_segments(timeline: Timeline, parts: Sequence[Path], output: Path, *, au
         report(1.0, f"done: {output.name}")
         return RenderResult(path=output, duration_s=info.duration_s, size_bytes=output.stat().st_size,
                             width=info.width, height=info.height, fps=timeline.fps, encoder=timeline.encoder,
-                            timeline=timeline)
+                            timeline=timeline, renderer=timeline.compose_label)
     except BaseException:
         if cancel is not None and cancel.cancelled:
             raise Cancelled() from None

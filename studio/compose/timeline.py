@@ -181,6 +181,11 @@ class Timeline:
     loudness_lufs: float
     preset: str = ""
     notes: tuple[str, ...] = field(default=())
+    # Where the frames are made (`studio.compose.gpu.resolve_device`): "cpu", "cuda" or "tensor-cpu", and the words
+    # for it ("GPU compose: NVIDIA H200, hevc_nvenc p6"). Not part of a segment's key: both renderers make the same
+    # frames to within rounding (PSNR >= 40 dB, tests/test_gpu_compose.py).
+    compose_device: str = "cpu"
+    compose_label: str = ""
 
     @property
     def size(self) -> tuple[int, int]:
@@ -347,7 +352,7 @@ def on_frames(events: Sequence[CaptionEvent], fps: int) -> tuple[CaptionEvent, .
 
 
 def build_timeline(project: Project, preset: Preset, *, only: Collection[str] | None = None,
-                   encoder: str | None = None) -> Timeline:
+                   encoder: str | None = None, device: str | None = None) -> Timeline:
     """Lay out `project` as a `Timeline` for `preset` (pure data; only checks that files exist).
 
     Args:
@@ -356,6 +361,8 @@ def build_timeline(project: Project, preset: Preset, *, only: Collection[str] | 
         only: Scene ids to lay out (a quick preview of some scenes), back to back in project order; None for all.
         encoder: The video encoder; None picks the first of the preset's encoders that works here (probed once per
             process, see `studio.compose.encoders.pick_encoder`).
+        device: Where the frames are made (``auto``, ``cuda``, ``cpu``, ``tensor-cpu``); None: the preset's
+            ``[compose] device`` (see `studio.compose.gpu.resolve_device`).
 
     Raises:
         StudioError: a scene without a visual or without audio and duration, a missing file, an unknown scene id,
@@ -381,6 +388,11 @@ def build_timeline(project: Project, preset: Preset, *, only: Collection[str] | 
     width, height = preset.size(project.aspect)
     encoder = encoder or pick_encoder(preset)
     encoder_args = tuple(preset.encoder_args(encoder))
+    from .gpu import resolve_device
+
+    compose_device, compose_label, why_cpu = resolve_device(preset, encoder, device)
+    if why_cpu:
+        compose_label = f"{compose_label} ({why_cpu.removeprefix('CPU compose: ')})"
 
     # 2. Check each scene and find its length and transition, in whole frames.
     fps = preset.fps
@@ -475,4 +487,5 @@ def build_timeline(project: Project, preset: Preset, *, only: Collection[str] | 
         caption_layout=layout, narration=tuple(narration), music=music, watermark=watermark, encoder=encoder,
         encoder_args=encoder_args, audio_bitrate_kbps=preset.audio_bitrate_kbps, sample_rate=preset.sample_rate,
         loudness_lufs=preset.loudness_lufs, preset=preset.name, notes=tuple(notes),
+        compose_device=compose_device, compose_label=compose_label,
     )
