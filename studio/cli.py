@@ -67,6 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
     render.add_argument("--no-captions", action="store_true", help="do not burn captions in")
     render.add_argument("--caption-style", help=CAPTION_STYLE_HELP)
     render.add_argument("--encoder", help="force a video encoder: libx264, h264_nvenc or hevc_nvenc")
+    render.add_argument("--device", choices=("auto", "cuda", "cpu", "tensor-cpu"),
+                        help="where composition makes the frames (default: the preset's [compose] device, auto: the "
+                             "GPU when CUDA and NVENC both work here)")
     render.add_argument("--seed", type=int, help="project seed for the visuals")
     render.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     render.add_argument("--download", action="store_true", help="download a missing model that auto would use (a "
@@ -267,7 +270,7 @@ def cmd_render(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     try:
         summary = make_video(project, preset=args.preset, output=args.output, project_dir=args.project, writer=args.writer,
-                             narrator=args.narrator, painter=args.painter, media_root=media_root, encoder=args.encoder,
+                             narrator=args.narrator, painter=args.painter, media_root=media_root, encoder=args.encoder, device=args.device,
                              segments=False if args.one_pass else None, download=True if args.download else None,
                              on_update=on_update, cancel=cancel, **fields)
     except KeyboardInterrupt:

@@ -48,6 +48,8 @@ class RunSummary:
     project: Project
     segmented: bool = False
     soundtrack_reused: bool | None = None
+    # Where the frames were made: "GPU compose: NVIDIA H200, hevc_nvenc p6" or "CPU compose: libx264 veryfast (...)".
+    compose: str = ""
 
     @property
     def reused(self) -> int:
@@ -77,6 +79,7 @@ class RunSummary:
         lines = [
             f"{self.output}  {self.duration_s:.1f} s  {self.size_bytes / 1e6:.2f} MB  {self.width}x{self.height}@{self.fps}  {self.encoder}",
             "steps: " + ", ".join(f"{s.name} {s.seconds:.1f} s" for s in self.steps),
+            *([self.compose] if self.compose else []),
             f"assets: {self.made} made, {self.reused} reused",
         ]
         if self.segmented:
@@ -202,6 +205,7 @@ def make_video(
     painter: str = "auto",
     media_root: Path | str | None = None,
     encoder: str | None = None,
+    device: str | None = None,
     segments: bool | None = None,
     download: bool | None = None,
     on_progress: ProgressFn | None = None,
@@ -223,6 +227,8 @@ def make_video(
         writer, narrator, painter: Providers for the steps (``auto`` picks by the preset's preferences).
         media_root: Folder that relative ``media`` and ``recording`` paths in the storyboard are resolved against.
         encoder: Force a video encoder (``libx264``, ``h264_nvenc``, ``hevc_nvenc``); default: the preset's first that works.
+        device: Where composition makes the frames (``auto``, ``cuda``, ``cpu``, ``tensor-cpu``); default: the
+            preset's ``[compose] device`` (see `studio.compose.gpu`).
         segments: Compose segment by segment: each scene's frames and each transition are a video segment, an asset
             of the project named by everything that changes its frames, so a re-render after an edit renders only the
             segments that changed (spread over the executor's workers) and joins the rest with stream copy. False
@@ -306,12 +312,14 @@ def make_video(
 
         # 6. Compose: segments (each cached, any worker) joined with the soundtrack, or one pass
         result, sound_reused = _compose_step(project, preset, output, executor, encoder, segments, progress, event,
-                                             steps, cancel)
-        project = _with_compose_notes(project, getattr(getattr(result, "timeline", None), "notes", ()))
+                                             steps, cancel, device)
+        project = _with_compose_notes(project, (*getattr(getattr(result, "timeline", None), "notes", ()),
+                                                *getattr(result, "notes", ())))
         progress.done()
         return RunSummary(output=result.path, duration_s=result.duration_s, size_bytes=result.size_bytes,
                           width=result.width, height=result.height, fps=result.fps, encoder=result.encoder,
-                          steps=tuple(steps), project=project, segmented=segments, soundtrack_reused=sound_reused)
+                          steps=tuple(steps), project=project, segmented=segments, soundtrack_reused=sound_reused,
+                          compose=getattr(result, "renderer", ""))
 
 
 def _record_time(project: Project, preset: Preset, report: StepReport, kind: str) -> None:
@@ -341,7 +349,7 @@ def _with_compose_notes(project: Project, notes: Any) -> Project:
 
 def _compose_step(project: Project, preset: Preset, output: Path, executor: Any, encoder: str | None, segments: bool,
                   progress: Reporter, event: Callable[[str, dict], None], steps: list[StepReport],
-                  cancel: CancelToken | None) -> tuple[Any, bool | None]:
+                  cancel: CancelToken | None, device: str | None = None) -> tuple[Any, bool | None]:
     """Compose in one pass, or segment by segment from the project's assets (`studio.compose.segments`); returns the
     `RenderResult` and whether the soundtrack was reused (None in one pass)."""
     from .compose import build_timeline, compose
@@ -351,12 +359,15 @@ def _compose_step(project: Project, preset: Preset, output: Path, executor: Any,
     event("step_started", {"step": "compose", "total": len(project.scenes)})
     sound_reused = None
     if not segments:
-        result = compose(project, preset, output, encoder=encoder, cancel=cancel,
+        result = compose(project, preset, output, encoder=encoder, cancel=cancel, device=device,
                          on_progress=progress.for_step("compose"))
     else:
         from .compose.segments import compose_segments, plan_segments
 
-        timeline = build_timeline(project, preset, encoder=check_encoder(preset, encoder) if encoder else None)
+        from .compose.gpu import fallback_timeline, gpu_failure
+
+        timeline = build_timeline(project, preset, encoder=check_encoder(preset, encoder) if encoder else None,
+                                  device=device)
         count = [0, 0]
 
         def on_segment(plan: Any, part: Any) -> None:
@@ -371,9 +382,29 @@ def _compose_step(project: Project, preset: Preset, output: Path, executor: Any,
 
         plans = plan_segments(timeline)
         count[1] = len(plans)
-        render = compose_segments(timeline, project.assets_dir, output, plans=plans, executor=executor, cancel=cancel,
-                                  on_progress=on_progress, on_segment=on_segment)
+        fallback = None
+        try:
+            render = compose_segments(timeline, project.assets_dir, output, plans=plans, executor=executor,
+                                      cancel=cancel, on_progress=on_progress, on_segment=on_segment)
+        except Exception as exc:
+            # A hardware encoder that fails (the GPU renderer already fell back per segment): every segment again
+            # with libx264 on the CPU, so that the joined segments share one encoder's settings.
+            if (cancel is not None and cancel.cancelled) or not gpu_failure(timeline, exc) \
+                    or timeline.encoder == fallback_timeline(timeline, preset).encoder:
+                raise
+            from .compose.render import _short
+
+            fallback = (f"compose: {timeline.encoder} failed ({_short(exc)}); rendered again on the CPU with "
+                        "libx264")
+            progress.step("compose", 0.0, fallback)
+            timeline = fallback_timeline(timeline, preset)
+            plans = plan_segments(timeline)
+            count[:] = [0, len(plans)]
+            render = compose_segments(timeline, project.assets_dir, output, plans=plans, executor=executor,
+                                      cancel=cancel, on_progress=on_progress, on_segment=on_segment)
         result, sound_reused = render.result, render.soundtrack_reused
+        if fallback:
+            result = replace(result, notes=(fallback, *result.notes))
     seconds = time.perf_counter() - step.started
     steps.append(StepReport("compose", seconds, step.made, step.reused))
     event("step", {"step": "compose", "seconds": round(seconds, 3), "made": step.made, "reused": step.reused})

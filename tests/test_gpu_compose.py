@@ -254,3 +254,43 @@ def test_cuda_compose_with_nvenc(busy_project, tmp_path):
     assert result.timeline.compose_device == "cuda" and result.renderer.startswith("GPU compose:")
     facts = video_facts(result.path)
     assert (facts["width"], facts["height"]) == (1920, 1080) and facts["has_audio"]
+
+
+# -- through the pipeline -----------------------------------------------------------------------------------------------
+SCRIPT = "The tide comes in twice a day. The moon pulls the sea toward it."
+
+
+def test_the_run_summary_says_where_it_composed(tmp_path):
+    from studio.pipeline import make_video
+
+    summary = make_video(SCRIPT, preset="draft", output=tmp_path / "a.mp4", project_dir=tmp_path / "p",
+                         device="tensor-cpu")
+    assert summary.segmented and summary.compose.startswith("tensor compose on the CPU: libx264")
+    assert summary.compose in summary.describe()
+    assert video_facts(summary.output)["has_audio"]
+
+
+def test_a_hardware_encoder_failing_on_segments_renders_them_all_again_with_libx264(tmp_path, monkeypatch):
+    """Segments are joined by stream copy, so a failing hardware encoder is replaced for every segment."""
+    from studio.compose import encoders, render
+    from studio.pipeline import make_video
+
+    real_probe = encoders.probe_encoder
+    monkeypatch.setattr(encoders, "probe_encoder",
+                        lambda enc, args=None: (True, "") if enc == "h264_nvenc" else real_probe(enc, args))
+    original = render.encode_video
+    used = []
+
+    def encode(timeline, work, **kwargs):
+        used.append(timeline.encoder)
+        if timeline.encoder == "h264_nvenc":
+            raise StudioError("encoding the video failed: OpenEncodeSessionEx failed: out of memory (10)")
+        return original(timeline, work, **kwargs)
+
+    monkeypatch.setattr(render, "encode_video", encode)
+    summary = make_video(SCRIPT, preset="draft", output=tmp_path / "b.mp4", project_dir=tmp_path / "p",
+                         encoder="h264_nvenc", device="cpu")
+    first_x264 = used.index("libx264")
+    assert set(used[:first_x264]) == {"h264_nvenc"} and set(used[first_x264:]) == {"libx264"} and len(used) > 2
+    assert summary.encoder == "libx264" and video_facts(summary.output)["video_codec"] == "h264"
+    assert any("h264_nvenc failed" in n and "libx264" in n for n in summary.project.notes)

@@ -242,7 +242,7 @@ def test_compose_settings_music_and_scene_preview(studio, session, make_tone):
     assert "2 segments (0 reused)" in result["status"] and "a render at Draft reuses them" in result["status"]
     shown = compose.set_music(studio, session, None, None)["view"]
     assert shown["music"] is None
-    assert "| **Draft** | 480x480 @ 24 fps | libx264 superfast (CPU) |" in compose.preset_table("1:1")
+    assert "| **Draft** | 480x480 @ 24 fps | CPU compose: libx264 superfast (" in compose.preset_table("1:1")
 
 
 def test_projects_open_duplicate_delete(studio, session):

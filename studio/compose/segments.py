@@ -97,6 +97,7 @@ class SegmentResult:
     index: int
     path: Path
     reused: bool
+    note: str = ""  # e.g. the GPU renderer failed and the segment was rendered on the CPU
 
 
 def _frame_ranges(timeline: Timeline) -> list[tuple[int, int]]:
@@ -281,6 +282,7 @@ def render_segment(timeline: Timeline, plan: SegmentPlan, folder: Path, *, cance
     # 2. Render it in a private work folder (ffmpeg's working directory: filters see only names made here).
     work = Path(tempfile.mkdtemp(prefix=f".segment-{plan.index:04d}-", dir=folder)).resolve()
     captions = None
+    note = ""
     try:
         if part.captions:
             captions = CaptionOverlays(part.caption_layout, part.captions, part.fps, work, token)
@@ -295,7 +297,11 @@ def render_segment(timeline: Timeline, plan: SegmentPlan, folder: Path, *, cance
             # caller's to replace for the whole render, see `studio.pipeline`).
             if token.cancelled or part.compose_device == "cpu" or not gpu_failure(part, exc, captions):
                 raise
-            log.warning("segment %d: the GPU renderer failed (%s); rendering it on the CPU", plan.index + 1, exc)
+            from .render import _short
+
+            note = (f"compose: the GPU renderer failed on segment {plan.index + 1} ({_short(exc)}); "
+                    "that segment was rendered on the CPU")
+            log.warning("%s", note)
             if captions is not None:
                 captions.close(stop=True)
             captions = (CaptionOverlays(part.caption_layout, part.captions, part.fps, work, token, prefix="retry-")
@@ -310,7 +316,7 @@ def render_segment(timeline: Timeline, plan: SegmentPlan, folder: Path, *, cance
             raise StudioError(f"segment {plan.index + 1} came out {info.duration_s:.3f} s long, expected {expected:.3f} s")
         with atomic_path(final) as tmp:
             os.replace(video, tmp)
-        return SegmentResult(plan.index, final, False)
+        return SegmentResult(plan.index, final, False, note)
     except BaseException:
         if captions is not None:
             captions.close(stop=True)
@@ -556,6 +562,9 @@ def compose_segments(timeline: Timeline, folder: Path, output: Path, *, plans: S
         # 4. Join.
         result = join_segments(timeline, [p.path for p in parts], output, audio=audio["path"], cancel=cancel,
                                on_progress=lambda f, m: report(0.9 + 0.1 * f, m))
+        notes = tuple(dict.fromkeys(p.note for p in parts if p.note))
+        if notes:
+            result = replace(result, notes=result.notes + notes)
         return SegmentedRender(result, tuple(plans), tuple(parts), bool(audio["reused"]))
     except BaseException:
         inner.cancel()

@@ -179,7 +179,8 @@ class Worker:
         else:
             result = {"duration_s": round(summary.duration_s, 3), "size_bytes": summary.size_bytes,
                       "width": summary.width, "height": summary.height, "fps": summary.fps,
-                      "encoder": summary.encoder, "made": summary.made, "reused": summary.reused,
+                      "encoder": summary.encoder, "compose": summary.compose, "made": summary.made,
+                      "reused": summary.reused,
                       "notes": list(summary.project.notes)}
             self._finish(run, "done", output=summary.output, result=result)
 

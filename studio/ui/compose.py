@@ -49,7 +49,9 @@ def preset_table(aspect: str = "16:9", limits=None) -> str:
     from ..compose.encoders import pick_encoder
 
     refused = unavailable(limits, aspect)
-    rows = ["| preset | video | encoder on this machine | for |", "|---|---|---|---|"]
+    from ..compose.gpu import resolve_device
+
+    rows = ["| preset | video | composition on this machine | for |", "|---|---|---|---|"]
     for name in available_presets():
         preset = load_preset(name)
         width, height = preset.size(aspect)
@@ -58,10 +60,14 @@ def preset_table(aspect: str = "16:9", limits=None) -> str:
                         f"| {html.escape(refused[name], quote=False)} |")
             continue
         encoder = pick_encoder(preset)  # NVENC only when a real test encode works (probed once per process)
-        where = "GPU (NVENC)" if "nvenc" in encoder else "CPU"
-        opts = preset.encoder[encoder]
-        rows.append(f"| **{html.escape(preset.label)}** | {width}x{height} @ {preset.fps} fps | {encoder} "
-                    f"{opts.get('preset', '')} ({where}) | {html.escape(preset.summary)} |")
+        try:  # "GPU compose: NVIDIA H200, hevc_nvenc p6" / "CPU compose: libx264 veryfast"
+            _, where, why = resolve_device(preset, encoder)
+        except StudioError as exc:  # a preset that demands CUDA on a machine without it
+            where, why = f"unavailable here: {exc}", None
+        if why:
+            where += f" ({why.removeprefix('CPU compose: ')})"
+        rows.append(f"| **{html.escape(preset.label)}** | {width}x{height} @ {preset.fps} fps | "
+                    f"{html.escape(where, quote=False)} | {html.escape(preset.summary)} |")
     return "\n".join(rows)
 
 
@@ -553,7 +559,8 @@ def progress_html(job: dict | None) -> str:
     video = job.get("video")
     if video and state == "done":
         parts.append(f"{video.get('duration_s', 0):.1f} s · {video.get('width')}x{video.get('height')} · "
-                     f"{html.escape(str(video.get('encoder', '')))} · {video.get('size_bytes', 0) / 1e6:.2f} MB")
+                     f"{html.escape(str(video.get('compose') or video.get('encoder', '')))} · "
+                     f"{video.get('size_bytes', 0) / 1e6:.2f} MB")
     made = job.get("segments")
     if made and state == "done":
         parts.append(f"{made['reused']} of {made['made'] + made['reused']} segments reused")

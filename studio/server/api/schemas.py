@@ -31,6 +31,8 @@ class VideoOut(BaseModel):
     height: int
     fps: int
     encoder: str
+    # Where the frames were made: "GPU compose: NVIDIA H200, hevc_nvenc p6" or "CPU compose: libx264 veryfast".
+    compose: Optional[str] = None
     url: str
 
 
