@@ -75,7 +75,7 @@ def cuda_ready() -> tuple[bool, str]:
 
     build = devices.torch_build()
     if not build.get("installed"):
-        return False, "torch is not installed (pip install -e '.[gpu]' or '.[models]')"
+        return False, "torch is not installed (pip install -e '.[gpu]', with a CUDA build of torch)"
     if not build.get("cuda"):
         return False, f"torch is a CPU build ({build.get('version', '?')}); install a CUDA build of torch"
     try:

@@ -354,7 +354,8 @@ def render_segments(timeline: Timeline, plans: Sequence[SegmentPlan], folder: Pa
     if missing:
         executor = executor or LocalExecutor()
         tasks = [Task("segment", {"timeline": timeline, "plan": p, "folder": folder},
-                      gpu=timeline.encoder != "libx264", label=f"segment {p.index + 1}") for p in missing]
+                      gpu=timeline.encoder != "libx264" or timeline.compose_device == "cuda",
+                      label=f"segment {p.index + 1}") for p in missing]
 
         def done(i: int, result: SegmentResult) -> None:
             results[missing[i].index] = result
