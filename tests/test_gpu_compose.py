@@ -215,7 +215,7 @@ def test_auto_takes_the_gpu_only_with_cuda_and_nvenc(monkeypatch):
     opts = maximum.encoder["hevc_nvenc"]
     assert gpu.resolve_device(maximum, "hevc_nvenc") == ("cuda", f"GPU compose: NVIDIA H200, hevc_nvenc {opts['preset']}", None)
     device, _, why = gpu.resolve_device(maximum, "libx264")  # CUDA but no working NVENC
-    assert device == "cpu" and "not an NVENC encoder" in why
+    assert device == "cpu" and "NVIDIA H200 is here but no NVENC encoder of the preset works" in why
     assert gpu.resolve_device(maximum, "libx264", "cuda")[0] == "cuda"  # asked for: the GPU feeds libx264
 
 

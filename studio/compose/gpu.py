@@ -137,8 +137,10 @@ def resolve_device(preset: "Preset", encoder: str, device: str | None = None) ->
     if not ok:
         return "cpu", f"CPU compose: {words}", f"CPU compose: {why}"
     if encoder not in NVENC:
-        return "cpu", f"CPU compose: {words}", (f"CPU compose: {encoder} is not an NVENC encoder (none of the "
-                                                f"preset's NVENC encoders works here); the GPU renderer is used with NVENC only")
+        # e.g. an H100/H200: CUDA, but no NVENC engine on the chip. `cuda` still puts the frames on the GPU.
+        return "cpu", f"CPU compose: {words}", (f"CPU compose: {why} is here but no NVENC encoder of the preset "
+                                                f"works, so {encoder} encodes; auto uses the GPU renderer with NVENC "
+                                                f"only (set [compose] device = \"cuda\" to make the frames on the GPU)")
     return "cuda", f"GPU compose: {why}, {words}", None
 
 
