@@ -1,13 +1,14 @@
 """Render presets: one TOML file per tier (``presets/draft.toml`` ...), validated on load.
 
 A preset says how big and smooth the video is (resolution per aspect ratio, fps), how it is encoded (a table per
-encoder: ``[encoder.libx264]``, ``[encoder.h264_nvenc]``, ``[encoder.hevc_nvenc]``, tried in the order of
-``video.encoders``; the first that really works on this machine is used), the audio, the motion and which providers
+encoder: ``[encoder.libx264]``, ``[encoder.h264_nvenc]``, ``[encoder.h264_qsv]`` ... (see `ENCODER_OPTIONS`), tried in
+the order of ``video.encoders``; the first that really works on this machine is used), the audio, the motion and which providers
 each step prefers. Copy a file, change it and pass its path: ``--preset ./my.toml``.
 """
 
 from __future__ import annotations
 
+import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,9 +22,23 @@ TIERS = ("draft", "standard", "premium", "maximum")
 
 X264_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow")
 NVENC_PRESETS = tuple(f"p{i}" for i in range(1, 8))
-# The options each encoder accepts, and a check for each; options of one encoder are never passed to another.
+QSV_PRESETS = ("veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow")
+AMF_QUALITY = ("speed", "balanced", "quality")
+# A VAAPI device is a DRM render node; the path goes into ffmpeg's argument list, so only this shape is accepted.
+VAAPI_DEVICE = re.compile(r"/dev/dri/renderD[0-9]{1,4}")
+DEFAULT_VAAPI_DEVICE = "/dev/dri/renderD128"
 # Where composition may run (`Preset.compose_device`, the tier files' [compose] table).
 COMPOSE_DEVICES = ("auto", "cuda", "cpu", "tensor-cpu")
+
+# The options each encoder accepts, and a check for each: a tuple of allowed values, an inclusive (low, high) range of
+# whole numbers, or a pattern a string must match. Options of one encoder are never passed to another; each family's
+# own mapping to ffmpeg flags is in `Preset.encoder_args`.
+_NVENC = {"preset": NVENC_PRESETS, "cq": (0, 51), "tune": ("hq", "ll", "ull"), "multipass": ("disabled", "qres", "fullres"),
+          "bf": (0, 4), "spatial_aq": (0, 1)}
+_QSV = {"preset": QSV_PRESETS, "global_quality": (1, 51), "low_power": (0, 1)}
+_AMF = {"quality": AMF_QUALITY, "qp": (0, 51), "usage": ("transcoding", "high_quality")}
+_VAAPI = {"qp": (0, 52), "compression_level": (1, 7), "low_power": (0, 1), "device": VAAPI_DEVICE}
+_VIDEOTOOLBOX = {"quality": (1, 100), "prio_speed": (0, 1), "realtime": (0, 1)}
 ENCODER_OPTIONS: dict[str, dict[str, Any]] = {
     "libx264": {
         "preset": X264_PRESETS,
@@ -32,14 +47,41 @@ ENCODER_OPTIONS: dict[str, dict[str, Any]] = {
         "profile": ("baseline", "main", "high"),
         "threads": (0, 64),
     },
-    "h264_nvenc": {"preset": NVENC_PRESETS, "cq": (0, 51), "tune": ("hq", "ll", "ull"), "multipass": ("disabled", "qres", "fullres"),
-                   "bf": (0, 4), "spatial_aq": (0, 1)},
-    "hevc_nvenc": {"preset": NVENC_PRESETS, "cq": (0, 51), "tune": ("hq", "ll", "ull"), "multipass": ("disabled", "qres", "fullres"),
-                   "bf": (0, 4), "spatial_aq": (0, 1)},
+    "h264_nvenc": dict(_NVENC),
+    "hevc_nvenc": dict(_NVENC),
+    "av1_nvenc": {**_NVENC, "cq": (0, 63)},  # AV1's quality scale runs to 63
+    "h264_qsv": dict(_QSV),
+    "hevc_qsv": dict(_QSV),
+    "h264_amf": {**_AMF, "bf": (0, 3)},
+    "hevc_amf": dict(_AMF),
+    "h264_vaapi": dict(_VAAPI),
+    "hevc_vaapi": dict(_VAAPI),
+    "h264_videotoolbox": dict(_VIDEOTOOLBOX),
+    "hevc_videotoolbox": dict(_VIDEOTOOLBOX),
 }
+# The family of each encoder: which mapping `encoder_args` uses, which precondition `studio.compose.encoders` checks.
+ENCODER_FAMILY = {"libx264": "x264", "h264_nvenc": "nvenc", "hevc_nvenc": "nvenc", "av1_nvenc": "nvenc",
+                  "h264_qsv": "qsv", "hevc_qsv": "qsv", "h264_amf": "amf", "hevc_amf": "amf",
+                  "h264_vaapi": "vaapi", "hevc_vaapi": "vaapi",
+                  "h264_videotoolbox": "videotoolbox", "hevc_videotoolbox": "videotoolbox"}
+# Where each family encodes, for run summaries and the Compose panel ("GPU (Intel Quick Sync)").
+FAMILY_LABEL = {"x264": "CPU", "nvenc": "GPU (NVENC)", "qsv": "GPU (Intel Quick Sync)", "amf": "GPU (AMD AMF)",
+                "vaapi": "GPU (VAAPI)", "videotoolbox": "GPU (VideoToolbox)"}
 # ffmpeg's spelling of NVENC options whose TOML key differs (`-spatial_aq` is rejected: "Unrecognized option").
 _NVENC_FLAGS = {"spatial_aq": "-spatial-aq"}
-REQUIRED_ENCODER_OPTIONS = {"libx264": ("preset", "crf"), "h264_nvenc": ("preset", "cq"), "hevc_nvenc": ("preset", "cq")}
+_REQUIRED_BY_FAMILY = {"x264": ("preset", "crf"), "nvenc": ("preset", "cq"), "qsv": ("preset", "global_quality"),
+                       "amf": ("quality", "qp"), "vaapi": ("qp",), "videotoolbox": ("quality",)}
+REQUIRED_ENCODER_OPTIONS = {enc: _REQUIRED_BY_FAMILY[family] for enc, family in ENCODER_FAMILY.items()}
+
+
+def encoder_label(encoder: str) -> str:
+    """Where `encoder` encodes, in words: "CPU", "GPU (NVENC)", "GPU (Intel Quick Sync)" ..."""
+    return FAMILY_LABEL[ENCODER_FAMILY.get(encoder, "x264")]
+
+
+def is_hardware_encoder(encoder: str) -> bool:
+    """Whether `encoder` runs on a GPU or media engine (every supported encoder but libx264)."""
+    return ENCODER_FAMILY.get(encoder, "x264") != "x264"
 
 
 @dataclass(frozen=True)
@@ -75,25 +117,77 @@ class Preset:
         return self.resolution[aspect]
 
     def encoder_args(self, encoder: str) -> list[str]:
-        """ffmpeg output arguments for `encoder` with this preset's options for it (video only)."""
+        """ffmpeg output arguments for `encoder` with this preset's options for it (video only).
+
+        Each family maps its own options to its own flags, never another's: x264 ``-preset``/``-crf``; NVENC
+        ``-preset p1..p7 -rc vbr -cq``; Quick Sync ``-preset veryfast..veryslow -global_quality`` (ICQ); AMF
+        ``-quality -rc cqp -qp_i/-qp_p``; VAAPI ``-rc_mode CQP -qp`` on frames uploaded by ``-vf format=nv12,hwupload``
+        (the device is an input-side argument: `encoder_input_args`); VideoToolbox ``-q:v``. HEVC gets
+        ``-tag:v hvc1`` so QuickTime and browsers recognise it in MP4.
+
+        Raises:
+            StudioError: the preset has no table for `encoder`.
+        """
         if encoder not in self.encoder:
             raise StudioError(f"preset {self.name!r} has no [encoder.{encoder}] table")
         opts = self.encoder[encoder]
-        args = ["-c:v", encoder, "-preset", str(opts["preset"])]
-        if encoder == "libx264":
-            args += ["-crf", str(opts["crf"])]
+        family = ENCODER_FAMILY[encoder]
+        args = ["-c:v", encoder]
+        pix_fmt = "yuv420p"
+        if family == "x264":
+            args += ["-preset", str(opts["preset"]), "-crf", str(opts["crf"])]
             for key in ("tune", "profile", "threads"):
                 if key in opts:
                     args += [f"-{key}" if key != "profile" else "-profile:v", str(opts[key])]
-        else:  # NVENC: constant-quality VBR; `-cq` needs `-rc vbr` and a zero bitrate target
-            args += ["-rc", "vbr", "-cq", str(opts["cq"]), "-b:v", "0"]
+        elif family == "nvenc":  # constant-quality VBR; `-cq` needs `-rc vbr` and a zero bitrate target
+            args += ["-preset", str(opts["preset"]), "-rc", "vbr", "-cq", str(opts["cq"]), "-b:v", "0"]
             for key in ("tune", "multipass", "bf", "spatial_aq"):
                 if key in opts:
                     args += [_NVENC_FLAGS.get(key, f"-{key}"), str(opts[key])]
-            if encoder == "hevc_nvenc":
-                args += ["-tag:v", "hvc1"]  # so QuickTime and browsers recognise HEVC in MP4
-        args += ["-pix_fmt", "yuv420p"]
+        elif family == "qsv":  # `-global_quality` without a bitrate selects ICQ (intelligent constant quality)
+            args += ["-preset", str(opts["preset"]), "-global_quality", str(opts["global_quality"])]
+            if "low_power" in opts:
+                args += ["-low_power", str(opts["low_power"])]
+            pix_fmt = "nv12"  # the QSV encoders take nv12 (or QSV surfaces), not yuv420p
+        elif family == "amf":  # constant QP for I and P (and B) frames; `-quality` is the speed/quality trade-off
+            if "usage" in opts:
+                args += ["-usage", str(opts["usage"])]
+            qp = str(opts["qp"])
+            args += ["-quality", str(opts["quality"]), "-rc", "cqp", "-qp_i", qp, "-qp_p", qp]
+            if encoder == "h264_amf":
+                args += ["-qp_b", qp]
+                if "bf" in opts:
+                    args += ["-bf", str(opts["bf"])]
+        elif family == "vaapi":  # frames are uploaded to the device (see `encoder_input_args`) and encoded there
+            args += ["-rc_mode", "CQP", "-qp", str(opts["qp"])]
+            for key in ("compression_level", "low_power"):
+                if key in opts:
+                    args += [f"-{key}", str(opts[key])]
+            args += ["-vf", "format=nv12,hwupload"]
+            pix_fmt = None  # the encoder's input is VAAPI surfaces: hwupload sets the format
+        else:  # VideoToolbox: constant quality 1..100 (higher is better), Apple Silicon only
+            args += ["-q:v", str(opts["quality"])]
+            for key in ("prio_speed", "realtime"):
+                if key in opts:
+                    args += [f"-{key}", str(opts[key])]
+        if encoder.startswith("hevc_"):
+            args += ["-tag:v", "hvc1"]  # so QuickTime and browsers recognise HEVC in MP4
+        if pix_fmt is not None:
+            args += ["-pix_fmt", pix_fmt]
         return args
+
+    def encoder_input_args(self, encoder: str) -> list[str]:
+        """ffmpeg arguments `encoder` needs before the first input (global or input side): for VAAPI the device
+        (``-vaapi_device /dev/dri/renderD128``, or the table's `device`); empty for every other encoder.
+
+        Raises:
+            StudioError: the preset has no table for `encoder`.
+        """
+        if encoder not in self.encoder:
+            raise StudioError(f"preset {self.name!r} has no [encoder.{encoder}] table")
+        if ENCODER_FAMILY[encoder] == "vaapi":
+            return ["-vaapi_device", str(self.encoder[encoder].get("device", DEFAULT_VAAPI_DEVICE))]
+        return []
 
 
 def available_presets() -> list[str]:
@@ -177,10 +271,14 @@ def _parse(data: dict, path: Path) -> Preset:
             rule = ENCODER_OPTIONS[enc].get(key)
             if rule is None:
                 raise StudioError(f"{where}: [encoder.{enc}] does not accept `{key}`; it accepts {', '.join(ENCODER_OPTIONS[enc])}")
-            if isinstance(rule, tuple) and len(rule) == 2 and all(isinstance(r, int) for r in rule):
+            if isinstance(rule, re.Pattern):
+                if not isinstance(value, str) or not rule.fullmatch(value):
+                    raise StudioError(f"{where}: [encoder.{enc}] `{key}` must be a DRM render node such as "
+                                      f"\"{DEFAULT_VAAPI_DEVICE}\", got {value!r}")
+            elif isinstance(rule, tuple) and len(rule) == 2 and all(isinstance(r, int) for r in rule):
                 if not isinstance(value, int) or isinstance(value, bool) or not rule[0] <= value <= rule[1]:
                     raise StudioError(f"{where}: [encoder.{enc}] `{key}` must be a whole number from {rule[0]} to {rule[1]}, got {value!r}")
-            elif value not in rule:
+            elif isinstance(value, bool) or value not in rule:
                 raise StudioError(f"{where}: [encoder.{enc}] `{key}` must be one of {', '.join(rule)}, got {value!r}")
         for key in REQUIRED_ENCODER_OPTIONS[enc]:
             if key not in opts:
