@@ -66,7 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
     render.add_argument("--caption-font", type=Path, help="a TrueType/OpenType font file for the captions")
     render.add_argument("--no-captions", action="store_true", help="do not burn captions in")
     render.add_argument("--caption-style", help=CAPTION_STYLE_HELP)
-    render.add_argument("--encoder", help="force a video encoder: libx264, h264_nvenc or hevc_nvenc")
+    render.add_argument("--encoder", help="force a video encoder: any with a table in the preset (libx264, h264_nvenc, "
+                                                "hevc_nvenc, av1_nvenc, h264_qsv, h264_amf, h264_vaapi, "
+                                                "h264_videotoolbox, their hevc_ forms)")
     render.add_argument("--device", choices=("auto", "cuda", "cpu", "tensor-cpu"),
                         help="where composition makes the frames (default: the preset's [compose] device, auto: the "
                              "GPU when CUDA and NVENC both work here)")
@@ -355,9 +357,14 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     print(f"ffmpeg: {ffmpeg_exe()}")
     _doctor_fonts()
     try:
-        from .compose.encoders import working_encoders
+        from .compose.encoders import encoder_report
 
-        print("video encoders that work here: " + ", ".join(working_encoders()))
+        report = encoder_report(preset if getattr(args, "preset", None) else None)
+        print("video encoders that work here: " + ", ".join(e for e, ok, _ in report if ok))
+        for encoder, ok, reason in report:
+            if not ok:  # the reason starts with the encoder's name; its first line is the cause
+                cause = (reason.removeprefix(f"{encoder}: ").splitlines() or [""])[0]
+                print(f"  no  {encoder:18s} {cause[:140]}")
     except ImportError:
         pass
     for kind in providers.KINDS:

@@ -99,7 +99,7 @@ def encode_rate(preset: "Preset", encoder: str | None = None) -> float:
 
     encoder = encoder or pick_encoder(preset)
     args = tuple(preset.encoder_args(encoder))
-    key = (encoder, args, preset.fps)
+    key = (encoder, args, tuple(preset.encoder_input_args(encoder)), preset.fps)
     with _lock:
         if key in _rates:
             return _rates[key]
@@ -110,8 +110,9 @@ def encode_rate(preset: "Preset", encoder: str | None = None) -> float:
                 return _rates[key]
         w, h = PROBE_SIZE
         frames = round(PROBE_SECONDS * preset.fps)
-        seconds = _time_encode(["-f", "lavfi", "-i", probe_source(preset.fps), "-frames:v", str(frames), *args,
-                                "-an", "-f", "null", "-"], what=f"measuring encoder {encoder}")
+        seconds = _time_encode([*preset.encoder_input_args(encoder), "-f", "lavfi", "-i", probe_source(preset.fps),
+                                "-frames:v", str(frames), *args, "-an", "-f", "null", "-"],
+                               what=f"measuring encoder {encoder}")
         rate = frames * w * h / max(seconds, 1e-3)
         with _lock:
             _rates[key] = rate
@@ -146,7 +147,9 @@ class Estimate:
 
     @property
     def device(self) -> str:
-        return "GPU" if "nvenc" in self.encoder else "CPU"
+        from .presets import is_hardware_encoder
+
+        return "GPU" if is_hardware_encoder(self.encoder) else "CPU"
 
     @property
     def duration_text(self) -> str:
