@@ -160,6 +160,7 @@ def fallback_timeline(timeline: "Timeline", preset: "Preset") -> "Timeline":
 
     encoder = FALLBACK_ENCODER if is_hardware_encoder(timeline.encoder) else timeline.encoder
     return replace(timeline, compose_device="cpu", encoder=encoder, encoder_args=tuple(preset.encoder_args(encoder)),
+                   encoder_input_args=tuple(preset.encoder_input_args(encoder)),  # no VAAPI device for libx264
                    compose_label=f"CPU compose: {_encoder_words(preset, encoder)} (after a GPU failure)")
 
 

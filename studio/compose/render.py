@@ -522,8 +522,8 @@ def encode_video(timeline: Timeline, work: Path, *, cancel: CancelToken, on_prog
     """
     width, height = timeline.size
     total = timeline.frame_count
-    args = ["-f", "rawvideo", "-pix_fmt", "yuv420p", "-s", f"{width}x{height}", "-framerate", str(timeline.fps),
-            *COLOUR_TAGS, *INPUT_GUARD, "-i", "pipe:0"]
+    args = [*timeline.encoder_input_args, "-f", "rawvideo", "-pix_fmt", "yuv420p", "-s", f"{width}x{height}",
+            "-framerate", str(timeline.fps), *COLOUR_TAGS, *INPUT_GUARD, "-i", "pipe:0"]
     args += [*timeline.encoder_args, *COLOUR_TAGS, "-an", "-f", "mp4", "video.mp4"]
 
     _cv_threads(+1)

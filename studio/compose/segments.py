@@ -240,6 +240,8 @@ def segment_key(part: Timeline) -> str:
         frames=frames,
         encoder=part.encoder,
         encoder_args=list(part.encoder_args),
+        # Only where there are any (a VAAPI device), so the keys of segments made without them stay as they were.
+        **({"encoder_input_args": list(part.encoder_input_args)} if part.encoder_input_args else {}),
         scenes=scenes,
         captions=captions,
         # The font by its bytes (`font_sha256`), not its path: a changed font re-renders, a moved one does not.

@@ -186,6 +186,8 @@ class Timeline:
     # frames to within rounding (PSNR >= 40 dB, tests/test_gpu_compose.py).
     compose_device: str = "cpu"
     compose_label: str = ""
+    # What the encoder needs before the first input (a VAAPI device: `Preset.encoder_input_args`); usually empty.
+    encoder_input_args: tuple[str, ...] = field(default=())
 
     @property
     def size(self) -> tuple[int, int]:
@@ -388,6 +390,7 @@ def build_timeline(project: Project, preset: Preset, *, only: Collection[str] | 
     width, height = preset.size(project.aspect)
     encoder = encoder or pick_encoder(preset)
     encoder_args = tuple(preset.encoder_args(encoder))
+    encoder_input_args = tuple(preset.encoder_input_args(encoder))
     from .gpu import resolve_device
 
     compose_device, compose_label, why_cpu = resolve_device(preset, encoder, device)
@@ -488,4 +491,5 @@ def build_timeline(project: Project, preset: Preset, *, only: Collection[str] | 
         encoder_args=encoder_args, audio_bitrate_kbps=preset.audio_bitrate_kbps, sample_rate=preset.sample_rate,
         loudness_lufs=preset.loudness_lufs, preset=preset.name, notes=tuple(notes),
         compose_device=compose_device, compose_label=compose_label,
+        encoder_input_args=encoder_input_args,
     )
