@@ -12,8 +12,14 @@ import pytest
 
 from studio import StudioError, load_preset
 from studio.compose import encoders
-from studio.compose.encoders import (encoder_report, encoder_status, pick_encoder, precondition, probe_encoder,
-                                     skipped_encoders)
+from studio.compose.encoders import (
+    encoder_report,
+    encoder_status,
+    pick_encoder,
+    precondition,
+    probe_encoder,
+    skipped_encoders,
+)
 from studio.media import Ffmpeg, ffmpeg_exe
 from studio.presets import ENCODER_FAMILY, ENCODER_OPTIONS, PRESETS_DIR, REQUIRED_ENCODER_OPTIONS, TIERS
 
@@ -193,7 +199,8 @@ def test_encoder_args_hold_only_that_encoders_options(tier, encoder):
 
 
 def test_a_vaapi_device_from_the_table_reaches_the_input_args(tmp_path):
-    path = _custom(tmp_path, _in_table("h264_vaapi", "# device = \"/dev/dri/renderD128\"", 'device = "/dev/dri/renderD129"'))
+    path = _custom(tmp_path, _in_table("h264_vaapi", '# device = "/dev/dri/renderD128"',
+                                       'device = "/dev/dri/renderD129"'))
     preset = load_preset(path)
     assert preset.encoder_input_args("h264_vaapi") == ["-vaapi_device", "/dev/dri/renderD129"]
     assert preset.encoder_input_args("hevc_vaapi") == ["-vaapi_device", "/dev/dri/renderD128"]
@@ -202,26 +209,33 @@ def test_a_vaapi_device_from_the_table_reaches_the_input_args(tmp_path):
 
 
 @pytest.mark.parametrize("edit, needle", [
-    (_in_table("h264_qsv", "global_quality = 30", "global_quality = 0"), "[encoder.h264_qsv] `global_quality` must be a whole number from 1 to 51"),
-    (_in_table("h264_qsv", 'preset = "veryfast"', 'preset = "p4"'), "[encoder.h264_qsv] `preset` must be one of veryfast"),
+    (_in_table("h264_qsv", "global_quality = 30", "global_quality = 0"),
+     "[encoder.h264_qsv] `global_quality` must be a whole number from 1 to 51"),
+    (_in_table("h264_qsv", 'preset = "veryfast"', 'preset = "p4"'),
+     "[encoder.h264_qsv] `preset` must be one of veryfast"),
     (_in_table("h264_qsv", "global_quality = 30", "cq = 30"), "[encoder.h264_qsv] does not accept `cq`"),
     (_in_table("hevc_qsv", "global_quality = 30\n", ""), "[encoder.hevc_qsv] needs `global_quality`"),
-    (_in_table("h264_amf", 'quality = "speed"', 'quality = "fast"'), "[encoder.h264_amf] `quality` must be one of speed"),
+    (_in_table("h264_amf", 'quality = "speed"', 'quality = "fast"'),
+     "[encoder.h264_amf] `quality` must be one of speed"),
     (_in_table("h264_amf", "qp = 30", "qp = 30\npreset = \"p5\""), "[encoder.h264_amf] does not accept `preset`"),
     (_in_table("hevc_amf", "qp = 30", "qp = 30\nbf = 2"), "[encoder.hevc_amf] does not accept `bf`"),
     (_in_table("h264_amf", "qp = 30", "qp = 52"), "[encoder.h264_amf] `qp` must be a whole number from 0 to 51"),
     (_in_table("h264_vaapi", "qp = 30", "qp = 53"), "[encoder.h264_vaapi] `qp` must be a whole number from 0 to 52"),
     (_in_table("h264_vaapi", "qp = 30", "cq = 30"), "[encoder.h264_vaapi] does not accept `cq`"),
-    (_in_table("h264_vaapi", "qp = 30", "qp = 30\nlow_power = true"), "[encoder.h264_vaapi] `low_power` must be a whole number from 0 to 1"),
+    (_in_table("h264_vaapi", "qp = 30", "qp = 30\nlow_power = true"),
+     "[encoder.h264_vaapi] `low_power` must be a whole number from 0 to 1"),
     (_in_table("h264_vaapi", '# device = "/dev/dri/renderD128"', 'device = "/dev/dri/renderD128 -y /tmp/x"'),
      "[encoder.h264_vaapi] `device` must be a DRM render node"),
-    (_in_table("h264_vaapi", '# device = "/dev/dri/renderD128"', 'device = "/etc/passwd"'), "`device` must be a DRM render node"),
+    (_in_table("h264_vaapi", '# device = "/dev/dri/renderD128"', 'device = "/etc/passwd"'),
+     "`device` must be a DRM render node"),
     (_in_table("h264_vaapi", "qp = 30\n", ""), "[encoder.h264_vaapi] needs `qp`"),
-    (_in_table("h264_videotoolbox", "quality = 40", "quality = 101"), "[encoder.h264_videotoolbox] `quality` must be a whole number from 1 to 100"),
+    (_in_table("h264_videotoolbox", "quality = 40", "quality = 101"),
+     "[encoder.h264_videotoolbox] `quality` must be a whole number from 1 to 100"),
     (_in_table("h264_videotoolbox", "quality = 40", "crf = 20"), "[encoder.h264_videotoolbox] does not accept `crf`"),
     (_in_table("av1_nvenc", "cq = 40", "cq = 64"), "[encoder.av1_nvenc] `cq` must be a whole number from 0 to 63"),
     (_in_table("h264_nvenc", "cq = 30", "cq = 52"), "[encoder.h264_nvenc] `cq` must be a whole number from 0 to 51"),
-    (lambda t: re.sub(r"(?m)^encoders = .*$", 'encoders = ["h264_qsv", "libx264"]', t).replace("[encoder.h264_qsv]", "[encoder.unused]"),
+    (lambda t: re.sub(r"(?m)^encoders = .*$", 'encoders = ["h264_qsv", "libx264"]', t).replace("[encoder.h264_qsv]",
+     "[encoder.unused]"),
      "lists h264_qsv but there is no [encoder.h264_qsv] table"),
 ])
 def test_bad_hardware_options_are_refused_naming_the_key(tmp_path, edit, needle):
@@ -267,7 +281,8 @@ def test_vaapi_options_are_ffmpegs_own(encoder):
     for flag in ("-rc_mode", "-qp", "-low_power"):
         assert re.search(rf"(?m)^  {flag} ", help_text), flag
     assert re.search(r"(?m)^     CQP ", help_text)
-    full = subprocess.run([ffmpeg_exe(), "-hide_banner", "-h", "full"], capture_output=True, text=True, timeout=30).stdout
+    full = subprocess.run([ffmpeg_exe(), "-hide_banner", "-h", "full"], capture_output=True, text=True,
+                          timeout=30).stdout
     assert re.search(r"(?m)^-vaapi_device ", full) and re.search(r"(?m)^  -compression_level ", full)
     assert input_args[0] == "-vaapi_device" and "-rc_mode" in args
 
@@ -280,7 +295,7 @@ def test_videotoolbox_options_are_ffmpegs_own(encoder):
     assert ok or not any(e in reason for e in OPTION_ERRORS), reason
 
 
-# -- preconditions: cheap, and they say why -----------------------------------------------------------------------------
+# -- preconditions: cheap, and they say why ----------------------------------------------------------------------------
 def test_without_dev_dri_the_render_node_families_are_skipped_without_ffmpeg(machine, monkeypatch):
     """On a Linux machine with no /dev/dri (like this one) Quick Sync, AMF and VAAPI are passed over with a reason and
     no ffmpeg process at all; VideoToolbox off macOS likewise."""
@@ -300,7 +315,7 @@ def test_without_dev_dri_the_render_node_families_are_skipped_without_ffmpeg(mac
             assert reason == f"{encoder}: no /dev/dri render node on this machine"
 
 
-@pytest.mark.skipif(Path("/dev/dri").exists(), reason="this machine has /dev/dri: the real-machine check is for one without")
+@pytest.mark.skipif(Path("/dev/dri").exists(), reason="this machine has /dev/dri; the check is for one without")
 def test_this_machine_without_dev_dri_says_so():
     for encoder in ("h264_qsv", "h264_amf", "h264_vaapi"):
         assert precondition(encoder) == f"{encoder}: no /dev/dri render node on this machine"
@@ -347,7 +362,7 @@ def test_platforms_decide_videotoolbox_qsv_and_amf(machine):
     assert precondition("h264_videotoolbox") == precondition("hevc_videotoolbox") == ""
 
 
-# -- selection: probe order ---------------------------------------------------------------------------------------------
+# -- selection: probe order --------------------------------------------------------------------------------------------
 def test_pick_encoder_still_picks_libx264_here():
     """No NVIDIA driver and no /dev/dri here: every tier falls back to libx264, and says why for each it passed."""
     if any(encoder_status(load_preset("standard"), e)[0] for e in HARDWARE):
@@ -434,8 +449,8 @@ def test_the_timeline_and_segment_keys_carry_the_vaapi_device(make_image, tmp_pa
 
 
 def test_the_frame_loop_puts_the_device_before_its_input(make_image, tmp_path, monkeypatch):
-    from studio.progress import CancelToken
     from studio.compose import build_timeline, render
+    from studio.progress import CancelToken
 
     started: list[list[str]] = []
 
@@ -466,8 +481,9 @@ def test_a_real_hardware_encoder_here_makes_a_playable_clip(tmp_path):
         if not ok:
             continue
         out = tmp_path / f"{encoder}.mp4"
-        ff = Ffmpeg([*preset.encoder_input_args(encoder), "-f", "lavfi", "-i", "testsrc2=size=256x144:rate=10:duration=0.5",
-                     *preset.encoder_args(encoder), str(out)], what=encoder)
+        ff = Ffmpeg([*preset.encoder_input_args(encoder), "-f", "lavfi", "-i",
+                     "testsrc2=size=256x144:rate=10:duration=0.5", *preset.encoder_args(encoder), str(out)],
+                    what=encoder)
         ff.wait()
         assert video_facts(out)["video_codec"] == "h264"
         return
