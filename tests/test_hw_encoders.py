@@ -488,3 +488,16 @@ def test_a_real_hardware_encoder_here_makes_a_playable_clip(tmp_path):
         assert video_facts(out)["video_codec"] == "h264"
         return
     pytest.skip("no working Quick Sync or VAAPI encoder: " + "; ".join(tried))
+
+
+def test_the_cpu_fallback_drops_the_vaapi_device(make_image):
+    """After a hardware failure the render goes again with libx264: no `-vaapi_device` may be left before its input
+    (ffmpeg would fail at the same missing device before encoding anything)."""
+    from studio.compose import build_timeline
+    from studio.compose.gpu import fallback_timeline
+
+    preset = load_preset("draft")
+    timeline = build_timeline(_project(make_image), preset, encoder="h264_vaapi")
+    fallback = fallback_timeline(timeline, preset)
+    assert fallback.encoder == "libx264" and fallback.encoder_input_args == ()
+    assert "format=nv12,hwupload" not in fallback.encoder_args

@@ -215,7 +215,10 @@ def encoder_status(preset: Preset, encoder: str) -> tuple[bool, str]:
     reason = precondition(encoder, preset)
     if reason:
         return False, reason
-    ok, why = probe_encoder(encoder, preset.encoder_args(encoder), preset.encoder_input_args(encoder))
+    input_args = preset.encoder_input_args(encoder)
+    # Input-side arguments only where there are any (VAAPI), so a probe(encoder, args) stand-in keeps working.
+    ok, why = (probe_encoder(encoder, preset.encoder_args(encoder), input_args=input_args) if input_args
+               else probe_encoder(encoder, preset.encoder_args(encoder)))
     return ok, why
 
 
