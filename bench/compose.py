@@ -165,18 +165,18 @@ def time_worker(approach: str, project_dir: Path, preset: Preset, output: Path, 
     return m, info
 
 
-def time_bound(raw: Path, preset: Preset, size: tuple[int, int], output: Path) -> Measurement:
-    """Time ffmpeg alone encoding the raw frames with the tier's exact libx264 arguments (video only)."""
+def time_bound(raw: Path, preset: Preset, size: tuple[int, int], output: Path, encoder: str = "libx264") -> Measurement:
+    """Time ffmpeg alone encoding the raw frames with the tier's exact arguments for `encoder` (video only)."""
     from studio.errors import StudioError
     from studio.media import INPUT_GUARD, Ffmpeg
 
     output.unlink(missing_ok=True)
     args = ["-f", "rawvideo", "-pix_fmt", "yuv420p", "-s", f"{size[0]}x{size[1]}", "-r", str(preset.fps), *INPUT_GUARD,
-            "-i", raw, *preset.encoder_args("libx264"), "-an", output]
+            "-i", raw, *preset.encoder_args(encoder), "-an", output]
     holder: dict = {}
 
     def start() -> subprocess.Popen:
-        holder["ff"] = Ffmpeg(args, what="the encoder bound")
+        holder["ff"] = Ffmpeg(args, what=f"the encoder bound ({encoder})")
         return holder["ff"].proc
 
     def finish(_proc) -> str:
