@@ -218,6 +218,11 @@ def run_compose(project, preset: Preset, out: Path, *, encoder: str, device: str
             "notes": list(getattr(result, "notes", ())), "result_duration_s": result.duration_s}
 
 
+def on_gpu(renderer: str) -> bool:
+    """Whether a `RenderResult.renderer` label names the GPU renderer ("GPU compose: NVIDIA H200, hevc_nvenc p6")."""
+    return str(renderer).strip().lower().startswith("gpu")
+
+
 def raw_from_video(video: Path, raw: Path, size: tuple[int, int]) -> int:
     """Decode `video` to raw yuv420p at `raw` (the bound's input); returns the frame count."""
     from studio.media import INPUT_GUARD, Ffmpeg
@@ -289,7 +294,7 @@ def compose_section(args: argparse.Namespace, gpu: tuple[bool, str], work: Path)
                     info = run_compose(project, preset, out, encoder=encoder,
                                        device=("cuda" if approach == "gpu" else "cpu") if takes_device else None)
                     error, expected_s = "", total_s
-                    if approach == "gpu" and not str(info["renderer"]).startswith("gpu"):
+                    if approach == "gpu" and not on_gpu(info["renderer"]):
                         error = f"rendered by {info['renderer']!r}, not the GPU: {'; '.join(info['notes']) or 'no note'}"
             except Exception as exc:  # a failed render is a row, not the end of the benchmark
                 rows.append(row("compose", case, "FAILED", approach=approach, reason=f"{type(exc).__name__}: {exc}",
