@@ -37,7 +37,6 @@ import os
 import platform
 import resource
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -771,7 +770,7 @@ def print_report(report: dict) -> None:
         if r["section"] == "film" and r["status"] == "ok":
             print(f"  film      {r['wall_s']:.1f} s end to end (target < {FILM_TARGET_S:g} s): "
                   f"{'met' if r['met'] else 'NOT MET'}; models built beforehand in {r['build_s']:.1f} s")
-    print(f"(sections took: " + ", ".join(f"{k} {v:.0f} s" for k, v in report["section_s"].items()) + ")")
+    print("(sections took: " + ", ".join(f"{k} {v:.0f} s" for k, v in report["section_s"].items()) + ")")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
