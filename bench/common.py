@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 import os
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
@@ -321,13 +322,16 @@ def write_raw_yuv(frames: Iterator[np.ndarray], path: Path) -> int:
 
 
 def raw_folder(size_bytes: int) -> Path:
-    """/dev/shm when `size_bytes` fits comfortably in memory (a fifth of what is available), else the temp folder."""
+    """/dev/shm when `size_bytes` fits comfortably in memory (a fifth of what is available) and in /dev/shm's own free
+    space, else the temp folder."""
     import tempfile
 
     import psutil
 
     shm = Path("/dev/shm")
-    if shm.is_dir() and os.access(shm, os.W_OK) and size_bytes < psutil.virtual_memory().available // 5:
+    # A container's /dev/shm is often capped (Docker: 64 MB) whatever the free memory: its own free space counts too.
+    if (shm.is_dir() and os.access(shm, os.W_OK) and size_bytes < psutil.virtual_memory().available // 5
+            and size_bytes < shutil.disk_usage(shm).free * 0.9):
         return shm
     return Path(tempfile.gettempdir())
 

@@ -4,11 +4,16 @@
     python bench/compose.py --repeat 3 --json bench/results/compose.json
     python bench/compose.py --minutes 1,5 --skip-moviepy 5   # memory flatness: 12 and 60 scenes
     python bench/compose.py --quick                 # 2 scenes x 1 s: a smoke test that finishes in seconds
+    python bench/compose.py --presets premium,maximum --approaches studio,bound   # 1080p30 and 4K30 (slow on 2 cores)
+    python bench/compose.py --approaches studio,tensor-cpu,bound   # the GPU renderer's torch code on the CPU
 
 It builds a fixed case in a temporary folder (distinct 1920x1080 detailed stills, speech-like narration with word
 timings, a music bed), then renders it at each preset three ways, each in its own fresh process:
 
-* ``studio``  -- ``studio.compose.compose(project, preset, output, encoder="libx264")``;
+* ``studio``  -- ``studio.compose.compose(project, preset, output, encoder="libx264")`` (with ``device="cpu"`` where
+  the compositor takes a device: the CPU renderer);
+* ``tensor-cpu`` -- the same with ``device="tensor-cpu"``: the GPU renderer's torch code run on the CPU (only where
+  the compositor has it; skipped with a note otherwise; not in the default set);
 * ``moviepy`` -- a straightforward moviepy 2 composition of the same timeline (ImageClips with a per-frame Ken Burns
   crop/resize, ``CrossFadeIn``, TextClip captions, narration at its offsets, looped and lowered music), written with
   the tier's x264 preset and CRF, ``threads=2``;
@@ -58,6 +63,7 @@ from studio.presets import Preset, load_preset  # noqa: E402
 from studio.project import Project  # noqa: E402
 
 APPROACHES = ("studio", "moviepy", "bound")
+OPTIONAL_APPROACHES = ("tensor-cpu",)  # run only when asked for
 SPEEDUP_TARGETS = {"draft": 4.0, "standard": 3.0}  # moviepy wall / Studio wall, at least
 BOUND_TARGET = 1.3  # Studio wall / bound wall, at most
 MEMORY_TARGET_MB = 400.0
@@ -65,12 +71,28 @@ FLAT_TARGET = 1.25  # Studio's peak at 5 minutes / at 1 minute, at most
 
 
 # -- the approaches, each run in a fresh process ----------------------------------------------------------------------
-def render_with_studio(project: Project, preset: Preset, output: Path) -> dict:
+def compose_devices() -> bool:
+    """Whether this checkout's `studio.compose.compose` takes a `device` (the GPU/tensor renderer is merged)."""
+    import inspect
+
+    from studio.compose import compose
+
+    return "device" in inspect.signature(compose).parameters
+
+
+def render_with_studio(project: Project, preset: Preset, output: Path, device: str = "cpu") -> dict:
     """Studio's compositor, on the CPU encoder so that it is compared with the bound's encoder."""
     from studio.compose import compose
 
-    result = compose(project, preset, output, encoder="libx264")
-    return {"encoder": str(result.encoder), "duration_s": result.duration_s}
+    kwargs = {"device": device} if compose_devices() else {}
+    result = compose(project, preset, output, encoder="libx264", **kwargs)
+    return {"encoder": str(result.encoder), "duration_s": result.duration_s,
+            "renderer": str(getattr(result, "renderer", "cpu"))}
+
+
+def render_with_tensor_cpu(project: Project, preset: Preset, output: Path) -> dict:
+    """The tensor (GPU) renderer's own torch code on the CPU, into libx264."""
+    return render_with_studio(project, preset, output, device="tensor-cpu")
 
 
 def render_with_moviepy(project: Project, preset: Preset, output: Path) -> dict:
@@ -129,7 +151,7 @@ def render_with_moviepy(project: Project, preset: Preset, output: Path) -> dict:
     return {"encoder": "libx264", "duration_s": total_s}
 
 
-WORKERS = {"studio": render_with_studio, "moviepy": render_with_moviepy}
+WORKERS = {"studio": render_with_studio, "moviepy": render_with_moviepy, "tensor-cpu": render_with_tensor_cpu}
 
 
 def run_worker(args: argparse.Namespace) -> int:
@@ -165,18 +187,18 @@ def time_worker(approach: str, project_dir: Path, preset: Preset, output: Path, 
     return m, info
 
 
-def time_bound(raw: Path, preset: Preset, size: tuple[int, int], output: Path) -> Measurement:
-    """Time ffmpeg alone encoding the raw frames with the tier's exact libx264 arguments (video only)."""
+def time_bound(raw: Path, preset: Preset, size: tuple[int, int], output: Path, encoder: str = "libx264") -> Measurement:
+    """Time ffmpeg alone encoding the raw frames with the tier's exact arguments for `encoder` (video only)."""
     from studio.errors import StudioError
     from studio.media import INPUT_GUARD, Ffmpeg
 
     output.unlink(missing_ok=True)
     args = ["-f", "rawvideo", "-pix_fmt", "yuv420p", "-s", f"{size[0]}x{size[1]}", "-r", str(preset.fps), *INPUT_GUARD,
-            "-i", raw, *preset.encoder_args("libx264"), "-an", output]
+            "-i", raw, *preset.encoder_args(encoder), "-an", output]
     holder: dict = {}
 
     def start() -> subprocess.Popen:
-        holder["ff"] = Ffmpeg(args, what="the encoder bound")
+        holder["ff"] = Ffmpeg(args, what=f"the encoder bound ({encoder})")
         return holder["ff"].proc
 
     def finish(_proc) -> str:
@@ -201,7 +223,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         "5 s, 5 builds 60 (default: 1)")
     parser.add_argument("--skip-moviepy", default="", metavar="MINUTES",
                         help="skip moviepy at these lengths (comma-separated minutes, or 'all'), e.g. --skip-moviepy 5")
-    parser.add_argument("--approaches", default=",".join(APPROACHES), help="which approaches to run (default: all three)")
+    parser.add_argument("--approaches", default=",".join(APPROACHES),
+                        help="which approaches to run: studio, moviepy, bound, tensor-cpu (default: the first three)")
     parser.add_argument("--quick", action="store_true", help="2 scenes of 1 s: a smoke test that finishes in seconds")
     parser.add_argument("--json", type=Path, help="write all figures to this JSON file")
     parser.add_argument("--keep", type=Path, help="keep the inputs and outputs in this folder instead of a temporary one")
@@ -226,10 +249,17 @@ def main(argv: list[str] | None = None) -> int:
     # 1. Check the arguments.
     presets = [load_preset(name.strip()) for name in args.presets.split(",") if name.strip()]
     approaches = [a.strip() for a in args.approaches.split(",") if a.strip()]
-    unknown = set(approaches) - set(APPROACHES)
+    unknown = set(approaches) - set(APPROACHES) - set(OPTIONAL_APPROACHES)
     if unknown or not approaches or not presets:
-        print(f"--approaches must name some of {', '.join(APPROACHES)}; --presets must name tiers", file=sys.stderr)
+        print(f"--approaches must name some of {', '.join(APPROACHES + OPTIONAL_APPROACHES)}; --presets must name tiers",
+              file=sys.stderr)
         return 2
+    if "tensor-cpu" in approaches and not compose_devices():
+        print("[tensor-cpu skipped: studio.compose.compose() takes no `device` in this checkout (the tensor renderer is "
+              "not merged)]", flush=True)
+        approaches.remove("tensor-cpu")
+        if not approaches:
+            return 0
     minutes = [1.0] if args.quick else [float(m) for m in args.minutes.split(",") if m.strip()]
     skip_moviepy = {"all"} if args.skip_moviepy == "all" else {float(m) for m in args.skip_moviepy.split(",") if m.strip()}
     scene_s = 1.0 if args.quick else 5.0
@@ -299,6 +329,7 @@ def main(argv: list[str] | None = None) -> int:
                         "video_s": round(total_s, 3), "runs": [r.to_dict() for r in runs], **best.to_dict(),
                         "realtime_x": total_s / best.wall_s if best.wall_s else None,
                         "output": facts if ok else {}, "encoder": info.get("encoder", "libx264"),
+                        "renderer": info.get("renderer"),
                         "python_cpu_s": statistics.median(p for p, _ in splits) if splits else None,
                         "children_cpu_s": statistics.median(c for _, c in splits) if splits else None,
                         "encoder_args": preset.encoder_args("libx264"),
@@ -336,6 +367,7 @@ def summarise(rows: list[dict]) -> list[dict]:
     out = []
     for minutes, preset in dict.fromkeys((r["minutes"], r["preset"]) for r in rows):
         studio, moviepy, bound = (find(minutes, preset, a) for a in APPROACHES)
+        tensor = find(minutes, preset, "tensor-cpu")
         case = next(r["case"] for r in rows if r["minutes"] == minutes)
         entry = {"minutes": minutes, "case": case, "preset": preset}
         if studio and bound:
@@ -348,6 +380,8 @@ def summarise(rows: list[dict]) -> list[dict]:
             if preset in SPEEDUP_TARGETS:
                 entry["speedup_target"] = SPEEDUP_TARGETS[preset]
                 entry["speedup_met"] = entry["moviepy_over_studio"] >= SPEEDUP_TARGETS[preset]
+        if studio and tensor:
+            entry["tensor_cpu_over_studio"] = tensor["wall_s"] / studio["wall_s"]
         if studio:
             entry["studio_peak_mb"] = studio["peak_rss_mb"]
             entry["memory_met"] = studio["peak_rss_mb"] < MEMORY_TARGET_MB
@@ -407,6 +441,9 @@ def print_report(rows: list[dict], summary: list[dict], args: argparse.Namespace
             target = (f" (target >= {s['speedup_target']:g} wall): {'met' if s['speedup_met'] else 'NOT MET'}"
                       if "speedup_target" in s else " (no target at this tier)")
             print(f"{where} moviepy/studio = {s['moviepy_over_studio']:.2f}x wall, {fmt(s['moviepy_over_studio_cpu'])}x CPU{target}")
+        if "tensor_cpu_over_studio" in s:
+            print(f"{where} tensor-cpu/studio = {s['tensor_cpu_over_studio']:.2f}x wall (no target: a check of the GPU "
+                  "renderer's code, not a way to render)")
         if "studio_peak_mb" in s:
             print(f"{where} studio peak    = {s['studio_peak_mb']:.0f} MB (target < {MEMORY_TARGET_MB:g} MB): "
                   f"{'met' if s['memory_met'] else 'NOT MET'}")

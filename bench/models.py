@@ -69,6 +69,7 @@ CLIP_L = dict(hidden_size=768, intermediate_size=3072, num_attention_heads=12, n
 CLIP_BIGG = dict(hidden_size=1280, intermediate_size=5120, num_attention_heads=20, num_hidden_layers=32,
                  projection_dim=1280, hidden_act="gelu", max_position_embeddings=77)
 BARK_SMALL = dict(hidden_size=768, num_layers=12, num_heads=12, block_size=1024)
+BARK_FULL = dict(hidden_size=1024, num_layers=24, num_heads=16, block_size=1024)  # suno/bark (Premium, Maximum)
 MOTION_ADAPTER_V152 = dict(block_out_channels=(320, 640, 1280, 1280), motion_layers_per_block=2,
                            motion_mid_block_layers_per_block=1, motion_num_attention_heads=8, motion_norm_num_groups=32,
                            motion_max_seq_length=32, use_motion_mid_block=True)
@@ -141,15 +142,18 @@ def build_animatediff(device: str) -> tuple[Any, LocalWeights]:
     return pipe, _weights("SD 1.5 + AnimateDiff v1-5-2 (random weights)", pipe.unet, vae, text_encoder)
 
 
-def build_bark(device: str) -> tuple[Any, Any, LocalWeights]:
+def build_bark(device: str, sizes: dict | None = None, text: str = NARRATION,
+               name: str = "Bark-small (random weights)") -> tuple[Any, Any, LocalWeights]:
+    """Bark with `sizes` (default Bark-small's; `BARK_FULL` for suno/bark) and a word-piece vocabulary of `text`."""
     import torch
     from transformers import BarkConfig, BarkModel, BarkProcessor, BertTokenizer, EncodecConfig, GenerationConfig
     from transformers.models.bark.generation_configuration_bark import BarkGenerationConfig
 
+    sizes = sizes or BARK_SMALL
     config = BarkConfig(
-        semantic_config={**BARK_SMALL, "input_vocab_size": 129600, "output_vocab_size": 10048},
-        coarse_acoustics_config={**BARK_SMALL, "input_vocab_size": 12096, "output_vocab_size": 12096},
-        fine_acoustics_config={**BARK_SMALL, "input_vocab_size": 1056, "output_vocab_size": 1056, "n_codes_total": 8,
+        semantic_config={**sizes, "input_vocab_size": 129600, "output_vocab_size": 10048},
+        coarse_acoustics_config={**sizes, "input_vocab_size": 12096, "output_vocab_size": 12096},
+        fine_acoustics_config={**sizes, "input_vocab_size": 1056, "output_vocab_size": 1056, "n_codes_total": 8,
                                "n_codes_given": 1},
         codec_config=EncodecConfig().to_dict())  # EnCodec 24 kHz
     with torch.device(device):
@@ -159,9 +163,9 @@ def build_bark(device: str) -> tuple[Any, Any, LocalWeights]:
                                       fine_acoustics_config={"temperature": 0.5})
     model.generation_config = GenerationConfig.from_dict(generation.to_dict())
     model.to(device, torch.float16).eval()
-    words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + sorted({w.strip(".,").lower() for w in NARRATION.split()})
+    words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + sorted({w.strip(".,;:!?").lower() for w in text.split()})
     processor = BarkProcessor(tokenizer=BertTokenizer(vocab={w: i for i, w in enumerate(words)}))
-    return model, processor, _weights("Bark-small (random weights)", model)
+    return model, processor, _weights(name, model)
 
 
 # -- running through Studio's providers -------------------------------------------------------------------------------------
